@@ -1,0 +1,180 @@
+#include "blobstore/blob_file.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "blobstore/limits.h"
+#include "ring/hash.h"
+
+namespace blobstore {
+
+namespace {
+
+void put_u16(std::string& s, std::uint16_t v) {
+  for (int i = 0; i < 2; i++) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_u32(std::string& s, std::uint32_t v) {
+  for (int i = 0; i < 4; i++) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+void put_u64(std::string& s, std::uint64_t v) {
+  for (int i = 0; i < 8; i++) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+std::uint64_t get_le(const std::uint8_t* p, int n) {
+  std::uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+std::uint32_t footer_check(std::string_view key, std::string_view ct, const std::uint8_t* fixed) {
+  Md5 m;
+  m.update(key.data(), key.size());
+  m.update(ct.data(), ct.size());
+  m.update(fixed, footer_fixed_bytes - 4);
+  Md5Digest d = m.finish();
+  return static_cast<std::uint32_t>(get_le(d.data(), 4));
+}
+
+}  // namespace
+
+std::string hex(const std::uint8_t* bytes, std::size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out(n * 2, '0');
+  for (std::size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[bytes[i] >> 4];
+    out[2 * i + 1] = digits[bytes[i] & 15];
+  }
+  return out;
+}
+
+bool unhex(std::string_view text, std::uint8_t* out, std::size_t n) {
+  if (text.size() != 2 * n) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < n; i++) {
+    int hi = nibble(text[2 * i]);
+    int lo = nibble(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+std::string Version::to_string() const {
+  std::uint8_t be[8];
+  for (int i = 0; i < 8; i++) be[i] = static_cast<std::uint8_t>(hlc >> (56 - 8 * i));
+  return hex(be, 8) + "-" + hex(node.data(), node.size());
+}
+
+std::optional<Version> Version::parse(std::string_view text) {
+  if (text.size() != version_text_bytes || text[16] != '-') return std::nullopt;
+  std::uint8_t be[8];
+  Version v;
+  if (!unhex(text.substr(0, 16), be, 8)) return std::nullopt;
+  if (!unhex(text.substr(17), v.node.data(), v.node.size())) return std::nullopt;
+  for (int i = 0; i < 8; i++) v.hlc = (v.hlc << 8) | be[i];
+  return v;
+}
+
+Md5::Md5() : ctx_(EVP_MD_CTX_new()) {
+  ASSERT(ctx_ != nullptr);
+  int ok = EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_md5(), nullptr);
+  ASSERT(ok == 1);
+}
+Md5::~Md5() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+void Md5::update(const void* data, std::size_t n) {
+  int ok = EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, n);
+  ASSERT(ok == 1);
+}
+Md5Digest Md5::finish() {
+  Md5Digest d{};
+  unsigned int len = 0;
+  int ok = EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), d.data(), &len);
+  ASSERT(ok == 1);
+  ASSERT(len == d.size());
+  return d;
+}
+
+Md5Digest md5_of(std::string_view bytes) {
+  Md5Digest d{};
+  unsigned int len = 0;
+  int ok = EVP_Digest(bytes.data(), bytes.size(), d.data(), &len, EVP_md5(), nullptr);
+  ASSERT(ok == 1);
+  return d;
+}
+
+std::string md5_hex(const Md5Digest& d) { return hex(d.data(), d.size()); }
+
+std::string encode_footer(const BlobMeta& meta) {
+  ASSERT(meta.key.size() <= limits::key_bytes_max);
+  ASSERT(meta.content_type.size() <= limits::content_type_bytes_max);
+  std::string out;
+  out.reserve(meta.key.size() + meta.content_type.size() + footer_fixed_bytes);
+  out += meta.key;
+  out += meta.content_type;
+  std::string fixed;
+  put_u32(fixed, footer_magic);
+  put_u32(fixed, meta.tombstone ? flag_tombstone : 0);
+  put_u64(fixed, meta.size);
+  put_u64(fixed, meta.version.hlc);
+  fixed.append(reinterpret_cast<const char*>(meta.version.node.data()), meta.version.node.size());
+  fixed.append(reinterpret_cast<const char*>(meta.md5.data()), meta.md5.size());
+  put_u16(fixed, static_cast<std::uint16_t>(meta.key.size()));
+  put_u16(fixed, static_cast<std::uint16_t>(meta.content_type.size()));
+  ASSERT(fixed.size() == footer_fixed_bytes - 4);
+  put_u32(fixed, footer_check(meta.key, meta.content_type,
+                              reinterpret_cast<const std::uint8_t*>(fixed.data())));
+  out += fixed;
+  return out;
+}
+
+Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
+  if (file_bytes < footer_fixed_bytes) return Status::corruption("blob file shorter than footer");
+  std::uint8_t fixed[footer_fixed_bytes];
+  ssize_t n = pread(fd, fixed, sizeof fixed, static_cast<off_t>(file_bytes - footer_fixed_bytes));
+  if (n < 0) return Status::from_errno("read footer", errno);
+  if (static_cast<std::size_t>(n) != sizeof fixed) return Status::corruption("short footer read");
+  if (get_le(fixed, 4) != footer_magic) return Status::corruption("bad footer magic");
+  BlobMeta m;
+  std::uint32_t flags = static_cast<std::uint32_t>(get_le(fixed + 4, 4));
+  m.tombstone = (flags & flag_tombstone) != 0;
+  m.size = get_le(fixed + 8, 8);
+  m.version.hlc = get_le(fixed + 16, 8);
+  std::memcpy(m.version.node.data(), fixed + 24, 16);
+  std::memcpy(m.md5.data(), fixed + 40, 16);
+  std::size_t key_len = get_le(fixed + 56, 2);
+  std::size_t ct_len = get_le(fixed + 58, 2);
+  if (key_len == 0 || key_len > limits::key_bytes_max) return Status::corruption("bad key length");
+  if (ct_len > limits::content_type_bytes_max) return Status::corruption("bad content type length");
+  std::uint64_t tail = key_len + ct_len + footer_fixed_bytes;
+  if (m.size > file_bytes || file_bytes - m.size != tail) return Status::corruption("bad sizes");
+  std::string strings(key_len + ct_len, '\0');
+  n = pread(fd, strings.data(), strings.size(), static_cast<off_t>(m.size));
+  if (n < 0) return Status::from_errno("read footer", errno);
+  if (static_cast<std::size_t>(n) != strings.size()) return Status::corruption("short footer");
+  m.key = strings.substr(0, key_len);
+  m.content_type = strings.substr(key_len);
+  if (footer_check(m.key, m.content_type, fixed) != get_le(fixed + 60, 4)) {
+    return Status::corruption("footer check mismatch");
+  }
+  return m;
+}
+
+std::string blob_relative_dir(std::string_view key) {
+  ring::Sha1Digest d = ring::sha1(key);
+  std::string h = hex(d.data(), 2);
+  return "blobs/" + h.substr(0, 2) + "/" + h.substr(2, 2);
+}
+
+std::string blob_relative_path(std::string_view key, const Version& v) {
+  ring::Sha1Digest d = ring::sha1(key);
+  std::string h = hex(d.data(), d.size());
+  return "blobs/" + h.substr(0, 2) + "/" + h.substr(2, 2) + "/" + h + "." + v.to_string();
+}
+
+}  // namespace blobstore

@@ -1,0 +1,67 @@
+// The blob file format: the value's bytes first (so a GET reads from offset 0), then a
+// footer that makes the file self-describing for `ringstore rebuild`:
+//
+//   body[body_size] key[key_len] content_type[ct_len] fixed[64]
+//   fixed = magic u32 | flags u32 | body_size u64 | hlc u64 | node[16] | md5[16]
+//           | key_len u16 | ct_len u16 | check u32            (little-endian)
+//
+// check = first 4 bytes of MD5(key | content_type | fixed[0..60]). docs/FORMATS.md has
+// the same table. A file is named DISK/blobs/xx/yy/<hex sha1(key)>.<version>.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "blobstore/version.h"
+#include "common/status.h"
+
+namespace blobstore {
+
+using Md5Digest = std::array<std::uint8_t, 16>;
+
+inline constexpr std::uint32_t footer_magic = 0x31425352;  // "RSB1"
+inline constexpr std::size_t footer_fixed_bytes = 64;
+inline constexpr std::uint32_t flag_tombstone = 1;
+
+// Everything the index holds about one stored version of a key.
+struct BlobMeta {
+  std::string key;
+  Version version;
+  bool tombstone = false;
+  std::uint64_t size = 0;
+  Md5Digest md5{};
+  std::string content_type;
+  int disk = -1;  // index into the store's disk list
+};
+
+// Bytes to append after the body: key, content type and the fixed footer.
+std::string encode_footer(const BlobMeta& meta);
+
+// Reads and checks the footer of an open blob file of `file_bytes` bytes.
+Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes);
+
+// "blobs/xx/yy/<sha1hex>.<version>" relative to the disk root, and its directory.
+std::string blob_relative_path(std::string_view key, const Version& v);
+std::string blob_relative_dir(std::string_view key);
+
+std::string md5_hex(const Md5Digest& d);
+
+// Streaming MD5 (the ETag): one per upload or verified read.
+class Md5 {
+ public:
+  Md5();
+  ~Md5();
+  Md5(const Md5&) = delete;
+  Md5& operator=(const Md5&) = delete;
+  void update(const void* data, std::size_t n);
+  Md5Digest finish();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
+
+Md5Digest md5_of(std::string_view bytes);
+
+}  // namespace blobstore

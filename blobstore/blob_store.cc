@@ -1,0 +1,237 @@
+#include "blobstore/blob_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "blobstore/limits.h"
+
+namespace blobstore {
+
+namespace {
+
+constexpr int open_retries_max = 3;  // a newer version may replace the file between lookup and open
+
+Status write_all(int fd, const char* data, std::size_t n, const std::string& what) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("write " + what, errno);
+    }
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+std::vector<std::string> default_disks(const std::string& data_dir,
+                                       const std::vector<std::string>& disks) {
+  if (!disks.empty()) return disks;
+  return {data_dir + "/disk0"};
+}
+
+BlobWriter::~BlobWriter() {
+  if (fd_ >= 0) {
+    close(fd_);
+    unlink(temp_path_.c_str());
+  }
+}
+
+Status BlobWriter::append(const char* data, std::size_t n) {
+  ASSERT(fd_ >= 0);
+  if (Status s = write_all(fd_, data, n, temp_path_); !s.is_ok()) return s;
+  md5_.update(data, n);
+  meta_.size += n;
+  return Status::ok();
+}
+
+BlobHandle::~BlobHandle() {
+  if (fd_ >= 0) close(fd_);
+}
+
+BlobHandle& BlobHandle::operator=(BlobHandle&& o) noexcept {
+  if (this == &o) return *this;
+  if (fd_ >= 0) close(fd_);
+  meta = std::move(o.meta);
+  fd_ = o.fd_;
+  o.fd_ = -1;
+  return *this;
+}
+
+Result<std::unique_ptr<BlobStore>> BlobStore::open(Options options) {
+  std::unique_ptr<BlobStore> store(new BlobStore());
+  if (Status s = store->start(options); !s.is_ok()) return s;
+  return store;
+}
+
+Status BlobStore::start(Options& options) {
+  if (mkdir(options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::from_errno("mkdir " + options.data_dir, errno);
+  }
+  std::vector<std::string> paths = default_disks(options.data_dir, options.disks);
+  auto disks = Disks::open(paths);
+  if (!disks.is_ok()) return disks.take_status();
+  disks_ = std::move(disks.value());
+  std::string db_path = options.data_dir + "/index.db";
+  if (Status s = writer_.open(db_path, paths); !s.is_ok()) return s;
+  if (Status s = reader_.open(db_path); !s.is_ok()) return s;
+
+  auto id = writer_.get_meta("node_id");
+  if (id.is_ok() && id.value().size() == node_id_.size()) {
+    std::copy(id.value().begin(), id.value().end(), node_id_.begin());
+  } else {
+    ASSERT(RAND_bytes(node_id_.data(), static_cast<int>(node_id_.size())) == 1);
+    std::string_view v(reinterpret_cast<const char*>(node_id_.data()), node_id_.size());
+    if (Status s = writer_.set_meta("node_id", v); !s.is_ok()) return s;
+  }
+  sweep();
+  committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault);
+  auto live = writer_.count_live();
+  if (!live.is_ok()) return live.take_status();
+  committer_->set_live_keys(live.value());
+  committer_->start();
+  return Status::ok();
+}
+
+BlobStore::~BlobStore() {
+  if (committer_) committer_->stop();
+}
+
+// Temp files left by a crash were never acknowledged: remove them. Trash rows name
+// superseded versions whose unlink may not have happened.
+void BlobStore::sweep() {
+  for (std::size_t i = 0; i < disks_->size(); i++) {
+    std::string tmp = disks_->path(static_cast<int>(i)) + "/tmp";
+    DIR* d = opendir(tmp.c_str());
+    if (d == nullptr) continue;
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      unlink((tmp + "/" + name).c_str());
+    }
+    closedir(d);
+  }
+  auto trash = writer_.trash();
+  if (!trash.is_ok()) return;
+  for (const std::string& p : trash.value()) {
+    if (unlink(p.c_str()) == 0 || errno == ENOENT) (void)writer_.clear_trash(p);
+  }
+}
+
+Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
+                                                           std::string_view content_type,
+                                                           std::uint64_t now_ms) {
+  ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
+  ASSERT(content_type.size() <= limits::content_type_bytes_max);
+  for (std::size_t attempt = 0; attempt < disks_->size(); attempt++) {
+    int disk = disks_->choose(key, now_ms);
+    if (disk < 0) return Status::unavailable("no healthy disk");
+    std::unique_ptr<BlobWriter> w(new BlobWriter());
+    w->meta_.key = std::string(key);
+    w->meta_.content_type = std::string(content_type);
+    w->meta_.disk = disk;
+    w->temp_path_ = disks_->path(disk) + "/tmp/" + std::to_string(getpid()) + "-" +
+                    std::to_string(++temp_seq_) + ".tmp";
+    w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd_ >= 0) return w;
+    int err = errno;
+    if (err == EMFILE || err == ENFILE) return Status::unavailable("out of file descriptors");
+    disks_->mark_failed(disk);  // the disk cannot create files: use the others
+  }
+  return Status::unavailable("no healthy disk");
+}
+
+Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
+  std::string footer = encode_footer(w->meta_);
+  if (Status s = write_all(w->fd_, footer.data(), footer.size(), w->temp_path_); !s.is_ok()) {
+    return s;
+  }
+  auto op = std::make_unique<CommitOp>();
+  op->meta = w->meta_;
+  op->temp_path = w->temp_path_;
+  op->temp_fd = w->fd_;
+  op->done = std::move(done);
+  w->fd_ = -1;  // the committer owns the file now
+  if (!committer_->submit(std::move(op))) {
+    // The op (and its fd) died with the refused submit; remove the temp file ourselves.
+    unlink(w->temp_path_.c_str());
+    return Status::unavailable("commit queue full");
+  }
+  return Status::ok();
+}
+
+Status BlobStore::commit(std::unique_ptr<BlobWriter> w, const Version& version,
+                         CommitCallback done) {
+  w->meta_.version = version;
+  w->meta_.md5 = w->md5_.finish();
+  return submit(std::move(w), std::move(done));
+}
+
+Status BlobStore::remove(std::string_view key, const Version& version, std::uint64_t now_ms,
+                         CommitCallback done) {
+  auto w = begin_write(key, "", now_ms);
+  if (!w.is_ok()) return w.take_status();
+  w.value()->meta_.tombstone = true;
+  return commit(std::move(w.value()), version, std::move(done));
+}
+
+Result<BlobHandle> BlobStore::open_read(std::string_view key) {
+  for (int attempt = 0; attempt < open_retries_max; attempt++) {
+    auto m = reader_.lookup(key);
+    if (!m.is_ok()) return m.take_status();
+    BlobHandle h;
+    h.meta = std::move(m.value());
+    h.meta.disk = disk_index_of(writer_.disk_ids(), h.meta.disk);
+    if (h.meta.disk < 0) return Status::io_error("blob on a disk that is not configured");
+    if (h.meta.tombstone) return h;
+    if (!disks_->healthy(h.meta.disk)) return Status::io_error("blob on a failed disk");
+    std::string path = disks_->path(h.meta.disk) + "/" + blob_relative_path(key, h.meta.version);
+    h.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (h.fd_ < 0) {
+      if (errno == ENOENT) continue;  // replaced meanwhile: look again
+      return Status::from_errno("open " + path, errno);
+    }
+    struct stat st;
+    if (fstat(h.fd_, &st) != 0) return Status::from_errno("stat " + path, errno);
+    std::uint64_t expect = h.meta.size + h.meta.key.size() + h.meta.content_type.size() +
+                           footer_fixed_bytes;
+    if (static_cast<std::uint64_t>(st.st_size) != expect) {
+      corrupt_reads_++;
+      return Status::corruption("blob file has the wrong size: " + path);
+    }
+    return h;
+  }
+  return Status::io_error("blob file missing");
+}
+
+Result<std::string> BlobStore::read_verified(const BlobHandle& h) {
+  ASSERT(!h.meta.tombstone);
+  std::string body(h.meta.size, '\0');
+  std::size_t done = 0;
+  while (done < body.size()) {
+    ssize_t n = pread(h.fd(), body.data() + done, body.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::from_errno("read blob", errno);
+    if (n == 0) return Status::corruption("blob file truncated");
+    done += static_cast<std::size_t>(n);
+  }
+  if (md5_of(body) != h.meta.md5) {
+    corrupt_reads_++;
+    return Status::corruption("checksum mismatch");
+  }
+  return body;
+}
+
+Status BlobStore::list(std::string_view prefix, std::string_view start, std::size_t limit,
+                       std::vector<std::string>* keys, std::string* next) {
+  return reader_.list(prefix, start, limit, keys, next);
+}
+
+}  // namespace blobstore

@@ -1,0 +1,125 @@
+// BlobStore keeps blob bytes in files on one or more disks and their metadata (key,
+// version, size, MD5, content type, disk) in one SQLite index under the data dir.
+// Owns: the disks, both index connections, the committer thread, open temp files.
+// Thread: call everything from one thread (the loop thread). Durability work runs on the
+// committer thread; its callbacks run when that thread calls run_completions(), which
+// the owner does when `notify` fires (the node wires it to a uv_async_t).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blobstore/blob_file.h"
+#include "blobstore/committer.h"
+#include "blobstore/disks.h"
+#include "blobstore/index.h"
+
+namespace blobstore {
+
+struct Options {
+  std::string data_dir;            // holds index.db
+  std::vector<std::string> disks;  // empty: one disk at DATA/disk0
+  std::function<void()> notify;    // called from the committer thread; may be empty
+  FaultHook fault;                 // tests only
+};
+
+// An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
+// computed. Dropping a writer without committing it removes the temp file.
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+  Status append(const char* data, std::size_t n);
+  std::uint64_t size() const { return meta_.size; }
+
+ private:
+  friend class BlobStore;
+  BlobWriter() = default;
+  BlobMeta meta_;
+  std::string temp_path_;
+  int fd_ = -1;
+  Md5 md5_;
+};
+
+// An open, committed version of a key. The file stays readable even if a newer version
+// replaces it meanwhile. Closes its descriptor on destruction.
+class BlobHandle {
+ public:
+  BlobHandle() = default;
+  ~BlobHandle();
+  BlobHandle(BlobHandle&& o) noexcept : meta(std::move(o.meta)), fd_(o.fd_) { o.fd_ = -1; }
+  BlobHandle& operator=(BlobHandle&& o) noexcept;
+  BlobHandle(const BlobHandle&) = delete;
+  int fd() const { return fd_; }
+  BlobMeta meta;
+
+ private:
+  friend class BlobStore;
+  int fd_ = -1;
+};
+
+class BlobStore {
+ public:
+  // Opens or creates the index, sweeps orphan temp files and leftover trash, starts the
+  // committer.
+  static Result<std::unique_ptr<BlobStore>> open(Options options);
+  ~BlobStore();  // commits everything already submitted, then closes
+
+  const NodeId& node_id() const { return node_id_; }
+
+  // REQUIRES: a valid key (node/ validates). Picks a disk and opens a temp file.
+  Result<std::unique_ptr<BlobWriter>> begin_write(std::string_view key,
+                                                  std::string_view content_type,
+                                                  std::uint64_t now_ms);
+  // Seals the writer with `version` and queues it for group commit. `done` runs exactly
+  // once from run_completions(), unless this returns an error (then it never runs).
+  Status commit(std::unique_ptr<BlobWriter> writer, const Version& version, CommitCallback done);
+  // Writes a tombstone for `key` at `version`, the same way.
+  Status remove(std::string_view key, const Version& version, std::uint64_t now_ms,
+                CommitCallback done);
+
+  // The stored version of `key`: not_found if never written; a tombstone has no file.
+  Result<BlobHandle> open_read(std::string_view key);
+  // Reads a whole blob (REQUIRES: not a tombstone) and checks its MD5.
+  Result<std::string> read_verified(const BlobHandle& h);
+  Status list(std::string_view prefix, std::string_view start, std::size_t limit,
+              std::vector<std::string>* keys, std::string* next);
+
+  void run_completions() { committer_->run_completions(); }
+  std::uint64_t live_keys() const { return committer_->live_keys(); }
+  std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
+  std::uint64_t corrupt_reads() const { return corrupt_reads_; }
+  void count_corrupt_read() { corrupt_reads_++; }
+
+ private:
+  BlobStore() = default;
+  Status start(Options& options);
+  void sweep();
+  Status submit(std::unique_ptr<BlobWriter> w, CommitCallback done);
+
+  std::unique_ptr<Disks> disks_;
+  IndexWriter writer_;
+  IndexReader reader_;
+  std::unique_ptr<Committer> committer_;
+  NodeId node_id_{};
+  std::uint64_t temp_seq_ = 0;
+  std::uint64_t corrupt_reads_ = 0;
+};
+
+// Recreates DATA/index.db from the blob files on `disks` alone (the highest version of
+// each key wins). The old index, if any, is kept as index.db.old. Prints nothing.
+struct RebuildStats {
+  std::uint64_t files = 0, keys = 0, skipped = 0;
+};
+Result<RebuildStats> rebuild_index(const std::string& data_dir,
+                                   const std::vector<std::string>& disks);
+
+std::vector<std::string> default_disks(const std::string& data_dir,
+                                       const std::vector<std::string>& disks);
+
+}  // namespace blobstore

@@ -1,0 +1,315 @@
+#include "blobstore/committer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "blobstore/limits.h"
+
+namespace blobstore {
+
+namespace {
+
+std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+Status fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("open " + path, errno);
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return Status::from_errno("fsync " + path, err);
+  return Status::ok();
+}
+
+Status syncfs_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("open " + path, errno);
+  int rc = syncfs(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return Status::from_errno("syncfs " + path, err);
+  return Status::ok();
+}
+
+// mkdir -p for the two levels under DISK/blobs; new directories are added to `created`
+// so that their parents' entries are made durable too.
+Status make_blob_dir(const std::string& dir, std::set<std::string>* created) {
+  std::string parent = parent_of(dir);
+  for (const std::string& d : {parent, dir}) {
+    if (mkdir(d.c_str(), 0755) == 0) {
+      created->insert(parent_of(d));
+    } else if (errno != EEXIST) {
+      return Status::from_errno("mkdir " + d, errno);
+    }
+  }
+  return Status::ok();
+}
+
+std::string final_path(Disks* disks, const CommitOp& op) {
+  return disks->path(op.meta.disk) + "/" + blob_relative_path(op.meta.key, op.meta.version);
+}
+
+}  // namespace
+
+CommitOp::~CommitOp() {
+  if (temp_fd >= 0) close(temp_fd);
+}
+
+Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> notify,
+                     FaultHook fault)
+    : index_(index), disks_(disks), notify_(std::move(notify)), fault_(std::move(fault)) {}
+
+Committer::~Committer() { stop(); }
+
+void Committer::start() {
+  ASSERT(!thread_.joinable());
+  thread_ = std::thread([this] { run(); });
+}
+
+void Committer::stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Committer::submit(std::unique_ptr<CommitOp> op) {
+  ASSERT(op->temp_fd >= 0);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ASSERT(!stopping_);
+    if (queue_.size() >= limits::commit_queue_max) return false;
+    queue_.push_back(std::move(op));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void Committer::run_completions() {
+  std::vector<std::unique_ptr<CommitOp>> done;
+  {
+    std::lock_guard<std::mutex> l(done_mu_);
+    done.swap(done_);
+  }
+  for (auto& op : done) op->done(std::move(op->status), op->result);
+}
+
+void Committer::run() {
+  for (;;) {
+    Batch batch;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything submitted is committed
+      while (!queue_.empty() && batch.size() < limits::commit_batch_max) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    process(batch);
+    finish(batch);
+  }
+}
+
+// Returns true when the batch must stop here. A simulated crash leaves every file where
+// it is, as a power cut would, and fails everything after it.
+bool Committer::fault(WriteStep step, Batch& batch) {
+  FaultAction a = fault_ ? fault_(step) : FaultAction::proceed;
+  if (a == FaultAction::proceed) return false;
+  for (auto& op : batch) {
+    if (!op->status.is_ok()) continue;
+    op->status = Status::io_error(a == FaultAction::crash ? "simulated crash" : "injected fault");
+    if (a == FaultAction::fail && step <= WriteStep::synced) unlink(op->temp_path.c_str());
+  }
+  if (a == FaultAction::crash) crashed_ = true;
+  return true;
+}
+
+void Committer::process(Batch& batch) {
+  if (crashed_) {
+    for (auto& op : batch) op->status = Status::io_error("simulated crash");
+    return;
+  }
+  if (fault(WriteStep::written, batch)) return;
+  sync_data(batch);
+  if (fault(WriteStep::synced, batch)) return;
+  std::vector<CommitOp*> winners;
+  decide_winners(batch, &winners);
+  rename_all(winners);
+  if (fault(WriteStep::renamed, batch)) return;
+  sync_dirs(winners);
+  if (fault(WriteStep::dirs_synced, batch)) return;
+  index_all(winners);
+  if (fault(WriteStep::indexed, batch)) return;
+  batches_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Committer::sync_data(Batch& batch) {
+  std::map<int, std::size_t> per_disk;
+  for (auto& op : batch) per_disk[op->meta.disk]++;
+  std::map<int, Status> disk_status;
+  for (auto [disk, n] : per_disk) {
+    if (n >= limits::syncfs_batch_min) disk_status[disk] = syncfs_path(disks_->path(disk));
+  }
+  for (auto& op : batch) {
+    auto it = disk_status.find(op->meta.disk);
+    if (it != disk_status.end()) {
+      op->status = it->second;
+    } else if (fsync(op->temp_fd) != 0) {
+      op->status = Status::from_errno("fsync " + op->temp_path, errno);
+    }
+    close(op->temp_fd);
+    op->temp_fd = -1;
+    if (!op->status.is_ok()) unlink(op->temp_path.c_str());
+  }
+}
+
+// Last writer wins: a write not newer than what the index (or an earlier write of this
+// batch) holds is dropped, and a stored version that loses becomes trash.
+void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
+  std::unordered_map<std::string, CommitOp*> newest;
+  for (auto& op : batch) {
+    if (!op->status.is_ok()) continue;
+    auto it = newest.find(op->meta.key);
+    CommitOp* prev = it == newest.end() ? nullptr : it->second;
+    if (prev == nullptr) {
+      auto cur = index_->current(op->meta.key);
+      if (!cur.is_ok()) {
+        op->status = cur.take_status();
+        unlink(op->temp_path.c_str());
+        continue;
+      }
+      const auto& stored = cur.value();
+      if (stored && stored->version >= op->meta.version) {
+        unlink(op->temp_path.c_str());  // older than what we hold: ignored, still ok
+        continue;
+      }
+      newest[op->meta.key] = op.get();
+      continue;
+    }
+    if (prev->meta.version >= op->meta.version) {
+      unlink(op->temp_path.c_str());
+      continue;
+    }
+    unlink(prev->temp_path.c_str());
+    prev->result.applied = false;
+    newest[op->meta.key] = op.get();
+  }
+  for (auto& op : batch) {
+    auto it = newest.find(op->meta.key);
+    if (it != newest.end() && it->second == op.get()) {
+      op->result.applied = true;
+      winners->push_back(op.get());
+    }
+  }
+}
+
+void Committer::rename_all(std::vector<CommitOp*>& winners) {
+  std::set<std::string> created;
+  for (CommitOp* op : winners) {
+    std::string dst = final_path(disks_, *op);
+    Status s = make_blob_dir(parent_of(dst), &created);
+    if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
+      s = Status::from_errno("rename " + dst, errno);
+    }
+    if (!s.is_ok()) {
+      unlink(op->temp_path.c_str());
+      op->status = std::move(s);
+      op->result.applied = false;
+    }
+  }
+  // New directories' own entries must be durable too: fsync their parents now.
+  for (const std::string& d : created) (void)fsync_path(d);
+}
+
+void Committer::sync_dirs(std::vector<CommitOp*>& winners) {
+  std::map<int, std::set<std::string>> dirs;
+  for (CommitOp* op : winners) {
+    if (op->status.is_ok()) dirs[op->meta.disk].insert(parent_of(final_path(disks_, *op)));
+  }
+  for (auto& [disk, set] : dirs) {
+    std::map<std::string, Status> st;
+    if (set.size() >= limits::syncfs_batch_min) {
+      Status s = syncfs_path(disks_->path(disk));
+      for (const std::string& d : set) st[d] = s;
+    } else {
+      for (const std::string& d : set) st[d] = fsync_path(d);
+    }
+    for (CommitOp* op : winners) {
+      if (op->meta.disk != disk || !op->status.is_ok()) continue;
+      const Status& s = st[parent_of(final_path(disks_, *op))];
+      if (!s.is_ok()) {
+        unlink(final_path(disks_, *op).c_str());
+        op->status = s;
+        op->result.applied = false;
+      }
+    }
+  }
+}
+
+void Committer::index_all(std::vector<CommitOp*>& winners) {
+  std::vector<std::string>& trash = superseded_;
+  trash.clear();
+  std::int64_t live_delta = 0;
+  auto fail_all = [&](Status s) {
+    index_->rollback().is_ok();
+    for (CommitOp* op : winners) {
+      if (!op->status.is_ok()) continue;
+      unlink(final_path(disks_, *op).c_str());
+      op->status = s;
+      op->result.applied = false;
+    }
+    trash.clear();
+  };
+  if (Status s = index_->begin(); !s.is_ok()) return fail_all(std::move(s));
+  for (const std::string& p : unlinked_trash_) {
+    if (Status s = index_->clear_trash(p); !s.is_ok()) return fail_all(std::move(s));
+  }
+  for (CommitOp* op : winners) {
+    if (!op->status.is_ok()) continue;
+    auto cur = index_->current(op->meta.key);
+    if (!cur.is_ok()) return fail_all(cur.take_status());
+    bool was_live = cur.value() && !cur.value()->tombstone;
+    if (cur.value() && cur.value()->disk >= 0) {
+      Version old = cur.value()->version;
+      std::string old_path = disks_->path(cur.value()->disk) + "/" +
+                             blob_relative_path(op->meta.key, old);
+      if (Status s = index_->add_trash(old_path); !s.is_ok()) return fail_all(std::move(s));
+      trash.push_back(std::move(old_path));
+    }
+    if (Status s = index_->upsert(op->meta); !s.is_ok()) return fail_all(std::move(s));
+    live_delta += (op->meta.tombstone ? 0 : 1) - (was_live ? 1 : 0);
+  }
+  if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
+  unlinked_trash_.clear();
+  live_keys_.fetch_add(static_cast<std::uint64_t>(live_delta), std::memory_order_relaxed);
+}
+
+void Committer::finish(Batch& batch) {
+  if (!crashed_) {
+    // The superseded versions are no longer referenced: unlink them now, and clear their
+    // trash rows in the next transaction (at start, leftover rows are processed again).
+    for (const std::string& p : superseded_) {
+      if (unlink(p.c_str()) == 0 || errno == ENOENT) unlinked_trash_.push_back(p);
+    }
+    superseded_.clear();
+  }
+  for (auto& op : batch) {
+    if (op->status.is_ok()) op->result.md5 = op->meta.md5;
+  }
+  {
+    std::lock_guard<std::mutex> l(done_mu_);
+    for (auto& op : batch) done_.push_back(std::move(op));
+  }
+  if (notify_) notify_();
+}
+
+}  // namespace blobstore

@@ -1,0 +1,103 @@
+// Committer makes finished writes durable and visible in batches (group commit) on its
+// own thread:
+//   fsync the batch's temp files (one syncfs() per disk for larger batches) → rename each
+//   to its final name → make the directory entries durable → one SQLite transaction →
+//   acknowledge every write of the batch → unlink the files the batch superseded.
+// A write older than the stored version of its key is dropped (last writer wins), which
+// makes every write idempotent.
+// Owns: its thread and the queue. Thread: submit() and run_completions() from the loop
+// thread; everything else runs on the committer thread.
+// Lifetime: `index` and `disks` must outlive the Committer.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "blobstore/blob_file.h"
+#include "blobstore/disks.h"
+#include "blobstore/index.h"
+
+namespace blobstore {
+
+// Points of the write path where a test may inject a failure or a crash.
+enum class WriteStep { written, synced, renamed, dirs_synced, indexed };
+enum class FaultAction { proceed, fail, crash };
+using FaultHook = std::function<FaultAction(WriteStep)>;
+
+struct CommitResult {
+  bool applied = false;  // false: a newer or equal version was already stored
+  Md5Digest md5{};
+};
+using CommitCallback = std::function<void(Status, CommitResult)>;
+
+struct CommitOp {
+  ~CommitOp();            // closes temp_fd if still open
+  BlobMeta meta;          // meta.disk is the --disk index
+  std::string temp_path;  // absolute
+  int temp_fd = -1;       // open for writing; the committer syncs and closes it
+  CommitCallback done;
+  // Set by the committer.
+  Status status;
+  CommitResult result;
+};
+
+class Committer {
+ public:
+  Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault);
+  ~Committer();  // stops, after committing everything already submitted
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  void start();
+  void stop();
+  // False when the queue holds commit_queue_max writes (the caller answers 503).
+  bool submit(std::unique_ptr<CommitOp> op);
+  // Runs the callbacks of finished writes. Call from the thread that submits.
+  void run_completions();
+  // Live (non-tombstone) keys in the index, kept current by every batch.
+  std::uint64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
+  void set_live_keys(std::uint64_t n) { live_keys_.store(n); }
+  std::uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
+
+ private:
+  using Batch = std::vector<std::unique_ptr<CommitOp>>;
+  void run();
+  void process(Batch& batch);
+  bool fault(WriteStep step, Batch& batch);
+  void sync_data(Batch& batch);
+  void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
+  void rename_all(std::vector<CommitOp*>& winners);
+  void sync_dirs(std::vector<CommitOp*>& winners);
+  void index_all(std::vector<CommitOp*>& winners);
+  void finish(Batch& batch);
+
+  IndexWriter* index_;
+  Disks* disks_;
+  std::function<void()> notify_;
+  FaultHook fault_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<CommitOp>> queue_;  // guarded by mu_
+  bool stopping_ = false;                         // guarded by mu_
+  bool crashed_ = false;                          // committer thread only
+  std::thread thread_;
+
+  std::mutex done_mu_;
+  std::vector<std::unique_ptr<CommitOp>> done_;  // guarded by done_mu_
+
+  std::vector<std::string> superseded_;      // committer thread only: this batch's trash
+  std::vector<std::string> unlinked_trash_;  // committer thread only: rows to clear
+  std::atomic<std::uint64_t> live_keys_{0};
+  std::atomic<std::uint64_t> batches_{0};
+};
+
+}  // namespace blobstore

@@ -1,0 +1,317 @@
+#include "blobstore/index.h"
+
+#include <sqlite3.h>
+
+#include <cstring>
+
+#include "ring/hash.h"
+
+namespace blobstore {
+
+namespace {
+
+const char* const schema_sql = R"sql(
+CREATE TABLE IF NOT EXISTS blobs(
+  key BLOB PRIMARY KEY NOT NULL,
+  position INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  node BLOB NOT NULL,
+  tombstone INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  md5 BLOB NOT NULL,
+  content_type TEXT NOT NULL,
+  disk INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_position ON blobs(position);
+CREATE TABLE IF NOT EXISTS disks(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS trash(path TEXT PRIMARY KEY NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
+)sql";
+
+void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+std::string column_bytes(sqlite3_stmt* s, int i) {
+  const void* p = sqlite3_column_blob(s, i);
+  int n = sqlite3_column_bytes(s, i);
+  return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(n)) : std::string();
+}
+
+// Resets a statement when the scope ends, whatever happened.
+struct Reset {
+  sqlite3_stmt* s;
+  ~Reset() {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+};
+
+Status step_done(Db& db, sqlite3_stmt* s, const char* what) {
+  Reset r{s};
+  int rc = sqlite3_step(s);
+  if (rc != SQLITE_DONE) return db.error(what);
+  return Status::ok();
+}
+
+Result<std::string> read_meta(Db& db, sqlite3_stmt* s, std::string_view name) {
+  Reset r{s};
+  bind_text(s, 1, name);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return Status::not_found("meta " + std::string(name));
+  if (rc != SQLITE_ROW) return db.error("get meta");
+  return column_bytes(s, 0);
+}
+
+Result<std::uint64_t> read_count(Db& db, sqlite3_stmt* s) {
+  Reset r{s};
+  if (sqlite3_step(s) != SQLITE_ROW) return db.error("count");
+  return static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+}
+
+constexpr const char* meta_get_sql = "SELECT value FROM meta WHERE name=?1";
+constexpr const char* count_sql = "SELECT count(*) FROM blobs WHERE tombstone=0";
+
+}  // namespace
+
+Stmt::~Stmt() { sqlite3_finalize(s_); }
+
+Status Stmt::prepare(sqlite3* db, const char* sql) {
+  ASSERT(s_ == nullptr);
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
+    return Status::io_error(std::string("sqlite prepare: ") + sqlite3_errmsg(db));
+  }
+  return Status::ok();
+}
+
+Db::~Db() {
+  if (db_) {
+    int rc = sqlite3_close(db_);
+    ASSERT(rc == SQLITE_OK);  // every statement was finalized first
+  }
+}
+
+Status Db::open(const std::string& path, bool create) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+    Status s = error("open");
+    return s;
+  }
+  sqlite3_busy_timeout(db_, 10'000);
+  sqlite3_extended_result_codes(db_, 1);
+  return Status::ok();
+}
+
+Status Db::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = std::string("sqlite: ") + (err ? err : "error");
+    sqlite3_free(err);
+    return Status::io_error(m);
+  }
+  return Status::ok();
+}
+
+Status Db::error(const char* what) const {
+  return Status::io_error(std::string("sqlite ") + what + ": " +
+                          (db_ ? sqlite3_errmsg(db_) : "cannot open"));
+}
+
+int disk_index_of(const std::vector<int>& ids, int id) {
+  for (std::size_t i = 0; i < ids.size(); i++) {
+    if (ids[i] == id) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+// ---- reader ----
+
+Status IndexReader::open(const std::string& db_path) {
+  if (Status s = db_.open(db_path, false); !s.is_ok()) return s;
+  if (Status s = db_.exec("PRAGMA query_only=1"); !s.is_ok()) return s;
+  if (Status s = lookup_.prepare(db_.get(),
+          "SELECT hlc,node,tombstone,size,md5,content_type,disk FROM blobs WHERE key=?1");
+      !s.is_ok()) return s;
+  if (Status s = list_.prepare(db_.get(),
+          "SELECT key FROM blobs WHERE key>=?1 AND tombstone=0 ORDER BY key LIMIT ?2");
+      !s.is_ok()) return s;
+  if (Status s = count_.prepare(db_.get(), count_sql); !s.is_ok()) return s;
+  return meta_.prepare(db_.get(), meta_get_sql);
+}
+
+Result<BlobMeta> IndexReader::lookup(std::string_view key) {
+  sqlite3_stmt* s = lookup_.get();
+  Reset r{s};
+  bind_blob(s, 1, key);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return Status::not_found();
+  if (rc != SQLITE_ROW) return db_.error("lookup");
+  BlobMeta m;
+  m.key = std::string(key);
+  m.version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+  std::string node = column_bytes(s, 1);
+  std::string md5 = column_bytes(s, 4);
+  if (node.size() != m.version.node.size() || md5.size() != m.md5.size()) {
+    return Status::corruption("index row has bad node or md5 length");
+  }
+  std::memcpy(m.version.node.data(), node.data(), node.size());
+  m.tombstone = sqlite3_column_int(s, 2) != 0;
+  m.size = static_cast<std::uint64_t>(sqlite3_column_int64(s, 3));
+  std::memcpy(m.md5.data(), md5.data(), md5.size());
+  m.content_type = column_bytes(s, 5);
+  m.disk = sqlite3_column_int(s, 6);
+  return m;
+}
+
+Status IndexReader::list(std::string_view prefix, std::string_view start, std::size_t limit,
+                         std::vector<std::string>* keys, std::string* next) {
+  keys->clear();
+  next->clear();
+  sqlite3_stmt* s = list_.get();
+  Reset r{s};
+  std::string_view from = start > prefix ? start : prefix;
+  bind_blob(s, 1, from);
+  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit + 1));
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("list");
+    std::string k = column_bytes(s, 0);
+    if (k.compare(0, prefix.size(), prefix) != 0) break;  // past the prefix range
+    if (keys->size() == limit) {
+      *next = std::move(k);
+      break;
+    }
+    keys->push_back(std::move(k));
+  }
+  return Status::ok();
+}
+
+Result<std::uint64_t> IndexReader::count_live() { return read_count(db_, count_.get()); }
+
+Result<std::string> IndexReader::get_meta(std::string_view name) {
+  return read_meta(db_, meta_.get(), name);
+}
+
+// ---- writer ----
+
+Status IndexWriter::open(const std::string& db_path, const std::vector<std::string>& disk_paths) {
+  if (Status s = db_.open(db_path, true); !s.is_ok()) return s;
+  // WAL: readers never wait for the writer. synchronous=FULL: a commit is durable when
+  // it returns, which is what a 201 promises.
+  if (Status s = db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !s.is_ok()) {
+    return s;
+  }
+  if (Status s = db_.exec(schema_sql); !s.is_ok()) return s;
+  Stmt ins, sel;
+  if (Status s = ins.prepare(db_.get(), "INSERT OR IGNORE INTO disks(path) VALUES(?1)");
+      !s.is_ok()) return s;
+  if (Status s = sel.prepare(db_.get(), "SELECT id FROM disks WHERE path=?1"); !s.is_ok()) {
+    return s;
+  }
+  for (const std::string& p : disk_paths) {
+    bind_text(ins.get(), 1, p);
+    if (Status s = step_done(db_, ins.get(), "insert disk"); !s.is_ok()) return s;
+    Reset r{sel.get()};
+    bind_text(sel.get(), 1, p);
+    if (sqlite3_step(sel.get()) != SQLITE_ROW) return db_.error("select disk");
+    disk_ids_.push_back(sqlite3_column_int(sel.get(), 0));
+  }
+  struct {
+    Stmt* stmt;
+    const char* sql;
+  } stmts[] = {
+      {&current_, "SELECT hlc,node,disk,tombstone FROM blobs WHERE key=?1"},
+      {&upsert_,
+       "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk)"
+       " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"},
+      {&add_trash_, "INSERT OR IGNORE INTO trash(path) VALUES(?1)"},
+      {&trash_, "SELECT path FROM trash"},
+      {&clear_trash_, "DELETE FROM trash WHERE path=?1"},
+      {&set_meta_, "INSERT OR REPLACE INTO meta(name,value) VALUES(?1,?2)"},
+      {&get_meta_, meta_get_sql},
+      {&count_, count_sql},
+      {&begin_, "BEGIN IMMEDIATE"},
+      {&commit_, "COMMIT"},
+      {&rollback_, "ROLLBACK"},
+  };
+  for (auto& st : stmts) {
+    if (Status s = st.stmt->prepare(db_.get(), st.sql); !s.is_ok()) return s;
+  }
+  return Status::ok();
+}
+
+Status IndexWriter::begin() { return step_done(db_, begin_.get(), "begin"); }
+Status IndexWriter::commit() { return step_done(db_, commit_.get(), "commit"); }
+Status IndexWriter::rollback() { return step_done(db_, rollback_.get(), "rollback"); }
+
+Result<std::optional<StoredVersion>> IndexWriter::current(std::string_view key) {
+  sqlite3_stmt* s = current_.get();
+  Reset r{s};
+  bind_blob(s, 1, key);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<StoredVersion>();
+  if (rc != SQLITE_ROW) return db_.error("current");
+  StoredVersion v;
+  v.version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+  std::string node = column_bytes(s, 1);
+  if (node.size() != v.version.node.size()) return Status::corruption("bad node column");
+  std::memcpy(v.version.node.data(), node.data(), node.size());
+  v.disk = disk_index_of(disk_ids_, sqlite3_column_int(s, 2));
+  v.tombstone = sqlite3_column_int(s, 3) != 0;
+  return std::optional<StoredVersion>(v);
+}
+
+Status IndexWriter::upsert(const BlobMeta& m) {
+  ASSERT(m.disk >= 0 && static_cast<std::size_t>(m.disk) < disk_ids_.size());
+  sqlite3_stmt* s = upsert_.get();
+  bind_blob(s, 1, m.key);
+  sqlite3_bind_int64(s, 2, position_column(ring::key_position(m.key)));
+  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(m.version.hlc));
+  bind_blob(s, 4, std::string_view(reinterpret_cast<const char*>(m.version.node.data()), 16));
+  sqlite3_bind_int(s, 5, m.tombstone ? 1 : 0);
+  sqlite3_bind_int64(s, 6, static_cast<sqlite3_int64>(m.size));
+  bind_blob(s, 7, std::string_view(reinterpret_cast<const char*>(m.md5.data()), 16));
+  bind_text(s, 8, m.content_type);
+  sqlite3_bind_int(s, 9, disk_ids_[m.disk]);
+  return step_done(db_, s, "upsert");
+}
+
+Status IndexWriter::add_trash(const std::string& path) {
+  bind_text(add_trash_.get(), 1, path);
+  return step_done(db_, add_trash_.get(), "add trash");
+}
+
+Result<std::vector<std::string>> IndexWriter::trash() {
+  sqlite3_stmt* s = trash_.get();
+  Reset r{s};
+  std::vector<std::string> out;
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("trash");
+    out.push_back(column_bytes(s, 0));
+  }
+  return out;
+}
+
+Status IndexWriter::clear_trash(const std::string& path) {
+  bind_text(clear_trash_.get(), 1, path);
+  return step_done(db_, clear_trash_.get(), "clear trash");
+}
+
+Status IndexWriter::set_meta(std::string_view name, std::string_view value) {
+  bind_text(set_meta_.get(), 1, name);
+  bind_blob(set_meta_.get(), 2, value);
+  return step_done(db_, set_meta_.get(), "set meta");
+}
+
+Result<std::string> IndexWriter::get_meta(std::string_view name) {
+  return read_meta(db_, get_meta_.get(), name);
+}
+
+Result<std::uint64_t> IndexWriter::count_live() { return read_count(db_, count_.get()); }
+
+}  // namespace blobstore

@@ -1,0 +1,109 @@
+// The SQLite index of blobs (WAL mode). Schema and the encodings of its columns are in
+// docs/FORMATS.md. Two kinds of connection share one database file:
+//  - IndexReader: point lookups and listings. Thread: one thread (the loop). WAL lets
+//    it read while the writer commits, so reads never wait behind an fsync.
+//  - IndexWriter: every change, in batched transactions. Thread: the committer thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blobstore/blob_file.h"
+#include "common/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace blobstore {
+
+// One prepared statement, finalized on destruction.
+class Stmt {
+ public:
+  Stmt() = default;
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  Status prepare(sqlite3* db, const char* sql);
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+// One connection, closed on destruction.
+class Db {
+ public:
+  ~Db();
+  Status open(const std::string& path, bool create);
+  Status exec(const char* sql);
+  sqlite3* get() const { return db_; }
+  Status error(const char* what) const;
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// Stored version of a key, as the writer sees it (enough to decide LWW and find the file).
+struct StoredVersion {
+  Version version;
+  bool tombstone = false;
+  int disk = -1;
+};
+
+class IndexReader {
+ public:
+  Status open(const std::string& db_path);
+  // Disk paths are mapped to small integers in the `disks` table.
+  Result<BlobMeta> lookup(std::string_view key);
+  // Live keys (no tombstones) k with start <= k, k starting with prefix, in byte order.
+  // Returns at most limit keys and sets *next to the following key, or "" if none.
+  Status list(std::string_view prefix, std::string_view start, std::size_t limit,
+              std::vector<std::string>* keys, std::string* next);
+  Result<std::uint64_t> count_live();
+  Result<std::string> get_meta(std::string_view name);
+
+ private:
+  Db db_;
+  Stmt lookup_;
+  Stmt list_;
+  Stmt count_;
+  Stmt meta_;
+};
+
+class IndexWriter {
+ public:
+  // Creates the schema when missing. `disk_paths` are registered in the disks table and
+  // disk_ids() maps --disk order to their ids.
+  Status open(const std::string& db_path, const std::vector<std::string>& disk_paths);
+  const std::vector<int>& disk_ids() const { return disk_ids_; }
+  Status begin();
+  Status commit();
+  Status rollback();
+  Result<std::optional<StoredVersion>> current(std::string_view key);
+  Status upsert(const BlobMeta& meta);
+  Status add_trash(const std::string& path);
+  Result<std::vector<std::string>> trash();
+  Status clear_trash(const std::string& path);
+  Status set_meta(std::string_view name, std::string_view value);
+  Result<std::string> get_meta(std::string_view name);
+  Result<std::uint64_t> count_live();
+
+ private:
+  Db db_;
+  Stmt current_, upsert_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
+  Stmt begin_, commit_, rollback_;
+  std::vector<int> disk_ids_;
+};
+
+// The index stores disk ids; these convert between ids and --disk order.
+int disk_index_of(const std::vector<int>& ids, int id);
+
+// Ring positions are u64; SQLite integers are signed. Flipping the top bit keeps order.
+inline std::int64_t position_column(std::uint64_t p) {
+  return static_cast<std::int64_t>(p ^ (1ull << 63));
+}
+
+}  // namespace blobstore

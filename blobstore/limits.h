@@ -1,0 +1,28 @@
+// Named limits of the blobstore. Each has a unit and a reason.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace blobstore::limits {
+// Keys index a SQLite column; 1 KiB covers deep paths and keeps the index small.
+inline constexpr std::size_t key_bytes_max = 1024;
+// Content-Type is stored in the footer (u16 length) and the index.
+inline constexpr std::size_t content_type_bytes_max = 256;
+// Values stream to disk, so this bounds disk use per object, not memory.
+inline constexpr std::uint64_t body_bytes_max_default = 5ull << 30;
+// Group commit: at most this many writes share one durability point and SQLite
+// transaction. 256 × ~1 KiB keeps one batch's latency near one fsync (~1-2 ms here).
+inline constexpr std::size_t commit_batch_max = 256;
+// Writes waiting for the committer; beyond this begin_write says unavailable (503).
+inline constexpr std::size_t commit_queue_max = 4096;
+// Free space is re-read with statvfs at most this often when choosing a disk.
+inline constexpr std::uint64_t disk_stat_interval_ms = 2'000;
+// A listing page holds at most this many keys.
+inline constexpr std::size_t list_limit_max = 10'000;
+inline constexpr std::size_t list_limit_default = 1'000;
+// A batch larger than this uses one syncfs() per disk instead of an fsync per file.
+inline constexpr std::size_t syncfs_batch_min = 3;
+static_assert(commit_batch_max <= commit_queue_max);
+static_assert(list_limit_default <= list_limit_max);
+}  // namespace blobstore::limits

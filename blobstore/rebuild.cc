@@ -1,0 +1,124 @@
+// `ringstore rebuild`: the index is derived data; the blob files' footers hold all of it.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+
+#include "blobstore/blob_store.h"
+#include "ring/hash.h"
+
+namespace blobstore {
+
+namespace {
+
+struct Found {
+  BlobMeta meta;
+  std::string path;
+};
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(name);
+  }
+  closedir(d);
+  return out;
+}
+
+// Reads one blob file's footer and checks that its name agrees with it.
+Result<BlobMeta> inspect(const std::string& path, const std::string& name) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("open " + path, errno);
+  struct stat st;
+  Result<BlobMeta> m = Status::io_error("stat " + path);
+  if (fstat(fd, &st) == 0) m = read_footer(fd, static_cast<std::uint64_t>(st.st_size));
+  close(fd);
+  if (!m.is_ok()) return m;
+  std::string expect = blob_relative_path(m.value().key, m.value().version);
+  if (expect.substr(expect.rfind('/') + 1) != name) {
+    return Status::corruption("file name does not match its footer: " + path);
+  }
+  return m;
+}
+
+void scan_disk(const std::string& disk, int disk_index, std::map<std::string, Found>* best,
+               RebuildStats* stats) {
+  std::string root = disk + "/blobs";
+  for (const std::string& a : list_dir(root)) {
+    for (const std::string& b : list_dir(root + "/" + a)) {
+      std::string dir = root + "/" + a + "/" + b;
+      for (const std::string& name : list_dir(dir)) {
+        std::string path = dir + "/" + name;
+        stats->files++;
+        auto m = inspect(path, name);
+        if (!m.is_ok()) {
+          stats->skipped++;
+          continue;
+        }
+        m.value().disk = disk_index;
+        auto it = best->find(m.value().key);
+        if (it == best->end()) {
+          std::string key = m.value().key;
+          best->emplace(std::move(key), Found{std::move(m.value()), path});
+        } else if (it->second.meta.version < m.value().version) {
+          unlink(it->second.path.c_str());  // superseded: LWW already decided
+          it->second = Found{std::move(m.value()), path};
+        } else {
+          unlink(path.c_str());
+        }
+      }
+    }
+  }
+}
+
+std::string read_old_node_id(const std::string& db_path) {
+  if (access(db_path.c_str(), F_OK) != 0) return "";
+  IndexReader old;
+  if (!old.open(db_path).is_ok()) return "";
+  auto id = old.get_meta("node_id");
+  return id.is_ok() ? id.value() : "";
+}
+
+}  // namespace
+
+Result<RebuildStats> rebuild_index(const std::string& data_dir,
+                                   const std::vector<std::string>& disk_args) {
+  std::vector<std::string> disks = default_disks(data_dir, disk_args);
+  RebuildStats stats;
+  std::map<std::string, Found> best;
+  for (std::size_t i = 0; i < disks.size(); i++) {
+    scan_disk(disks[i], static_cast<int>(i), &best, &stats);
+  }
+  if (mkdir(data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::from_errno("mkdir " + data_dir, errno);
+  }
+  std::string db = data_dir + "/index.db";
+  std::string node_id = read_old_node_id(db);
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::string from = db + suffix;
+    std::string to = data_dir + "/index.db.old" + suffix;
+    if (rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) {
+      return Status::from_errno("rename " + from, errno);
+    }
+  }
+  IndexWriter w;
+  if (Status s = w.open(db, disks); !s.is_ok()) return s;
+  if (Status s = w.begin(); !s.is_ok()) return s;
+  if (node_id.size() == 16) {
+    if (Status s = w.set_meta("node_id", node_id); !s.is_ok()) return s;
+  }
+  for (auto& [key, f] : best) {
+    if (Status s = w.upsert(f.meta); !s.is_ok()) return s;
+    stats.keys++;
+  }
+  if (Status s = w.commit(); !s.is_ok()) return s;
+  return stats;
+}
+
+}  // namespace blobstore

@@ -1,0 +1,154 @@
+// ringstore: one binary. `serve` runs a node; `rebuild` recreates a node's index from
+// its disks.
+#include <signal.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "blobstore/blob_store.h"
+#include "node/log.h"
+#include "node/server.h"
+
+namespace {
+
+constexpr const char* version_text = "ringstore 0.1.0";
+
+bool split_listen(const std::string& listen, std::string* host, int* port) {
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  auto p = node::parse_u64(listen.substr(colon + 1));
+  if (!p || *p > 65535) return false;
+  *host = listen.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  *port = static_cast<int>(*p);
+  return true;
+}
+
+struct Signals {
+  uv_signal_t term, intr;
+};
+
+int serve(node::ServerConfig config) {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) return 1;
+  node::Server server(&loop, std::move(config));
+  if (Status s = server.start(); !s.is_ok()) {
+    node::log::error("cannot start: " + s.message());
+    uv_run(&loop, UV_RUN_DEFAULT);  // let the handles opened so far close
+    uv_loop_close(&loop);
+    return 1;
+  }
+  node::log::info("listening on " + server.address());
+  std::printf("ringstore listening on %s\n", server.address().c_str());
+  std::fflush(stdout);
+
+  auto* sig = new Signals;
+  auto on_signal = [](uv_signal_t* h, int signum) {
+    auto* srv = static_cast<node::Server*>(h->data);
+    if (srv == nullptr) return;
+    node::log::info(std::string("signal ") + (signum == SIGTERM ? "TERM" : "INT") +
+                    ": finishing requests in flight");
+    auto* sigs = reinterpret_cast<Signals*>(reinterpret_cast<char*>(h) -
+                                            (signum == SIGTERM ? offsetof(Signals, term)
+                                                               : offsetof(Signals, intr)));
+    sigs->term.data = nullptr;
+    sigs->intr.data = nullptr;
+    srv->stop([sigs] {
+      uv_close(reinterpret_cast<uv_handle_t*>(&sigs->term), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&sigs->intr), [](uv_handle_t* h) {
+        delete reinterpret_cast<Signals*>(reinterpret_cast<char*>(h) - offsetof(Signals, intr));
+      });
+    });
+  };
+  uv_signal_init(&loop, &sig->term);
+  uv_signal_init(&loop, &sig->intr);
+  sig->term.data = &server;
+  sig->intr.data = &server;
+  uv_signal_start(&sig->term, on_signal, SIGTERM);
+  uv_signal_start(&sig->intr, on_signal, SIGINT);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  int rc = uv_loop_close(&loop);
+  ASSERT(rc == 0);  // every handle was closed
+  node::log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"ringstore: a masterless, Dynamo-style blob store"};
+  app.set_version_flag("--version", version_text);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn or error")
+      ->envname("RINGSTORE_LOG_LEVEL")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+
+  node::ServerConfig config;
+  std::string listen = "127.0.0.1:3000";
+  int replicas = 3;
+  auto* serve_cmd = app.add_subcommand("serve", "run a node");
+  serve_cmd->add_option("--listen", listen, "HOST:PORT to serve HTTP on (port 0: any free port)")
+      ->envname("RINGSTORE_LISTEN");
+  serve_cmd->add_option("--data", config.data_dir, "data directory (index.db, default disk)")
+      ->envname("RINGSTORE_DATA")->required();
+  serve_cmd->add_option("--disk", config.disks, "a disk directory; repeat for several")
+      ->envname("RINGSTORE_DISK")->delimiter(',');
+  serve_cmd->add_option("--replicas", replicas, "copies of each key (N)")
+      ->envname("RINGSTORE_REPLICAS")->check(CLI::Range(1, 9));
+  node::ServerLimits& l = config.limits;
+  serve_cmd->add_option("--body-max-bytes", l.body_bytes_max, "largest value accepted")
+      ->envname("RINGSTORE_BODY_MAX_BYTES")->check(CLI::PositiveNumber);
+  serve_cmd->add_option("--header-max-bytes", l.header_bytes_max, "largest request head")
+      ->envname("RINGSTORE_HEADER_MAX_BYTES")->check(CLI::Range(1024, 1 << 20));
+  serve_cmd->add_option("--connections-max", l.connections_max, "open client connections")
+      ->envname("RINGSTORE_CONNECTIONS_MAX")->check(CLI::Range(1, 1 << 20));
+  serve_cmd->add_option("--idle-timeout-ms", l.idle_timeout_ms, "keep-alive idle limit")
+      ->envname("RINGSTORE_IDLE_TIMEOUT_MS")->check(CLI::Range(50, 3'600'000));
+  serve_cmd->add_option("--header-timeout-ms", l.header_timeout_ms, "time to send a request head")
+      ->envname("RINGSTORE_HEADER_TIMEOUT_MS")->check(CLI::Range(50, 3'600'000));
+  serve_cmd->add_option("--body-timeout-ms", l.body_timeout_ms, "longest pause inside a body")
+      ->envname("RINGSTORE_BODY_TIMEOUT_MS")->check(CLI::Range(50, 3'600'000));
+  serve_cmd->add_option("--send-timeout-ms", l.send_timeout_ms, "longest stall reading a response")
+      ->envname("RINGSTORE_SEND_TIMEOUT_MS")->check(CLI::Range(50, 3'600'000));
+
+  std::string rebuild_data;
+  std::vector<std::string> rebuild_disks;
+  auto* rebuild_cmd = app.add_subcommand("rebuild", "recreate the index from the disks alone");
+  rebuild_cmd->add_option("--data", rebuild_data, "data directory")
+      ->envname("RINGSTORE_DATA")->required();
+  rebuild_cmd->add_option("--disk", rebuild_disks, "a disk directory; repeat for several")
+      ->envname("RINGSTORE_DISK")->delimiter(',');
+
+  CLI11_PARSE(app, argc, argv);
+  node::log::Level level;
+  node::log::parse_level(log_level, &level);
+  node::log::set_level(level);
+
+  if (serve_cmd->parsed()) {
+    if (!split_listen(listen, &config.host, &config.port)) {
+      std::fprintf(stderr, "ringstore: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
+      return 2;
+    }
+    if (l.header_timeout_ms >= l.idle_timeout_ms) l.idle_timeout_ms = l.header_timeout_ms + 1;
+    return serve(std::move(config));
+  }
+  if (rebuild_cmd->parsed()) {
+    auto r = blobstore::rebuild_index(rebuild_data, rebuild_disks);
+    if (!r.is_ok()) {
+      std::fprintf(stderr, "ringstore rebuild: %s\n", r.status().message().c_str());
+      return 1;
+    }
+    std::printf("rebuilt index: %llu files, %llu keys, %llu skipped\n",
+                static_cast<unsigned long long>(r.value().files),
+                static_cast<unsigned long long>(r.value().keys),
+                static_cast<unsigned long long>(r.value().skipped));
+    return 0;
+  }
+  return 2;
+}

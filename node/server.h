@@ -1,0 +1,113 @@
+// Server is one ringstore node's HTTP side: the listening socket, the client
+// connections, the sweep timer that enforces their deadlines, and the BlobStore with the
+// async handle its committer wakes the loop through. It also answers requests
+// (handlers.cc): the public blob API and the /_/ system endpoints.
+// Thread: the loop thread only (start() and stop() included).
+// Lifetime: the loop must outlive the Server; close() must complete (its callback run)
+// before the Server is destroyed.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "blobstore/blob_store.h"
+#include "node/connection.h"
+#include "node/hlc.h"
+#include "node/limits.h"
+
+namespace node {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: an ephemeral port, see port()
+  std::string data_dir;
+  std::vector<std::string> disks;
+  ServerLimits limits;
+  blobstore::FaultHook fault;  // tests only
+};
+
+struct ServerCounters {
+  std::uint64_t requests = 0;
+  std::uint64_t connections_refused = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t corrupt_served_cut = 0;
+};
+
+class Server {
+ public:
+  Server(uv_loop_t* loop, ServerConfig config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Opens the store and starts listening.
+  Status start();
+  int port() const { return port_; }
+  std::string address() const { return config_.host + ":" + std::to_string(port_); }
+  // Graceful stop: no new connections, requests in flight finish (up to
+  // drain_timeout_ms), the store commits and closes, every handle is closed; then `done`.
+  void stop(std::function<void()> done);
+
+  // For connections and handlers.
+  uv_loop_t* loop() const { return loop_; }
+  const ServerLimits& limits() const { return config_.limits; }
+  blobstore::BlobStore& store() { return *store_; }
+  std::uint64_t now_ms() const { return uv_now(loop_); }
+  const std::string& date_header();  // "Date: ...\r\n", cached for the current second
+  char* read_buffer() { return read_buffer_.data(); }
+  std::size_t read_buffer_size() const { return read_buffer_.size(); }
+  void forget(Connection* c);
+  ServerCounters& counters() { return counters_; }
+
+  // Handlers (handlers.cc).
+  Status on_headers(Connection& c);
+  Status on_body(Connection& c, const char* data, std::size_t n);
+  void on_request(Connection& c);
+
+ private:
+  static void on_connection(uv_stream_t* s, int status);
+  static void on_sweep(uv_timer_t* t);
+  static void on_async(uv_async_t* a);
+  void sweep();
+  void maybe_finish_stop();
+
+  void handle_get(Connection& c, bool head_only);
+  void handle_put(Connection& c);
+  void handle_delete(Connection& c);
+  void handle_list(Connection& c);
+  void handle_system(Connection& c);
+
+  uv_loop_t* loop_;
+  ServerConfig config_;
+  std::unique_ptr<blobstore::BlobStore> store_;
+  Hlc hlc_;
+  uv_tcp_t* listener_ = nullptr;
+  uv_timer_t* sweep_timer_ = nullptr;
+  uv_async_t* async_ = nullptr;
+  int port_ = 0;
+  std::unordered_map<Connection*, std::shared_ptr<Connection>> conns_;
+  std::vector<char> read_buffer_;
+  std::string date_;
+  std::int64_t date_second_ = -1;
+  bool stopping_ = false;
+  std::uint64_t stop_deadline_ms_ = 0;
+  std::function<void()> stop_done_;
+  ServerCounters counters_;
+};
+
+// Closes a libuv handle allocated with new T; frees it in the close callback.
+template <typename T>
+void close_and_free(T*& handle) {
+  if (handle == nullptr) return;
+  auto* h = reinterpret_cast<uv_handle_t*>(handle);
+  h->data = nullptr;
+  uv_close(h, [](uv_handle_t* closed) { delete reinterpret_cast<T*>(closed); });
+  handle = nullptr;
+}
+
+}  // namespace node
