@@ -167,11 +167,13 @@ Result<BlobMeta> IndexReader::lookup(std::string_view key) {
 
 Status IndexReader::list(std::string_view prefix, std::string_view start, std::size_t limit,
                          std::vector<std::string>* keys, std::string* next) {
+  // `start` and `prefix` may point into *next or *keys: copy before clearing them.
+  std::string from(start > prefix ? start : prefix);
+  std::string pre(prefix);
   keys->clear();
   next->clear();
   sqlite3_stmt* s = list_.get();
   Reset r{s};
-  std::string_view from = start > prefix ? start : prefix;
   bind_blob(s, 1, from);
   sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit + 1));
   for (;;) {
@@ -179,7 +181,7 @@ Status IndexReader::list(std::string_view prefix, std::string_view start, std::s
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return db_.error("list");
     std::string k = column_bytes(s, 0);
-    if (k.compare(0, prefix.size(), prefix) != 0) break;  // past the prefix range
+    if (k.compare(0, pre.size(), pre) != 0) break;  // past the prefix range
     if (keys->size() == limit) {
       *next = std::move(k);
       break;

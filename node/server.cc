@@ -175,7 +175,7 @@ void Server::maybe_finish_stop() {
   // No request is left: commit what was queued, close SQLite, then the last handles.
   if (store_) {
     store_.reset();
-    log::info("store closed");
+    log::debug("store closed");
   }
   close_and_free(sweep_timer_);
   close_and_free(async_);

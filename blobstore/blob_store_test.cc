@@ -1,0 +1,335 @@
+#include "blobstore/blob_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "support/test_server.h"
+
+using namespace blobstore;
+namespace fs = std::filesystem;
+
+namespace {
+
+NodeId node_a() {
+  NodeId n{};
+  n[0] = 0xaa;
+  return n;
+}
+
+Version ver(std::uint64_t hlc) { return Version{hlc << 16, node_a()}; }
+
+struct Store {
+  testing::TempDir dir;
+  std::unique_ptr<BlobStore> store;
+  FaultHook fault;
+
+  explicit Store(FaultHook f = nullptr) : fault(std::move(f)) { reopen(); }
+  std::vector<std::string> disks() const { return {dir.path() + "/d1", dir.path() + "/d2"}; }
+  void reopen() {
+    store.reset();
+    Options o;
+    o.data_dir = dir.path() + "/data";
+    o.disks = disks();
+    o.fault = fault;
+    auto s = BlobStore::open(o);
+    REQUIRE(s.is_ok());
+    store = std::move(s.value());
+  }
+  // Waits for the callback the way the node's loop would: run completions until it ran.
+  Status wait(bool& ran, Status& st) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!ran && std::chrono::steady_clock::now() < deadline) {
+      store->run_completions();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    REQUIRE(ran);
+    return st;
+  }
+  Status put(const std::string& key, const std::string& value, Version v, bool* applied = nullptr) {
+    auto w = store->begin_write(key, "text/plain", 0);
+    REQUIRE(w.is_ok());
+    for (std::size_t off = 0; off < value.size(); off += 7) {
+      REQUIRE(w.value()->append(value.data() + off, std::min<std::size_t>(7, value.size() - off)).is_ok());
+    }
+    bool ran = false;
+    Status st;
+    Status s = store->commit(std::move(w.value()), v, [&](Status r, CommitResult res) {
+      ran = true;
+      st = std::move(r);
+      if (applied) *applied = res.applied;
+    });
+    if (!s.is_ok()) return s;
+    return wait(ran, st);
+  }
+  Status del(const std::string& key, Version v) {
+    bool ran = false;
+    Status st;
+    Status s = store->remove(key, v, 0, [&](Status r, CommitResult) {
+      ran = true;
+      st = std::move(r);
+    });
+    if (!s.is_ok()) return s;
+    return wait(ran, st);
+  }
+  // The value, "<absent>", "<tombstone>" or "<error: ...>".
+  std::string get(const std::string& key) {
+    auto h = store->open_read(key);
+    if (!h.is_ok()) {
+      if (h.status().code() == Code::not_found) return "<absent>";
+      return "<error: " + h.status().message() + ">";
+    }
+    if (h.value().meta.tombstone) return "<tombstone>";
+    auto body = store->read_verified(h.value());
+    if (!body.is_ok()) return "<error: " + body.status().message() + ">";
+    return body.value();
+  }
+  std::size_t files_under(const std::string& sub) {
+    std::size_t n = 0;
+    for (const auto& d : disks()) {
+      if (!fs::exists(d + "/" + sub)) continue;
+      for (const auto& e : fs::recursive_directory_iterator(d + "/" + sub)) n += e.is_regular_file();
+    }
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a blob round-trips with its MD5, content type and version", "[blobstore]") {
+  Store s;
+  REQUIRE(s.put("k1", "hello world", ver(1)).is_ok());
+  auto h = s.store->open_read("k1");
+  REQUIRE(h.is_ok());
+  CHECK(md5_hex(h.value().meta.md5) == "5eb63bbbe01eeed093cb22bb8f5acdc3");
+  CHECK(h.value().meta.content_type == "text/plain");
+  CHECK(h.value().meta.version == ver(1));
+  CHECK(h.value().meta.size == 11);
+  CHECK(s.get("k1") == "hello world");
+  CHECK(s.get("nope") == "<absent>");
+  CHECK(s.store->live_keys() == 1);
+  CHECK(s.files_under("tmp") == 0);
+  CHECK(s.files_under("blobs") == 1);
+}
+
+TEST_CASE("last writer wins and older writes are ignored", "[blobstore]") {
+  Store s;
+  bool applied = false;
+  REQUIRE(s.put("k", "v2", ver(2), &applied).is_ok());
+  CHECK(applied);
+  REQUIRE(s.put("k", "v1", ver(1), &applied).is_ok());
+  CHECK_FALSE(applied);
+  CHECK(s.get("k") == "v2");
+  REQUIRE(s.put("k", "v2-again", ver(2), &applied).is_ok());  // same version: idempotent
+  CHECK_FALSE(applied);
+  REQUIRE(s.put("k", "v3", ver(3), &applied).is_ok());
+  CHECK(applied);
+  CHECK(s.get("k") == "v3");
+  CHECK(s.files_under("blobs") == 1);  // the superseded file was removed
+  REQUIRE(s.del("k", ver(4)).is_ok());
+  CHECK(s.get("k") == "<tombstone>");
+  CHECK(s.store->live_keys() == 0);
+  REQUIRE(s.put("k", "old", ver(3), &applied).is_ok());  // cannot resurrect
+  CHECK(s.get("k") == "<tombstone>");
+  s.reopen();
+  CHECK(s.get("k") == "<tombstone>");
+  CHECK(s.store->live_keys() == 0);
+}
+
+TEST_CASE("writes submitted together commit together", "[blobstore]") {
+  Store s;
+  int done = 0;
+  for (int i = 0; i < 200; i++) {
+    auto w = s.store->begin_write("key" + std::to_string(i), "", 0);
+    REQUIRE(w.is_ok());
+    std::string v = "value" + std::to_string(i);
+    REQUIRE(w.value()->append(v.data(), v.size()).is_ok());
+    REQUIRE(s.store->commit(std::move(w.value()), ver(1), [&](Status st, CommitResult r) {
+      CHECK(st.is_ok());
+      CHECK(r.applied);
+      done++;
+    }).is_ok());
+  }
+  bool ran = false;
+  Status st;
+  REQUIRE(s.store->remove("key0", ver(2), 0, [&](Status r, CommitResult) { ran = true; st = r; }).is_ok());
+  CHECK(s.wait(ran, st).is_ok());
+  CHECK(done == 200);
+  CHECK(s.get("key7") == "value7");
+  CHECK(s.get("key0") == "<tombstone>");
+  CHECK(s.store->live_keys() == 199);
+}
+
+TEST_CASE("a failure or crash at any step of the write path leaves the key absent or whole",
+          "[blobstore]") {
+  const WriteStep steps[] = {WriteStep::written, WriteStep::synced, WriteStep::renamed,
+                             WriteStep::dirs_synced, WriteStep::indexed};
+  for (FaultAction action : {FaultAction::fail, FaultAction::crash}) {
+    for (WriteStep step : steps) {
+      for (bool overwrite : {false, true}) {
+        INFO("action " << static_cast<int>(action) << " step " << static_cast<int>(step)
+                       << " overwrite " << overwrite);
+        bool armed = false;
+        Store s([&](WriteStep at) { return armed && at == step ? action : FaultAction::proceed; });
+        if (overwrite) REQUIRE(s.put("k", "old value", ver(1)).is_ok());
+        armed = true;
+        Status st = s.put("k", std::string(100'000, 'n'), ver(2));
+        CHECK_FALSE(st.is_ok());  // never acknowledged
+        armed = false;
+        s.fault = nullptr;
+        s.reopen();  // as after a restart
+        std::string got = s.get("k");
+        std::string before = overwrite ? "old value" : "<absent>";
+        if (step == WriteStep::indexed) {
+          CHECK(got == std::string(100'000, 'n'));  // committed before the fault
+        } else {
+          CHECK(got == before);
+        }
+        CHECK(s.files_under("tmp") == 0);
+        // The store still works after the restart.
+        REQUIRE(s.put("k", "new", ver(3)).is_ok());
+        CHECK(s.get("k") == "new");
+      }
+    }
+  }
+}
+
+TEST_CASE("an upload abandoned midway leaves nothing behind", "[blobstore]") {
+  Store s;
+  {
+    auto w = s.store->begin_write("k", "", 0);
+    REQUIRE(w.is_ok());
+    REQUIRE(w.value()->append("partial", 7).is_ok());
+    CHECK(s.files_under("tmp") == 1);
+  }
+  CHECK(s.files_under("tmp") == 0);
+  CHECK(s.get("k") == "<absent>");
+}
+
+TEST_CASE("orphan temp files from a crash are swept at start", "[blobstore]") {
+  Store s;
+  std::string orphan = s.disks()[1] + "/tmp/12345-1.tmp";
+  { std::FILE* f = std::fopen(orphan.c_str(), "w"); REQUIRE(f); std::fputs("junk", f); std::fclose(f); }
+  s.reopen();
+  CHECK_FALSE(fs::exists(orphan));
+}
+
+TEST_CASE("a damaged blob is an error, never served", "[blobstore]") {
+  Store s;
+  std::string value(5000, 'x');
+  REQUIRE(s.put("k", value, ver(1)).is_ok());
+  std::string path;
+  for (const auto& d : s.disks()) {
+    std::string p = d + "/" + blob_relative_path("k", ver(1));
+    if (fs::exists(p)) path = p;
+  }
+  REQUIRE(!path.empty());
+  SECTION("a flipped byte fails the checksum") {
+    int fd = ::open(path.c_str(), O_WRONLY);
+    REQUIRE(pwrite(fd, "y", 1, 1234) == 1);
+    ::close(fd);
+    CHECK(s.get("k").rfind("<error: checksum", 0) == 0);
+    CHECK(s.store->corrupt_reads() == 1);
+  }
+  SECTION("a truncated file is caught at open") {
+    REQUIRE(truncate(path.c_str(), 100) == 0);
+    CHECK(s.get("k").rfind("<error: blob file has the wrong size", 0) == 0);
+  }
+}
+
+TEST_CASE("rebuild recreates the index from the disks alone", "[blobstore]") {
+  Store s;
+  NodeId id = s.store->node_id();
+  for (int i = 0; i < 30; i++) REQUIRE(s.put("k" + std::to_string(i), "v1-" + std::to_string(i), ver(1)).is_ok());
+  for (int i = 0; i < 10; i++) REQUIRE(s.put("k" + std::to_string(i), "v2-" + std::to_string(i), ver(2)).is_ok());
+  for (int i = 20; i < 25; i++) REQUIRE(s.del("k" + std::to_string(i), ver(3)).is_ok());
+  s.store.reset();
+  for (const char* f : {"index.db", "index.db-wal", "index.db-shm"}) fs::remove(s.dir.path() + "/data/" + f);
+  // A stale older version left behind (as by a crash before its unlink) must lose.
+  auto r = rebuild_index(s.dir.path() + "/data", s.disks());
+  REQUIRE(r.is_ok());
+  CHECK(r.value().keys == 30);
+  CHECK(r.value().skipped == 0);
+  s.reopen();
+  for (int i = 0; i < 30; i++) {
+    std::string k = "k" + std::to_string(i);
+    if (i < 10) CHECK(s.get(k) == "v2-" + std::to_string(i));
+    else if (i >= 20 && i < 25) CHECK(s.get(k) == "<tombstone>");
+    else CHECK(s.get(k) == "v1-" + std::to_string(i));
+  }
+  CHECK(s.store->live_keys() == 25);
+  CHECK(s.store->node_id() != id);  // the id lived only in the deleted index
+}
+
+TEST_CASE("rebuild keeps the node id and skips damaged footers", "[blobstore]") {
+  Store s;
+  NodeId id = s.store->node_id();
+  REQUIRE(s.put("a", "1", ver(1)).is_ok());
+  REQUIRE(s.put("b", "2", ver(1)).is_ok());
+  s.store.reset();
+  std::string junk = s.disks()[0] + "/blobs/00/00";
+  fs::create_directories(junk);
+  { std::FILE* f = std::fopen((junk + "/garbage.file").c_str(), "w"); std::fputs("not a blob", f); std::fclose(f); }
+  auto r = rebuild_index(s.dir.path() + "/data", s.disks());
+  REQUIRE(r.is_ok());
+  CHECK(r.value().keys == 2);
+  CHECK(r.value().skipped == 1);
+  s.reopen();
+  CHECK(s.store->node_id() == id);
+  CHECK(s.get("a") == "1");
+}
+
+TEST_CASE("listing is in byte order, by prefix, in pages", "[blobstore]") {
+  Store s;
+  for (const char* k : {"b/2", "a/1", "b/1", "b/3", "c", "b/10"}) REQUIRE(s.put(k, "v", ver(1)).is_ok());
+  REQUIRE(s.del("b/3", ver(2)).is_ok());
+  std::vector<std::string> keys;
+  std::string next;
+  REQUIRE(s.store->list("b/", "", 2, &keys, &next).is_ok());
+  CHECK(keys == std::vector<std::string>{"b/1", "b/10"});
+  CHECK(next == "b/2");
+  REQUIRE(s.store->list("b/", next, 2, &keys, &next).is_ok());
+  CHECK(keys == std::vector<std::string>{"b/2"});
+  CHECK(next.empty());
+  REQUIRE(s.store->list("", "", 100, &keys, &next).is_ok());
+  CHECK(keys == std::vector<std::string>{"a/1", "b/1", "b/10", "b/2", "c"});
+}
+
+TEST_CASE("disks are chosen by weighted rendezvous hashing over healthy disks", "[blobstore]") {
+  int first = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; i++) {
+    std::string k = "key" + std::to_string(i);
+    first += Disks::score("/d1", k, 1.0) > Disks::score("/d2", k, 1.0);
+  }
+  CHECK(first > n * 0.45);
+  CHECK(first < n * 0.55);
+  int heavy = 0;
+  for (int i = 0; i < n; i++) {
+    std::string k = "key" + std::to_string(i);
+    heavy += Disks::score("/d1", k, 3.0) > Disks::score("/d2", k, 1.0);
+  }
+  CHECK(heavy > n * 0.70);  // weight 3:1 → 75%
+  CHECK(heavy < n * 0.80);
+
+  testing::TempDir dir;
+  auto d = Disks::open({dir.path() + "/x", dir.path() + "/y"});
+  REQUIRE(d.is_ok());
+  d.value()->mark_failed(0);
+  for (int i = 0; i < 50; i++) CHECK(d.value()->choose("k" + std::to_string(i), 0) == 1);
+  d.value()->mark_failed(1);
+  CHECK(d.value()->choose("k", 0) == -1);
+}
+
+TEST_CASE("versions print and parse in sortable form", "[blobstore]") {
+  Version v{0x0123456789abcdefull, node_a()};
+  std::string t = v.to_string();
+  CHECK(t.size() == version_text_bytes);
+  CHECK(Version::parse(t) == v);
+  CHECK_FALSE(Version::parse("zz"));
+  CHECK(ver(1).to_string() < ver(2).to_string());
+}

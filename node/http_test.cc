@@ -1,0 +1,312 @@
+// The HTTP layer over real sockets against an in-process node: every byte on the wire
+// is ours to place.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
+
+#include "support/test_server.h"
+
+using testing::RawClient;
+using testing::TestServer;
+
+namespace {
+
+std::string put_request(const std::string& key, const std::string& body, bool close = false) {
+  return "PUT /" + key + " HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n" + body;
+}
+
+std::string get_request(const std::string& key, const std::string& extra = "") {
+  return "GET /" + key + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n";
+}
+
+void put_ok(int port, const std::string& key, const std::string& body) {
+  RawClient c(port);
+  REQUIRE(c.send(put_request(key, body)));
+  REQUIRE(c.read_response().status == 201);
+}
+
+node::ServerConfig short_timeouts() {
+  node::ServerConfig cfg;
+  cfg.limits.idle_timeout_ms = 400;
+  cfg.limits.header_timeout_ms = 300;
+  cfg.limits.body_timeout_ms = 300;
+  cfg.limits.send_timeout_ms = 1000;
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("PUT, GET, HEAD and DELETE over one keep-alive connection", "[http]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  REQUIRE(c.send(put_request("a/b", "hello")));
+  auto r = c.read_response();
+  REQUIRE(r.status == 201);
+  CHECK(r.headers["etag"] == "\"5d41402abc4b2a76b9719d911017c592\"");
+  REQUIRE(c.send(get_request("a/b")));
+  r = c.read_response();
+  CHECK(r.status == 200);
+  CHECK(r.body == "hello");
+  CHECK(r.headers["content-type"] == "text/plain");
+  CHECK(r.headers.count("last-modified") == 1);
+  REQUIRE(c.send("HEAD /a/b HTTP/1.1\r\nHost: x\r\n\r\n"));
+  r = c.read_response(5000, /*head=*/true);
+  CHECK(r.status == 200);
+  CHECK(r.headers["content-length"] == "5");
+  CHECK(r.body.empty());
+  REQUIRE(c.send("DELETE /a/b HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response().status == 204);
+  REQUIRE(c.send(get_request("a/b")));
+  r = c.read_response();
+  CHECK(r.status == 404);
+  CHECK(r.body == "{\"error\":\"not_found\"}\n");
+}
+
+TEST_CASE("a request split at every byte is parsed the same", "[http]") {
+  TestServer srv;
+  const std::string body = "split-body-0123456789";
+  const std::string req = put_request("split", body) + get_request("split");
+  for (std::size_t cut = 1; cut < req.size(); cut++) {
+    INFO("cut at " << cut);
+    RawClient c(srv.port());
+    REQUIRE(c.send(req.substr(0, cut)));
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    REQUIRE(c.send(req.substr(cut)));
+    REQUIRE(c.read_response().status == 201);
+    auto r = c.read_response();
+    REQUIRE(r.status == 200);
+    REQUIRE(r.body == body);
+  }
+}
+
+TEST_CASE("a chunked upload whose framing is split byte by byte", "[http]") {
+  TestServer srv;
+  std::string req =
+      "PUT /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+  RawClient c(srv.port());
+  for (char ch : req) {
+    REQUIRE(c.send(std::string(1, ch)));
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  REQUIRE(c.read_response().status == 201);
+  REQUIRE(c.send(get_request("chunked")));
+  CHECK(c.read_response().body == "hello world");
+}
+
+TEST_CASE("pipelined requests are answered in order", "[http]") {
+  TestServer srv;
+  put_ok(srv.port(), "p1", "one");
+  put_ok(srv.port(), "p2", "two");
+  RawClient c(srv.port());
+  std::string batch;
+  for (int i = 0; i < 20; i++) batch += get_request(i % 2 ? "p2" : "p1");
+  batch += put_request("p3", "three") + get_request("p3") + get_request("missing");
+  REQUIRE(c.send(batch));
+  for (int i = 0; i < 20; i++) {
+    auto r = c.read_response();
+    REQUIRE(r.status == 200);
+    REQUIRE(r.body == (i % 2 ? "two" : "one"));
+  }
+  CHECK(c.read_response().status == 201);
+  CHECK(c.read_response().body == "three");
+  CHECK(c.read_response().status == 404);
+}
+
+TEST_CASE("Expect: 100-continue is answered before the body is sent", "[http]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  REQUIRE(c.send("PUT /cont HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+  // RawClient::read_response skips interim responses; look at the raw bytes instead.
+  RawClient raw(srv.port());
+  REQUIRE(raw.send("PUT /cont2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+  auto interim = raw.read_response(2000);  // returns after the 100 only if a final follows
+  CHECK(interim.status == 0);              // nothing final yet: the body is still owed
+  REQUIRE(raw.send("abc"));
+  CHECK(raw.read_response().status == 201);
+  REQUIRE(c.send("xyz"));
+  CHECK(c.read_response().status == 201);
+}
+
+TEST_CASE("limits answer with a status and a one-line JSON reason", "[http]") {
+  node::ServerConfig cfg;
+  cfg.limits.body_bytes_max = 1000;
+  cfg.limits.header_bytes_max = 4096;
+  TestServer srv(cfg);
+
+  SECTION("a body over the limit, announced by Content-Length") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n"));
+    auto r = c.read_response();
+    CHECK(r.status == 413);
+    CHECK(r.body == "{\"error\":\"body_too_large\",\"max_bytes\":1000}\n");
+    CHECK(c.closed_by_peer());
+  }
+  SECTION("a chunked body that grows over the limit") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("PUT /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "3e8\r\n" + std::string(1000, 'a') + "\r\n1\r\nb\r\n0\r\n\r\n"));
+    CHECK(c.read_response().status == 413);
+    RawClient g(srv.port());
+    REQUIRE(g.send(get_request("big")));
+    CHECK(g.read_response().status == 404);  // nothing partial became visible
+  }
+  SECTION("headers over the limit") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("GET /k HTTP/1.1\r\nX-Fill: " + std::string(5000, 'f') + "\r\n\r\n"));
+    auto r = c.read_response();
+    CHECK(r.status == 431);
+    CHECK(r.body.find("headers_too_large") != std::string::npos);
+  }
+  SECTION("a key over 1024 bytes") {
+    RawClient c(srv.port());
+    REQUIRE(c.send(get_request(std::string(1025, 'k'))));
+    auto r = c.read_response();
+    CHECK(r.status == 400);
+    CHECK(r.body == "{\"error\":\"key_too_long\",\"max_bytes\":1024}\n");
+  }
+  SECTION("garbage instead of HTTP") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("\x01\x02 hello there\r\n\r\n"));
+    auto r = c.read_response();
+    CHECK(r.status == 400);
+    CHECK(r.body.rfind("{\"error\":\"bad_request\"", 0) == 0);
+    CHECK(c.closed_by_peer());
+  }
+  SECTION("methods and reserved keys") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("POST /k HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+    CHECK(c.read_response().status == 405);
+    RawClient d(srv.port());
+    REQUIRE(d.send(put_request("_/status", "x")));
+    CHECK(d.read_response().status == 405);
+    RawClient e(srv.port());
+    REQUIRE(e.send(get_request("%00")));
+    CHECK(e.read_response().status == 400);
+  }
+  // After all of that the node still serves.
+  put_ok(srv.port(), "after", "fine");
+}
+
+TEST_CASE("a request line over the limit gets 414", "[http]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  REQUIRE(c.send("GET /" + std::string(node::limits::url_bytes_max, 'u') + " HTTP/1.1\r\n\r\n"));
+  auto r = c.read_response();
+  CHECK(r.status == 414);
+  CHECK(r.body == "{\"error\":\"uri_too_long\",\"max_bytes\":" +
+                      std::to_string(node::limits::url_bytes_max) + "}\n");
+}
+
+TEST_CASE("slow and idle clients are cut off", "[http]") {
+  TestServer srv(short_timeouts());
+  SECTION("headers that never finish get 408") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("GET /k HTTP/1.1\r\nHost"));
+    auto r = c.read_response(3000);
+    CHECK(r.status == 408);
+    CHECK(c.closed_by_peer(3000));
+  }
+  SECTION("a body that stalls gets 408 and leaves nothing") {
+    RawClient c(srv.port());
+    REQUIRE(c.send("PUT /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf"));
+    CHECK(c.read_response(3000).status == 408);
+    RawClient g(srv.port());
+    REQUIRE(g.send(get_request("stall")));
+    CHECK(g.read_response().status == 404);
+  }
+  SECTION("an idle keep-alive connection is closed") {
+    RawClient c(srv.port());
+    REQUIRE(c.send(get_request("nothing")));
+    CHECK(c.read_response().status == 404);
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK(c.closed_by_peer(3000));
+    CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(300));
+  }
+}
+
+TEST_CASE("connections over the limit are refused with 503", "[http]") {
+  node::ServerConfig cfg;
+  cfg.limits.connections_max = 4;
+  TestServer srv(cfg);
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 4; i++) {
+    held.push_back(std::make_unique<RawClient>(srv.port()));
+    REQUIRE(held.back()->send(get_request("x")));
+    REQUIRE(held.back()->read_response().status == 404);
+  }
+  RawClient extra(srv.port());
+  auto r = extra.read_response(3000);
+  CHECK(r.status == 503);
+  CHECK(extra.closed_by_peer());
+  held.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  RawClient again(srv.port());
+  REQUIRE(again.send(get_request("x")));
+  CHECK(again.read_response().status == 404);
+}
+
+TEST_CASE("a stop waits for the request in flight", "[http]") {
+  auto srv = std::make_unique<TestServer>();
+  RawClient c(srv->port());
+  REQUIRE(c.send("PUT /inflight HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::thread stopper([&] { srv->stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(c.send("67890"));
+  auto r = c.read_response();
+  CHECK(r.status == 201);
+  CHECK(r.headers["connection"] == "close");
+  stopper.join();
+  CHECK(srv->loop_closed_cleanly());
+}
+
+TEST_CASE("ranges and conditional requests", "[http]") {
+  TestServer srv;
+  std::string small = "0123456789";
+  std::string large(600 * 1024, '\0');
+  for (std::size_t i = 0; i < large.size(); i++) large[i] = static_cast<char>('a' + i % 26);
+  put_ok(srv.port(), "small", small);
+  put_ok(srv.port(), "large", large);
+  for (const auto& [key, value] : {std::pair{std::string("small"), small}, {std::string("large"), large}}) {
+    INFO(key);
+    RawClient c(srv.port());
+    REQUIRE(c.send(get_request(key, "Range: bytes=2-5\r\n")));
+    auto r = c.read_response();
+    CHECK(r.status == 206);
+    CHECK(r.body == value.substr(2, 4));
+    CHECK(r.headers["content-range"] == "bytes 2-5/" + std::to_string(value.size()));
+    REQUIRE(c.send(get_request(key, "Range: bytes=-3\r\n")));
+    CHECK(c.read_response().body == value.substr(value.size() - 3));
+    REQUIRE(c.send(get_request(key, "Range: bytes=" + std::to_string(value.size()) + "-\r\n")));
+    r = c.read_response();
+    CHECK(r.status == 416);
+    CHECK(r.headers["content-range"] == "bytes */" + std::to_string(value.size()));
+    REQUIRE(c.send(get_request(key)));
+    r = c.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.body == value);
+    std::string etag = r.headers["etag"];
+    REQUIRE(c.send(get_request(key, "If-None-Match: " + etag + "\r\n")));
+    r = c.read_response();
+    CHECK(r.status == 304);
+    CHECK(r.body.empty());
+    REQUIRE(c.send(get_request(key, "If-None-Match: \"other\"\r\n")));
+    CHECK(c.read_response().status == 200);
+  }
+}
+
+TEST_CASE("listing through HTTP", "[http]") {
+  TestServer srv;
+  for (const char* k : {"l/a", "l/b", "l/c", "m/a"}) put_ok(srv.port(), k, "v");
+  RawClient c(srv.port());
+  REQUIRE(c.send(get_request("l/?list&limit=2")));
+  auto r = c.read_response();
+  CHECK(r.status == 200);
+  CHECK(r.body == "{\"keys\":[\"l/a\",\"l/b\"],\"next\":\"l/c\"}\n");
+  REQUIRE(c.send(get_request("l/?list&limit=2&start=l/c")));
+  CHECK(c.read_response().body == "{\"keys\":[\"l/c\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("?list&limit=0")));
+  CHECK(c.read_response().status == 400);
+}
