@@ -91,7 +91,9 @@ Status BlobStore::start(Options& options) {
     std::string_view v(reinterpret_cast<const char*>(node_id_.data()), node_id_.size());
     if (Status s = writer_.set_meta("node_id", v); !s.is_ok()) return s;
   }
+  cache_ = ValueCache(options.cache_bytes);
   sweep();
+  temp_prefix_ = std::to_string(getpid()) + "-";
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault);
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
@@ -137,8 +139,7 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
     w->meta_.key = std::string(key);
     w->meta_.content_type = std::string(content_type);
     w->meta_.disk = disk;
-    w->temp_path_ = disks_->path(disk) + "/tmp/" + std::to_string(getpid()) + "-" +
-                    std::to_string(++temp_seq_) + ".tmp";
+    w->temp_path_ = disks_->path(disk) + "/tmp/" + temp_prefix_ + std::to_string(++temp_seq_) + ".tmp";
     w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd_ >= 0) return w;
     int err = errno;
@@ -209,6 +210,30 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     return h;
   }
   return Status::io_error("blob file missing");
+}
+
+void BlobStore::run_completions() {
+  committer_->run_completions([this](const std::string& key) { cache_.erase(key); });
+}
+
+Result<std::shared_ptr<const CachedValue>> BlobStore::read(std::string_view key,
+                                                           BlobHandle* large) {
+  if (auto hit = cache_.get(key)) return hit;
+  auto h = open_read(key);
+  if (!h.is_ok()) return h.take_status();
+  if (!h.value().meta.tombstone && h.value().meta.size > limits::small_value_bytes_max) {
+    *large = std::move(h.value());
+    return std::shared_ptr<const CachedValue>();
+  }
+  auto v = std::make_shared<CachedValue>();
+  if (!h.value().meta.tombstone) {
+    auto body = read_verified(h.value());
+    if (!body.is_ok()) return body.take_status();
+    v->body = std::move(body.value());
+  }
+  v->meta = std::move(h.value().meta);
+  cache_.put(v);
+  return std::shared_ptr<const CachedValue>(std::move(v));
 }
 
 Result<std::string> BlobStore::read_verified(const BlobHandle& h) {

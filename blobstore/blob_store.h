@@ -17,6 +17,7 @@
 #include "blobstore/committer.h"
 #include "blobstore/disks.h"
 #include "blobstore/index.h"
+#include "blobstore/value_cache.h"
 
 namespace blobstore {
 
@@ -25,6 +26,7 @@ struct Options {
   std::vector<std::string> disks;  // empty: one disk at DATA/disk0
   std::function<void()> notify;    // called from the committer thread; may be empty
   FaultHook fault;                 // tests only
+  std::uint64_t cache_bytes = 32ull << 20;  // hot small values kept in memory (0: none)
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
@@ -85,12 +87,18 @@ class BlobStore {
 
   // The stored version of `key`: not_found if never written; a tombstone has no file.
   Result<BlobHandle> open_read(std::string_view key);
+  // The stored version of `key` for serving: a small value (or a tombstone) comes back
+  // whole and verified, from the cache when it is there; a larger one comes back as an
+  // open handle in *large (and the result is null) for the caller to stream.
+  Result<std::shared_ptr<const CachedValue>> read(std::string_view key, BlobHandle* large);
   // Reads a whole blob (REQUIRES: not a tombstone) and checks its MD5.
   Result<std::string> read_verified(const BlobHandle& h);
   Status list(std::string_view prefix, std::string_view start, std::size_t limit,
               std::vector<std::string>* keys, std::string* next);
 
-  void run_completions() { committer_->run_completions(); }
+  // Runs finished writes' callbacks, dropping each written key from the cache first.
+  void run_completions();
+  const ValueCache& cache() const { return cache_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }
@@ -106,8 +114,10 @@ class BlobStore {
   IndexWriter writer_;
   IndexReader reader_;
   std::unique_ptr<Committer> committer_;
+  ValueCache cache_{0};
   NodeId node_id_{};
   std::uint64_t temp_seq_ = 0;
+  std::string temp_prefix_;
   std::uint64_t corrupt_reads_ = 0;
 };
 

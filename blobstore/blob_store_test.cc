@@ -333,3 +333,44 @@ TEST_CASE("versions print and parse in sortable form", "[blobstore]") {
   CHECK_FALSE(Version::parse("zz"));
   CHECK(ver(1).to_string() < ver(2).to_string());
 }
+
+TEST_CASE("the value cache never serves a version older than an acknowledged write",
+          "[blobstore]") {
+  Store s;
+  auto cached_body = [&](const std::string& key) -> std::string {
+    BlobHandle large;
+    auto r = s.store->read(key, &large);
+    if (!r.is_ok()) return "<" + r.status().message() + ">";
+    if (!r.value()) return "<large>";
+    return r.value()->meta.tombstone ? "<tombstone>" : r.value()->body;
+  };
+  REQUIRE(s.put("k", "one", ver(1)).is_ok());
+  CHECK(cached_body("k") == "one");
+  CHECK(cached_body("k") == "one");
+  CHECK(s.store->cache().hits() == 1);
+  REQUIRE(s.put("k", "two", ver(2)).is_ok());
+  CHECK(cached_body("k") == "two");
+  REQUIRE(s.del("k", ver(3)).is_ok());
+  CHECK(cached_body("k") == "<tombstone>");
+  REQUIRE(s.put("big", std::string(limits::small_value_bytes_max + 1, 'b'), ver(1)).is_ok());
+  CHECK(cached_body("big") == "<large>");
+}
+
+TEST_CASE("the value cache evicts the least recently used within its budget", "[blobstore]") {
+  ValueCache cache(8 * (1000 + 256 + 2));
+  auto value = [](const std::string& key) {
+    auto v = std::make_shared<CachedValue>();
+    v->meta.key = key;
+    v->body = std::string(1000, 'v');
+    return v;
+  };
+  for (int i = 0; i < 8; i++) cache.put(value("k" + std::to_string(i)));
+  CHECK(cache.get("k0") != nullptr);  // k0 is now the most recent
+  cache.put(value("k8"));
+  CHECK(cache.get("k1") == nullptr);  // the least recent went
+  CHECK(cache.get("k0") != nullptr);
+  CHECK(cache.get("k8") != nullptr);
+  CHECK(cache.bytes() <= cache.bytes_max());
+  cache.erase("k0");
+  CHECK(cache.get("k0") == nullptr);
+}

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "blobstore/limits.h"
 
@@ -39,7 +40,9 @@ Status syncfs_path(const std::string& path) {
 
 // mkdir -p for the two levels under DISK/blobs; new directories are added to `created`
 // so that their parents' entries are made durable too.
-Status make_blob_dir(const std::string& dir, std::set<std::string>* created) {
+Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
+                     std::unordered_set<std::string>* known) {
+  if (known->count(dir)) return Status::ok();
   std::string parent = parent_of(dir);
   for (const std::string& d : {parent, dir}) {
     if (mkdir(d.c_str(), 0755) == 0) {
@@ -48,6 +51,7 @@ Status make_blob_dir(const std::string& dir, std::set<std::string>* created) {
       return Status::from_errno("mkdir " + d, errno);
     }
   }
+  known->insert(dir);  // at most 65,536 per disk
   return Status::ok();
 }
 
@@ -93,13 +97,16 @@ bool Committer::submit(std::unique_ptr<CommitOp> op) {
   return true;
 }
 
-void Committer::run_completions() {
+void Committer::run_completions(const std::function<void(const std::string&)>& before) {
   std::vector<std::unique_ptr<CommitOp>> done;
   {
     std::lock_guard<std::mutex> l(done_mu_);
     done.swap(done_);
   }
-  for (auto& op : done) op->done(std::move(op->status), op->result);
+  for (auto& op : done) {
+    if (before) before(op->meta.key);
+    op->done(std::move(op->status), op->result);
+  }
 }
 
 void Committer::run() {
@@ -153,15 +160,20 @@ void Committer::process(Batch& batch) {
 }
 
 void Committer::sync_data(Batch& batch) {
-  std::map<int, std::size_t> per_disk;
-  for (auto& op : batch) per_disk[op->meta.disk]++;
-  std::map<int, Status> disk_status;
-  for (auto [disk, n] : per_disk) {
-    if (n >= limits::syncfs_batch_min) disk_status[disk] = syncfs_path(disks_->path(disk));
+  // One syncfs() per filesystem makes a larger batch durable in one call (~2-5 ms here,
+  // against ~0.3 ms per fsync of a new file, which adds up past a handful of files).
+  std::map<std::uint64_t, std::size_t> per_device;
+  for (auto& op : batch) per_device[disks_->device(op->meta.disk)]++;
+  std::map<std::uint64_t, Status> synced;
+  for (auto& op : batch) {
+    std::uint64_t dev = disks_->device(op->meta.disk);
+    if (per_device[dev] >= limits::syncfs_batch_min && !synced.count(dev)) {
+      synced[dev] = syncfs_path(disks_->path(op->meta.disk));
+    }
   }
   for (auto& op : batch) {
-    auto it = disk_status.find(op->meta.disk);
-    if (it != disk_status.end()) {
+    auto it = synced.find(disks_->device(op->meta.disk));
+    if (it != synced.end()) {
       op->status = it->second;
     } else if (fsync(op->temp_fd) != 0) {
       op->status = Status::from_errno("fsync " + op->temp_path, errno);
@@ -216,7 +228,7 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
   std::set<std::string> created;
   for (CommitOp* op : winners) {
     std::string dst = final_path(disks_, *op);
-    Status s = make_blob_dir(parent_of(dst), &created);
+    Status s = make_blob_dir(parent_of(dst), &created, &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
       s = Status::from_errno("rename " + dst, errno);
     }
@@ -231,26 +243,30 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 }
 
 void Committer::sync_dirs(std::vector<CommitOp*>& winners) {
-  std::map<int, std::set<std::string>> dirs;
+  std::map<std::uint64_t, std::set<std::string>> dirs;  // per filesystem
+  std::map<std::uint64_t, int> any_disk;
   for (CommitOp* op : winners) {
-    if (op->status.is_ok()) dirs[op->meta.disk].insert(parent_of(final_path(disks_, *op)));
+    if (!op->status.is_ok()) continue;
+    std::uint64_t dev = disks_->device(op->meta.disk);
+    dirs[dev].insert(parent_of(final_path(disks_, *op)));
+    any_disk[dev] = op->meta.disk;
   }
-  for (auto& [disk, set] : dirs) {
-    std::map<std::string, Status> st;
+  std::map<std::string, Status> st;
+  for (auto& [dev, set] : dirs) {
     if (set.size() >= limits::syncfs_batch_min) {
-      Status s = syncfs_path(disks_->path(disk));
+      Status s = syncfs_path(disks_->path(any_disk[dev]));
       for (const std::string& d : set) st[d] = s;
     } else {
       for (const std::string& d : set) st[d] = fsync_path(d);
     }
-    for (CommitOp* op : winners) {
-      if (op->meta.disk != disk || !op->status.is_ok()) continue;
-      const Status& s = st[parent_of(final_path(disks_, *op))];
-      if (!s.is_ok()) {
-        unlink(final_path(disks_, *op).c_str());
-        op->status = s;
-        op->result.applied = false;
-      }
+  }
+  for (CommitOp* op : winners) {
+    if (!op->status.is_ok()) continue;
+    const Status& s = st[parent_of(final_path(disks_, *op))];
+    if (!s.is_ok()) {
+      unlink(final_path(disks_, *op).c_str());
+      op->status = s;
+      op->result.applied = false;
     }
   }
 }

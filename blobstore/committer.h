@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "blobstore/blob_file.h"
@@ -60,8 +61,9 @@ class Committer {
   void stop();
   // False when the queue holds commit_queue_max writes (the caller answers 503).
   bool submit(std::unique_ptr<CommitOp> op);
-  // Runs the callbacks of finished writes. Call from the thread that submits.
-  void run_completions();
+  // Runs the callbacks of finished writes, each after `before(key)`. Call from the
+  // thread that submits.
+  void run_completions(const std::function<void(const std::string&)>& before = nullptr);
   // Live (non-tombstone) keys in the index, kept current by every batch.
   std::uint64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
   void set_live_keys(std::uint64_t n) { live_keys_.store(n); }
@@ -94,6 +96,7 @@ class Committer {
   std::mutex done_mu_;
   std::vector<std::unique_ptr<CommitOp>> done_;  // guarded by done_mu_
 
+  std::unordered_set<std::string> known_dirs_;  // committer thread only: blob dirs made
   std::vector<std::string> superseded_;      // committer thread only: this batch's trash
   std::vector<std::string> unlinked_trash_;  // committer thread only: rows to clear
   std::atomic<std::uint64_t> live_keys_{0};

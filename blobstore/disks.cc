@@ -23,6 +23,8 @@ Result<std::unique_ptr<Disks>> Disks::open(const std::vector<std::string>& paths
     DiskInfo info;
     info.path = p;
     info.healthy = make_dir(p) && make_dir(p + "/tmp") && make_dir(p + "/blobs");
+    struct stat st;
+    if (info.healthy && stat(p.c_str(), &st) == 0) info.device = st.st_dev;
     healthy += info.healthy;
     d->disks_.push_back(info);
   }

@@ -18,6 +18,7 @@ namespace blobstore {
 
 struct DiskInfo {
   std::string path;
+  std::uint64_t device = 0;  // st_dev: disks on one filesystem share one syncfs()
   bool healthy = true;
   std::uint64_t free_bytes = 0;
   std::uint64_t total_bytes = 0;
@@ -32,6 +33,7 @@ class Disks {
   std::size_t size() const { return disks_.size(); }
   const std::string& path(int disk) const { return disks_.at(disk).path; }
   bool healthy(int disk) const { return disks_.at(disk).healthy; }
+  std::uint64_t device(int disk) const { return disks_.at(disk).device; }
   void mark_failed(int disk);
   std::vector<DiskInfo> info(std::uint64_t now_ms);
 

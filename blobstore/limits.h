@@ -23,6 +23,8 @@ inline constexpr std::size_t list_limit_max = 10'000;
 inline constexpr std::size_t list_limit_default = 1'000;
 // A batch larger than this uses one syncfs() per disk instead of an fsync per file.
 inline constexpr std::size_t syncfs_batch_min = 3;
+// Values up to this size are read whole, verified, and may be cached.
+inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
 static_assert(commit_batch_max <= commit_queue_max);
 static_assert(list_limit_default <= list_limit_max);
 }  // namespace blobstore::limits

@@ -333,9 +333,9 @@ void Connection::on_deadline() {
 // ---- writing ----
 
 std::string Connection::status_head(int status, std::size_t content_length, bool has_length,
-                                    const std::string& headers) {
+                                    std::string_view headers, std::size_t body_reserve) {
   std::string h;
-  h.reserve(160 + headers.size());
+  h.reserve(192 + headers.size() + body_reserve);
   h += "HTTP/1.1 ";
   h += std::to_string(status);
   h += ' ';
@@ -353,17 +353,18 @@ std::string Connection::status_head(int status, std::size_t content_length, bool
   return h;
 }
 
-void Connection::respond(int status, std::string headers, std::string body, bool head_only) {
+void Connection::respond(int status, std::string_view headers, std::string body, bool head_only) {
   ASSERT(phase_ != Phase::sending || !keep_alive_);
   phase_ = Phase::sending;
   set_deadline(server_->limits().send_timeout_ms);
   bool has_length = status != 204 && status != 304;
-  std::string out = status_head(status, body.size(), has_length, headers);
+  std::string out = status_head(status, body.size(), has_length, headers,
+                                head_only ? 0 : body.size());
   if (!head_only) out += body;
   send(std::move(out), Part::response_end);
 }
 
-void Connection::respond_head(int status, std::string headers, std::uint64_t content_length) {
+void Connection::respond_head(int status, std::string_view headers, std::uint64_t content_length) {
   phase_ = Phase::sending;
   set_deadline(server_->limits().send_timeout_ms);
   send(status_head(status, content_length, true, headers), Part::response_end);

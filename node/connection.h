@@ -61,10 +61,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void finish_after_response() { keep_alive_ = false; }
 
   // Responses. Exactly one per request: respond* or stream.
-  void respond(int status, std::string headers, std::string body, bool head_only = false);
+  void respond(int status, std::string_view headers, std::string body, bool head_only = false);
   void respond_error(const Status& s);
   // The head of a response to HEAD: the length is that of the body a GET would get.
-  void respond_head(int status, std::string headers, std::uint64_t content_length);
+  void respond_head(int status, std::string_view headers, std::uint64_t content_length);
   // Sends `range` of an open blob, reading it in stream_chunk_bytes pieces. The MD5 of
   // the whole blob is checked: before the first byte when only part is sent, else on the
   // way, and a mismatch cuts the connection with a reset.
@@ -106,7 +106,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void stream_read_done(ssize_t n);
   void drop_stream();
   std::string status_head(int status, std::size_t content_length, bool has_length,
-                          const std::string& headers);
+                          std::string_view headers, std::size_t body_reserve = 0);
 
   Server* server_;
   uv_tcp_t* tcp_;

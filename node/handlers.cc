@@ -23,6 +23,7 @@ std::string blob_headers(const blobstore::BlobMeta& m) {
   h += "Last-Modified: " + http_date(static_cast<std::int64_t>(m.version.wall_ms() / 1000)) + "\r\n";
   h += "X-Ringstore-Version: " + m.version.to_string() + "\r\n";
   h += "Accept-Ranges: bytes\r\n";
+  h += "Content-Type: " + m.content_type + "\r\n";
   return h;
 }
 
@@ -139,55 +140,53 @@ void Server::handle_delete(Connection& c) {
 
 void Server::handle_get(Connection& c, bool head_only) {
   HttpRequest& r = c.request();
-  auto h = store_->open_read(r.target.path);
-  if (!h.is_ok()) {
-    if (h.status().code() == Code::not_found) {
+  blobstore::BlobHandle large;
+  auto got = store_->read(r.target.path, &large);
+  if (!got.is_ok()) {
+    if (got.status().code() == Code::not_found) {
       return c.respond_error(Status::not_found("not_found"));
     }
-    log::error("read failed: " + h.status().message());
-    return c.respond_error(h.status());
+    log::error("read failed: " + got.status().message());
+    return c.respond_error(got.status());
   }
-  blobstore::BlobHandle& blob = h.value();
-  const blobstore::BlobMeta& m = blob.meta;
+  const blobstore::CachedValue* small = got.value().get();
+  const blobstore::BlobMeta& m = small ? small->meta : large.meta;
   if (m.tombstone) {
     return c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
                               m.version.to_string() + "\r\n",
                      error_body(Status::not_found("not_found")), head_only);
   }
-  std::string headers = blob_headers(m);
+  // A cached value keeps its response headers, so a hot GET formats nothing.
+  std::string built;
+  if (small && small->extra.empty()) small->extra = blob_headers(m);
+  const std::string& headers = small ? small->extra : (built = blob_headers(m));
   if (!r.if_none_match.empty() && etag_matches(r.if_none_match, etag_of(m))) {
-    return c.respond(304, std::move(headers), "", true);
+    return c.respond(304, headers, "", true);
   }
-  headers += "Content-Type: " + m.content_type + "\r\n";
   RangeResult range = r.range.empty() ? RangeResult{} : parse_range(r.range, m.size);
   if (range.kind == RangeKind::unsatisfiable) {
-    headers += "Content-Range: bytes */" + std::to_string(m.size) + "\r\n";
-    return c.respond(416, std::move(headers),
+    return c.respond(416, headers + "Content-Range: bytes */" + std::to_string(m.size) + "\r\n",
                      error_body(Status(Code::range_not_satisfiable, "range_not_satisfiable")),
                      head_only);
   }
   int status = 200;
   ByteRange br{0, m.size == 0 ? 0 : m.size - 1};
+  std::uint64_t length = m.size;
+  std::string extra;
   if (range.kind == RangeKind::partial) {
     status = 206;
     br = range.range;
-    headers += "Content-Range: bytes " + std::to_string(br.first) + "-" +
-               std::to_string(br.last) + "/" + std::to_string(m.size) + "\r\n";
+    length = br.length();
+    extra = "Content-Range: bytes " + std::to_string(br.first) + "-" + std::to_string(br.last) +
+            "/" + std::to_string(m.size) + "\r\n";
   }
-  std::uint64_t length = m.size == 0 ? 0 : br.length();
-  if (head_only) {
-    return c.respond_head(status, std::move(headers), length);
+  if (head_only) return c.respond_head(status, headers + extra, length);
+  if (small) {
+    std::string_view body(small->body);
+    return c.respond(status, extra.empty() ? headers : headers + extra,
+                     std::string(body.substr(br.first, length)));
   }
-  if (m.size <= limits::small_body_bytes_max) {
-    auto body = store_->read_verified(blob);
-    if (!body.is_ok()) {
-      log::error("read failed: " + body.status().message());
-      return c.respond_error(body.status());
-    }
-    std::string out = m.size == 0 ? std::string() : body.value().substr(br.first, length);
-    return c.respond(status, std::move(headers), std::move(out));
-  }
-  c.stream(status, std::move(headers), std::move(blob), br);
+  c.stream(status, headers + extra, std::move(large), br);
 }
 
 void Server::handle_list(Connection& c) {
@@ -229,6 +228,8 @@ void Server::handle_system(Connection& c) {
         {"connections", conns_.size()},
         {"requests", counters_.requests},
         {"corrupt_reads", store_->corrupt_reads()},
+        {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
+                   {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
     };
     return c.respond(200, "Content-Type: application/json\r\n", json_line(j),
                      r.method == HTTP_HEAD);

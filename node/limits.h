@@ -29,9 +29,9 @@ inline constexpr std::uint32_t body_timeout_ms = 30'000;
 inline constexpr std::uint32_t send_timeout_ms = 30'000;
 // On SIGTERM, requests in flight get this long to finish.
 inline constexpr std::uint32_t drain_timeout_ms = 10'000;
-// Bodies up to this size are read and verified whole before the first byte is sent.
-// Larger ones stream in chunks of stream_chunk_bytes: the per-connection window.
-inline constexpr std::size_t small_body_bytes_max = 256 * 1024;
+// Bodies up to blobstore::limits::small_value_bytes_max are read and verified whole
+// before the first byte is sent. Larger ones stream in chunks of stream_chunk_bytes:
+// the per-connection window.
 inline constexpr std::size_t stream_chunk_bytes = 256 * 1024;
 // One read buffer per connection.
 inline constexpr std::size_t read_buffer_bytes = 64 * 1024;

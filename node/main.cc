@@ -101,6 +101,9 @@ int main(int argc, char** argv) {
       ->envname("RINGSTORE_DISK")->delimiter(',');
   serve_cmd->add_option("--replicas", replicas, "copies of each key (N)")
       ->envname("RINGSTORE_REPLICAS")->check(CLI::Range(1, 9));
+  serve_cmd->add_option("--cache-bytes", config.cache_bytes,
+                        "memory for hot small values (0: no cache)")
+      ->envname("RINGSTORE_CACHE_BYTES");
   node::ServerLimits& l = config.limits;
   serve_cmd->add_option("--body-max-bytes", l.body_bytes_max, "largest value accepted")
       ->envname("RINGSTORE_BODY_MAX_BYTES")->check(CLI::PositiveNumber);

@@ -44,6 +44,7 @@ Status Server::start() {
   opts.data_dir = config_.data_dir;
   opts.disks = config_.disks;
   opts.fault = config_.fault;
+  opts.cache_bytes = config_.cache_bytes;
   uv_async_t* async = async_;
   opts.notify = [async] { uv_async_send(async); };
   auto store = blobstore::BlobStore::open(std::move(opts));

@@ -28,6 +28,7 @@ struct ServerConfig {
   std::string data_dir;
   std::vector<std::string> disks;
   ServerLimits limits;
+  std::uint64_t cache_bytes = 32ull << 20;
   blobstore::FaultHook fault;  // tests only
 };
 

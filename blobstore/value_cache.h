@@ -1,0 +1,48 @@
+// ValueCache keeps recently read small values in memory, already checksum-verified, so
+// a hot GET costs no SQLite query and no file system call. Least recently used goes
+// first once the byte budget is spent.
+// Coherence: BlobStore drops a key's entry on the loop thread when a write of that key
+// completes, before the write is acknowledged; a read that raced with the commit can
+// only have cached the version that was current when it ran.
+// Thread: the loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "blobstore/blob_file.h"
+
+namespace blobstore {
+
+struct CachedValue {
+  BlobMeta meta;
+  std::string body;          // empty for a tombstone
+  mutable std::string extra;  // for the reader's own use (the node keeps response headers)
+};
+
+class ValueCache {
+ public:
+  explicit ValueCache(std::uint64_t bytes_max) : bytes_max_(bytes_max) {}
+  std::shared_ptr<const CachedValue> get(std::string_view key);
+  void put(std::shared_ptr<const CachedValue> v);
+  void erase(std::string_view key);
+  std::uint64_t bytes() const { return bytes_; }
+  std::uint64_t bytes_max() const { return bytes_max_; }
+  std::uint64_t hits() const { return hits_; }
+  std::uint64_t misses() const { return misses_; }
+
+ private:
+  static std::uint64_t cost(const CachedValue& v) { return v.body.size() + v.meta.key.size() + 256; }
+  using Lru = std::list<std::shared_ptr<const CachedValue>>;
+  std::uint64_t bytes_max_;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t hits_ = 0, misses_ = 0;
+  Lru lru_;  // front: most recently used
+  std::unordered_map<std::string_view, Lru::iterator> map_;  // views into lru_ entries' keys
+};
+
+}  // namespace blobstore
