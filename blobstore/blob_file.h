@@ -34,6 +34,10 @@ struct BlobMeta {
   Md5Digest md5{};
   std::string content_type;
   int disk = -1;  // index into the store's disk list
+  // A hint: this node keeps the copy only until it reaches `hint_for`, a replica that
+  // was down when the write happened. Kept in the index only (not in the footer).
+  bool is_hint = false;
+  NodeId hint_for{};
 };
 
 // Bytes to append after the body: key, content type and the fixed footer.

@@ -82,6 +82,7 @@ Status BlobStore::start(Options& options) {
   std::string db_path = options.data_dir + "/index.db";
   if (Status s = writer_.open(db_path, paths); !s.is_ok()) return s;
   if (Status s = reader_.open(db_path); !s.is_ok()) return s;
+  if (Status s = meta_writer_.open(db_path, paths); !s.is_ok()) return s;
 
   auto id = writer_.get_meta("node_id");
   if (id.is_ok() && id.value().size() == node_id_.size()) {
@@ -168,11 +169,33 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   return Status::ok();
 }
 
+Md5Digest BlobWriter::finish_md5() {
+  if (!md5_done_) {
+    meta_.md5 = md5_.finish();
+    md5_done_ = true;
+  }
+  return meta_.md5;
+}
+
 Status BlobStore::commit(std::unique_ptr<BlobWriter> w, const Version& version,
                          CommitCallback done) {
   w->meta_.version = version;
-  w->meta_.md5 = w->md5_.finish();
+  w->finish_md5();
   return submit(std::move(w), std::move(done));
+}
+
+Status BlobStore::erase_hint(std::string_view key, const Version& version, CommitCallback done) {
+  auto op = std::make_unique<CommitOp>();
+  op->erase_hint = true;
+  op->meta.key = std::string(key);
+  op->meta.version = version;
+  op->done = std::move(done);
+  if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full");
+  return Status::ok();
+}
+
+std::string BlobStore::blob_path(const BlobMeta& m) const {
+  return disks_->path(m.disk) + "/" + blob_relative_path(m.key, m.version);
 }
 
 Status BlobStore::remove(std::string_view key, const Version& version, std::uint64_t now_ms,

@@ -38,6 +38,14 @@ class BlobWriter {
   BlobWriter& operator=(const BlobWriter&) = delete;
   Status append(const char* data, std::size_t n);
   std::uint64_t size() const { return meta_.size; }
+  // Stores the blob as a hint for `owner` (see BlobMeta::is_hint).
+  void set_hint_for(const NodeId& owner) {
+    meta_.is_hint = true;
+    meta_.hint_for = owner;
+  }
+  void set_tombstone() { meta_.tombstone = true; }
+  // The MD5 of what was appended so far is known only at commit; this is its final value.
+  Md5Digest finish_md5();
 
  private:
   friend class BlobStore;
@@ -46,6 +54,7 @@ class BlobWriter {
   std::string temp_path_;
   int fd_ = -1;
   Md5 md5_;
+  bool md5_done_ = false;
 };
 
 // An open, committed version of a key. The file stays readable even if a newer version
@@ -84,6 +93,23 @@ class BlobStore {
   // Writes a tombstone for `key` at `version`, the same way.
   Status remove(std::string_view key, const Version& version, std::uint64_t now_ms,
                 CommitCallback done);
+  // Drops this node's copy of `key` if it is still a hint at `version`.
+  Status erase_hint(std::string_view key, const Version& version, CommitCallback done);
+  Result<std::vector<BlobMeta>> hints(std::string_view after, std::size_t limit) {
+    return reader_.hints(after, limit);
+  }
+  Result<std::uint64_t> count_hints() { return reader_.count_hints(); }
+  Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
+                        std::vector<BlobMeta>* out) {
+    return reader_.scan_positions(from, to, limit, out);
+  }
+  // Small named values kept beside the index (membership, generation). Rare writes.
+  Result<std::string> get_meta(std::string_view name) { return reader_.get_meta(name); }
+  Status put_meta(std::string_view name, std::string_view value) {
+    return meta_writer_.set_meta(name, value);
+  }
+  // Opens a file that lives on a disk, for reading (the open blob of a BlobHandle).
+  std::string blob_path(const BlobMeta& m) const;
 
   // The stored version of `key`: not_found if never written; a tombstone has no file.
   Result<BlobHandle> open_read(std::string_view key);
@@ -113,6 +139,7 @@ class BlobStore {
   std::unique_ptr<Disks> disks_;
   IndexWriter writer_;
   IndexReader reader_;
+  IndexWriter meta_writer_;  // loop thread: meta rows only
   std::unique_ptr<Committer> committer_;
   ValueCache cache_{0};
   NodeId node_id_{};

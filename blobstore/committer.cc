@@ -86,7 +86,7 @@ void Committer::stop() {
 }
 
 bool Committer::submit(std::unique_ptr<CommitOp> op) {
-  ASSERT(op->temp_fd >= 0);
+  ASSERT(op->erase_hint || op->temp_fd >= 0);
   {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
@@ -148,13 +148,16 @@ void Committer::process(Batch& batch) {
   if (fault(WriteStep::written, batch)) return;
   sync_data(batch);
   if (fault(WriteStep::synced, batch)) return;
-  std::vector<CommitOp*> winners;
+  std::vector<CommitOp*> winners, erases;
+  for (auto& op : batch) {
+    if (op->erase_hint) erases.push_back(op.get());
+  }
   decide_winners(batch, &winners);
   rename_all(winners);
   if (fault(WriteStep::renamed, batch)) return;
   sync_dirs(winners);
   if (fault(WriteStep::dirs_synced, batch)) return;
-  index_all(winners);
+  index_all(winners, erases);
   if (fault(WriteStep::indexed, batch)) return;
   batches_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -163,15 +166,19 @@ void Committer::sync_data(Batch& batch) {
   // One syncfs() per filesystem makes a larger batch durable in one call (~2-5 ms here,
   // against ~0.3 ms per fsync of a new file, which adds up past a handful of files).
   std::map<std::uint64_t, std::size_t> per_device;
-  for (auto& op : batch) per_device[disks_->device(op->meta.disk)]++;
+  for (auto& op : batch) {
+    if (!op->erase_hint) per_device[disks_->device(op->meta.disk)]++;
+  }
   std::map<std::uint64_t, Status> synced;
   for (auto& op : batch) {
+    if (op->erase_hint) continue;
     std::uint64_t dev = disks_->device(op->meta.disk);
     if (per_device[dev] >= limits::syncfs_batch_min && !synced.count(dev)) {
       synced[dev] = syncfs_path(disks_->path(op->meta.disk));
     }
   }
   for (auto& op : batch) {
+    if (op->erase_hint) continue;
     auto it = synced.find(disks_->device(op->meta.disk));
     if (it != synced.end()) {
       op->status = it->second;
@@ -189,7 +196,7 @@ void Committer::sync_data(Batch& batch) {
 void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
   std::unordered_map<std::string, CommitOp*> newest;
   for (auto& op : batch) {
-    if (!op->status.is_ok()) continue;
+    if (!op->status.is_ok() || op->erase_hint) continue;
     auto it = newest.find(op->meta.key);
     CommitOp* prev = it == newest.end() ? nullptr : it->second;
     if (prev == nullptr) {
@@ -271,7 +278,7 @@ void Committer::sync_dirs(std::vector<CommitOp*>& winners) {
   }
 }
 
-void Committer::index_all(std::vector<CommitOp*>& winners) {
+void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases) {
   std::vector<std::string>& trash = superseded_;
   trash.clear();
   std::int64_t live_delta = 0;
@@ -283,6 +290,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners) {
       op->status = s;
       op->result.applied = false;
     }
+    for (CommitOp* op : erases) op->status = s;
     trash.clear();
   };
   if (Status s = index_->begin(); !s.is_ok()) return fail_all(std::move(s));
@@ -293,7 +301,9 @@ void Committer::index_all(std::vector<CommitOp*>& winners) {
     if (!op->status.is_ok()) continue;
     auto cur = index_->current(op->meta.key);
     if (!cur.is_ok()) return fail_all(cur.take_status());
-    bool was_live = cur.value() && !cur.value()->tombstone;
+    bool was_live = cur.value() && !cur.value()->tombstone && !cur.value()->is_hint;
+    // A copy this node already holds as a replica stays one when a hinted write updates it.
+    if (cur.value() && !cur.value()->is_hint) op->meta.is_hint = false;
     if (cur.value() && cur.value()->disk >= 0) {
       Version old = cur.value()->version;
       std::string old_path = disks_->path(cur.value()->disk) + "/" +
@@ -302,7 +312,18 @@ void Committer::index_all(std::vector<CommitOp*>& winners) {
       trash.push_back(std::move(old_path));
     }
     if (Status s = index_->upsert(op->meta); !s.is_ok()) return fail_all(std::move(s));
-    live_delta += (op->meta.tombstone ? 0 : 1) - (was_live ? 1 : 0);
+    live_delta += (op->meta.tombstone || op->meta.is_hint ? 0 : 1) - (was_live ? 1 : 0);
+  }
+  for (CommitOp* op : erases) {
+    auto cur = index_->current(op->meta.key);
+    if (!cur.is_ok()) return fail_all(cur.take_status());
+    const auto& c = cur.value();
+    if (!c || !c->is_hint || c->version != op->meta.version || c->disk < 0) continue;
+    std::string path = disks_->path(c->disk) + "/" + blob_relative_path(op->meta.key, c->version);
+    if (Status s = index_->add_trash(path); !s.is_ok()) return fail_all(std::move(s));
+    trash.push_back(std::move(path));
+    if (Status s = index_->erase(op->meta.key); !s.is_ok()) return fail_all(std::move(s));
+    op->result.applied = true;
   }
   if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
   unlinked_trash_.clear();

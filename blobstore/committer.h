@@ -42,6 +42,9 @@ using CommitCallback = std::function<void(Status, CommitResult)>;
 struct CommitOp {
   ~CommitOp();            // closes temp_fd if still open
   BlobMeta meta;          // meta.disk is the --disk index
+  // Drop this node's copy of meta.key if it is still the hint at meta.version (after
+  // the hint reached its owner). No temp file.
+  bool erase_hint = false;
   std::string temp_path;  // absolute
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
   CommitCallback done;
@@ -78,7 +81,7 @@ class Committer {
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
   void rename_all(std::vector<CommitOp*>& winners);
   void sync_dirs(std::vector<CommitOp*>& winners);
-  void index_all(std::vector<CommitOp*>& winners);
+  void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases);
   void finish(Batch& batch);
 
   IndexWriter* index_;

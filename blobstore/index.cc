@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS blobs(
   size INTEGER NOT NULL,
   md5 BLOB NOT NULL,
   content_type TEXT NOT NULL,
-  disk INTEGER NOT NULL
+  disk INTEGER NOT NULL,
+  hint_for BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_position ON blobs(position);
 CREATE TABLE IF NOT EXISTS disks(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
@@ -72,7 +73,29 @@ Result<std::uint64_t> read_count(Db& db, sqlite3_stmt* s) {
 }
 
 constexpr const char* meta_get_sql = "SELECT value FROM meta WHERE name=?1";
-constexpr const char* count_sql = "SELECT count(*) FROM blobs WHERE tombstone=0";
+constexpr const char* count_sql =
+    "SELECT count(*) FROM blobs WHERE tombstone=0 AND hint_for IS NULL";
+constexpr const char* meta_columns = "hlc,node,tombstone,size,md5,content_type,disk,hint_for";
+
+// Reads meta_columns starting at column `c` into m (key excluded).
+Status read_meta_columns(sqlite3_stmt* s, int c, BlobMeta* m) {
+  m->version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, c));
+  std::string node = column_bytes(s, c + 1);
+  std::string md5 = column_bytes(s, c + 4);
+  if (node.size() != m->version.node.size() || md5.size() != m->md5.size()) {
+    return Status::corruption("index row has bad node or md5 length");
+  }
+  std::memcpy(m->version.node.data(), node.data(), node.size());
+  m->tombstone = sqlite3_column_int(s, c + 2) != 0;
+  m->size = static_cast<std::uint64_t>(sqlite3_column_int64(s, c + 3));
+  std::memcpy(m->md5.data(), md5.data(), md5.size());
+  m->content_type = column_bytes(s, c + 5);
+  m->disk = sqlite3_column_int(s, c + 6);
+  std::string hint = column_bytes(s, c + 7);
+  m->is_hint = hint.size() == m->hint_for.size();
+  if (m->is_hint) std::memcpy(m->hint_for.data(), hint.data(), hint.size());
+  return Status::ok();
+}
 
 }  // namespace
 
@@ -131,8 +154,18 @@ int disk_index_of(const std::vector<int>& ids, int id) {
 Status IndexReader::open(const std::string& db_path) {
   if (Status s = db_.open(db_path, false); !s.is_ok()) return s;
   if (Status s = db_.exec("PRAGMA query_only=1"); !s.is_ok()) return s;
+  std::string cols = meta_columns;
   if (Status s = lookup_.prepare(db_.get(),
-          "SELECT hlc,node,tombstone,size,md5,content_type,disk FROM blobs WHERE key=?1");
+          ("SELECT " + cols + " FROM blobs WHERE key=?1").c_str());
+      !s.is_ok()) return s;
+  if (Status s = hints_.prepare(db_.get(), ("SELECT key," + cols +
+          " FROM blobs WHERE hint_for IS NOT NULL AND key>?1 ORDER BY key LIMIT ?2").c_str());
+      !s.is_ok()) return s;
+  if (Status s = count_hints_.prepare(db_.get(),
+          "SELECT count(*) FROM blobs WHERE hint_for IS NOT NULL");
+      !s.is_ok()) return s;
+  if (Status s = scan_.prepare(db_.get(), ("SELECT key," + cols +
+          " FROM blobs WHERE position>=?1 AND position<=?2 ORDER BY position LIMIT ?3").c_str());
       !s.is_ok()) return s;
   if (Status s = list_.prepare(db_.get(),
           "SELECT key FROM blobs WHERE key>=?1 AND tombstone=0 ORDER BY key LIMIT ?2");
@@ -150,19 +183,48 @@ Result<BlobMeta> IndexReader::lookup(std::string_view key) {
   if (rc != SQLITE_ROW) return db_.error("lookup");
   BlobMeta m;
   m.key = std::string(key);
-  m.version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
-  std::string node = column_bytes(s, 1);
-  std::string md5 = column_bytes(s, 4);
-  if (node.size() != m.version.node.size() || md5.size() != m.md5.size()) {
-    return Status::corruption("index row has bad node or md5 length");
-  }
-  std::memcpy(m.version.node.data(), node.data(), node.size());
-  m.tombstone = sqlite3_column_int(s, 2) != 0;
-  m.size = static_cast<std::uint64_t>(sqlite3_column_int64(s, 3));
-  std::memcpy(m.md5.data(), md5.data(), md5.size());
-  m.content_type = column_bytes(s, 5);
-  m.disk = sqlite3_column_int(s, 6);
+  if (Status st = read_meta_columns(s, 0, &m); !st.is_ok()) return st;
   return m;
+}
+
+Result<std::vector<BlobMeta>> IndexReader::hints(std::string_view after, std::size_t limit) {
+  sqlite3_stmt* s = hints_.get();
+  Reset r{s};
+  bind_blob(s, 1, after);
+  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit));
+  std::vector<BlobMeta> out;
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("hints");
+    BlobMeta m;
+    m.key = column_bytes(s, 0);
+    if (Status st = read_meta_columns(s, 1, &m); !st.is_ok()) return st;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<std::uint64_t> IndexReader::count_hints() { return read_count(db_, count_hints_.get()); }
+
+Status IndexReader::scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
+                                   std::vector<BlobMeta>* out) {
+  out->clear();
+  sqlite3_stmt* s = scan_.get();
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, position_column(from));
+  sqlite3_bind_int64(s, 2, position_column(to));
+  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(limit));
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("scan");
+    BlobMeta m;
+    m.key = column_bytes(s, 0);
+    if (Status st = read_meta_columns(s, 1, &m); !st.is_ok()) return st;
+    out->push_back(std::move(m));
+  }
+  return Status::ok();
 }
 
 Status IndexReader::list(std::string_view prefix, std::string_view start, std::size_t limit,
@@ -225,10 +287,11 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
     Stmt* stmt;
     const char* sql;
   } stmts[] = {
-      {&current_, "SELECT hlc,node,disk,tombstone FROM blobs WHERE key=?1"},
+      {&current_, "SELECT hlc,node,disk,tombstone,hint_for FROM blobs WHERE key=?1"},
+      {&erase_, "DELETE FROM blobs WHERE key=?1"},
       {&upsert_,
-       "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk)"
-       " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"},
+       "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk,"
+       "hint_for) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"},
       {&add_trash_, "INSERT OR IGNORE INTO trash(path) VALUES(?1)"},
       {&trash_, "SELECT path FROM trash"},
       {&clear_trash_, "DELETE FROM trash WHERE path=?1"},
@@ -263,6 +326,7 @@ Result<std::optional<StoredVersion>> IndexWriter::current(std::string_view key) 
   std::memcpy(v.version.node.data(), node.data(), node.size());
   v.disk = disk_index_of(disk_ids_, sqlite3_column_int(s, 2));
   v.tombstone = sqlite3_column_int(s, 3) != 0;
+  v.is_hint = sqlite3_column_type(s, 4) != SQLITE_NULL;
   return std::optional<StoredVersion>(v);
 }
 
@@ -278,7 +342,17 @@ Status IndexWriter::upsert(const BlobMeta& m) {
   bind_blob(s, 7, std::string_view(reinterpret_cast<const char*>(m.md5.data()), 16));
   bind_text(s, 8, m.content_type);
   sqlite3_bind_int(s, 9, disk_ids_[m.disk]);
+  if (m.is_hint) {
+    bind_blob(s, 10, std::string_view(reinterpret_cast<const char*>(m.hint_for.data()), 16));
+  } else {
+    sqlite3_bind_null(s, 10);
+  }
   return step_done(db_, s, "upsert");
+}
+
+Status IndexWriter::erase(std::string_view key) {
+  bind_blob(erase_.get(), 1, key);
+  return step_done(db_, erase_.get(), "erase");
 }
 
 Status IndexWriter::add_trash(const std::string& path) {

@@ -50,6 +50,7 @@ class Db {
 struct StoredVersion {
   Version version;
   bool tombstone = false;
+  bool is_hint = false;
   int disk = -1;
 };
 
@@ -64,9 +65,16 @@ class IndexReader {
               std::vector<std::string>* keys, std::string* next);
   Result<std::uint64_t> count_live();
   Result<std::string> get_meta(std::string_view name);
+  // Up to `limit` hints with key > after, in key order.
+  Result<std::vector<BlobMeta>> hints(std::string_view after, std::size_t limit);
+  Result<std::uint64_t> count_hints();
+  // Keys (with versions) whose ring position lies in [from, to], in position order.
+  Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
+                        std::vector<BlobMeta>* out);
 
  private:
   Db db_;
+  Stmt hints_, count_hints_, scan_;
   Stmt lookup_;
   Stmt list_;
   Stmt count_;
@@ -84,6 +92,7 @@ class IndexWriter {
   Status rollback();
   Result<std::optional<StoredVersion>> current(std::string_view key);
   Status upsert(const BlobMeta& meta);
+  Status erase(std::string_view key);
   Status add_trash(const std::string& path);
   Result<std::vector<std::string>> trash();
   Status clear_trash(const std::string& path);
@@ -93,7 +102,7 @@ class IndexWriter {
 
  private:
   Db db_;
-  Stmt current_, upsert_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
+  Stmt current_, upsert_, erase_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
   Stmt begin_, commit_, rollback_;
   std::vector<int> disk_ids_;
 };

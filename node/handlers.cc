@@ -39,7 +39,9 @@ Status Server::on_headers(Connection& c) {
   if (!target.is_ok()) return target.take_status();
   r.target = std::move(target.value());
   bool listing = r.method == HTTP_GET && r.target.has("list");
-  if (!is_system(r.target) && !listing) {
+  bool writes = r.method == HTTP_PUT || r.method == HTTP_DELETE;
+  // A write to "_/..." is a write to a reserved key (400); reads there are endpoints.
+  if ((!is_system(r.target) && !listing) || (is_system(r.target) && writes)) {
     if (Status s = validate_key(r.target.path); !s.is_ok()) return s;
   }
   if (r.method == HTTP_PUT && !is_system(r.target)) {
