@@ -169,6 +169,28 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   return Status::ok();
 }
 
+int BlobWriter::open_read_fd() const {
+  return ::open(temp_path_.c_str(), O_RDONLY | O_CLOEXEC);
+}
+
+Result<BlobMeta> BlobStore::lookup(std::string_view key) {
+  if (auto hit = cache_.peek(key)) return hit->meta;  // same coherence as read()
+  auto m = reader_.lookup(key);
+  if (!m.is_ok()) return m;
+  m.value().disk = disk_index_of(writer_.disk_ids(), m.value().disk);
+  return m;
+}
+
+Result<BlobHandle> BlobStore::handle_of(BlobWriter& w, const Version& version) {
+  BlobHandle h;
+  h.fd_ = w.open_read_fd();
+  if (h.fd_ < 0) return Status::from_errno("open spool", errno);
+  h.meta = w.meta_;
+  h.meta.version = version;
+  h.meta.md5 = w.finish_md5();
+  return h;
+}
+
 Md5Digest BlobWriter::finish_md5() {
   if (!md5_done_) {
     meta_.md5 = md5_.finish();
@@ -184,9 +206,21 @@ Status BlobStore::commit(std::unique_ptr<BlobWriter> w, const Version& version,
   return submit(std::move(w), std::move(done));
 }
 
+Status BlobStore::hint_op(CommitOp::Kind kind, const NodeId& target, std::string_view key,
+                          const Version& version, CommitCallback done) {
+  auto op = std::make_unique<CommitOp>();
+  op->kind = kind;
+  op->target = target;
+  op->meta.key = std::string(key);
+  op->meta.version = version;
+  op->done = std::move(done);
+  if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full");
+  return Status::ok();
+}
+
 Status BlobStore::erase_hint(std::string_view key, const Version& version, CommitCallback done) {
   auto op = std::make_unique<CommitOp>();
-  op->erase_hint = true;
+  op->kind = CommitOp::Kind::erase_hint;
   op->meta.key = std::string(key);
   op->meta.version = version;
   op->done = std::move(done);

@@ -46,6 +46,11 @@ class BlobWriter {
   void set_tombstone() { meta_.tombstone = true; }
   // The MD5 of what was appended so far is known only at commit; this is its final value.
   Md5Digest finish_md5();
+  // What the writer holds so far (version and MD5 are set at commit).
+  const BlobMeta& meta() const { return meta_; }
+  // A read-only descriptor of the temp file; it stays valid after the commit renames
+  // the file and after an abandoned writer unlinks it. -1 on failure.
+  int open_read_fd() const;
 
  private:
   friend class BlobStore;
@@ -99,6 +104,15 @@ class BlobStore {
     return reader_.hints(after, limit);
   }
   Result<std::uint64_t> count_hints() { return reader_.count_hints(); }
+  // Writes another replica missed while this node holds the key (hinted handoff when no
+  // stand-in node was free): recorded, listed, and dropped once delivered.
+  Status add_missed(const NodeId& target, std::string_view key, const Version& v, CommitCallback done) {
+    return hint_op(CommitOp::Kind::add_hint, target, key, v, std::move(done));
+  }
+  Status drop_missed(const NodeId& target, std::string_view key, const Version& v, CommitCallback done) {
+    return hint_op(CommitOp::Kind::drop_hint, target, key, v, std::move(done));
+  }
+  Result<std::vector<MissedWrite>> missed(std::size_t limit) { return reader_.missed(limit); }
   Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
                         std::vector<BlobMeta>* out) {
     return reader_.scan_positions(from, to, limit, out);
@@ -117,6 +131,11 @@ class BlobStore {
   // whole and verified, from the cache when it is there; a larger one comes back as an
   // open handle in *large (and the result is null) for the caller to stream.
   Result<std::shared_ptr<const CachedValue>> read(std::string_view key, BlobHandle* large);
+  // The stored version's metadata only (disk as a --disk index).
+  Result<BlobMeta> lookup(std::string_view key);
+  // A handle on an uncommitted writer's bytes, with `version` (for serving a value
+  // fetched from another replica). The writer may be committed or dropped afterwards.
+  Result<BlobHandle> handle_of(BlobWriter& writer, const Version& version);
   // Reads a whole blob (REQUIRES: not a tombstone) and checks its MD5.
   Result<std::string> read_verified(const BlobHandle& h);
   Status list(std::string_view prefix, std::string_view start, std::size_t limit,
@@ -135,6 +154,8 @@ class BlobStore {
   Status start(Options& options);
   void sweep();
   Status submit(std::unique_ptr<BlobWriter> w, CommitCallback done);
+  Status hint_op(CommitOp::Kind kind, const NodeId& target, std::string_view key,
+                 const Version& version, CommitCallback done);
 
   std::unique_ptr<Disks> disks_;
   IndexWriter writer_;

@@ -86,7 +86,7 @@ void Committer::stop() {
 }
 
 bool Committer::submit(std::unique_ptr<CommitOp> op) {
-  ASSERT(op->erase_hint || op->temp_fd >= 0);
+  ASSERT(!op->is_write() || op->temp_fd >= 0);
   {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
@@ -150,7 +150,7 @@ void Committer::process(Batch& batch) {
   if (fault(WriteStep::synced, batch)) return;
   std::vector<CommitOp*> winners, erases;
   for (auto& op : batch) {
-    if (op->erase_hint) erases.push_back(op.get());
+    if (!op->is_write()) erases.push_back(op.get());
   }
   decide_winners(batch, &winners);
   rename_all(winners);
@@ -167,18 +167,18 @@ void Committer::sync_data(Batch& batch) {
   // against ~0.3 ms per fsync of a new file, which adds up past a handful of files).
   std::map<std::uint64_t, std::size_t> per_device;
   for (auto& op : batch) {
-    if (!op->erase_hint) per_device[disks_->device(op->meta.disk)]++;
+    if (op->is_write()) per_device[disks_->device(op->meta.disk)]++;
   }
   std::map<std::uint64_t, Status> synced;
   for (auto& op : batch) {
-    if (op->erase_hint) continue;
+    if (!op->is_write()) continue;
     std::uint64_t dev = disks_->device(op->meta.disk);
     if (per_device[dev] >= limits::syncfs_batch_min && !synced.count(dev)) {
       synced[dev] = syncfs_path(disks_->path(op->meta.disk));
     }
   }
   for (auto& op : batch) {
-    if (op->erase_hint) continue;
+    if (!op->is_write()) continue;
     auto it = synced.find(disks_->device(op->meta.disk));
     if (it != synced.end()) {
       op->status = it->second;
@@ -196,7 +196,7 @@ void Committer::sync_data(Batch& batch) {
 void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
   std::unordered_map<std::string, CommitOp*> newest;
   for (auto& op : batch) {
-    if (!op->status.is_ok() || op->erase_hint) continue;
+    if (!op->status.is_ok() || !op->is_write()) continue;
     auto it = newest.find(op->meta.key);
     CommitOp* prev = it == newest.end() ? nullptr : it->second;
     if (prev == nullptr) {
@@ -279,6 +279,7 @@ void Committer::sync_dirs(std::vector<CommitOp*>& winners) {
 }
 
 void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases) {
+  // `erases` holds every op that is not a write: erase_hint, add_hint, drop_hint.
   std::vector<std::string>& trash = superseded_;
   trash.clear();
   std::int64_t live_delta = 0;
@@ -315,6 +316,14 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     live_delta += (op->meta.tombstone || op->meta.is_hint ? 0 : 1) - (was_live ? 1 : 0);
   }
   for (CommitOp* op : erases) {
+    if (op->kind == CommitOp::Kind::add_hint || op->kind == CommitOp::Kind::drop_hint) {
+      Status s = op->kind == CommitOp::Kind::add_hint
+                     ? index_->add_hint(op->target, op->meta.key, op->meta.version)
+                     : index_->drop_hint(op->target, op->meta.key, op->meta.version);
+      if (!s.is_ok()) return fail_all(std::move(s));
+      op->result.applied = true;
+      continue;
+    }
     auto cur = index_->current(op->meta.key);
     if (!cur.is_ok()) return fail_all(cur.take_status());
     const auto& c = cur.value();

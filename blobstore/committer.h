@@ -42,9 +42,17 @@ using CommitCallback = std::function<void(Status, CommitResult)>;
 struct CommitOp {
   ~CommitOp();            // closes temp_fd if still open
   BlobMeta meta;          // meta.disk is the --disk index
-  // Drop this node's copy of meta.key if it is still the hint at meta.version (after
-  // the hint reached its owner). No temp file.
-  bool erase_hint = false;
+  // What the op does. Only `write` has a temp file; the others change index rows in the
+  // batch's transaction.
+  //  erase_hint: drop this node's copy of meta.key if it is still a hint at meta.version
+  //              (the hint reached its owner);
+  //  add_hint:   remember that `target` missed meta.key at meta.version (this node holds
+  //              the key itself; hinted handoff sends its copy later);
+  //  drop_hint:  forget that (delivered).
+  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint };
+  Kind kind = Kind::write;
+  NodeId target{};
+  bool is_write() const { return kind == Kind::write; }
   std::string temp_path;  // absolute
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
   CommitCallback done;
@@ -81,7 +89,7 @@ class Committer {
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
   void rename_all(std::vector<CommitOp*>& winners);
   void sync_dirs(std::vector<CommitOp*>& winners);
-  void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases);
+  void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
 
   IndexWriter* index_;

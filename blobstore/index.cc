@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS blobs(
 CREATE INDEX IF NOT EXISTS blobs_position ON blobs(position);
 CREATE TABLE IF NOT EXISTS disks(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS trash(path TEXT PRIMARY KEY NOT NULL);
+CREATE TABLE IF NOT EXISTS hints(
+  target BLOB NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL, node BLOB NOT NULL,
+  PRIMARY KEY(target, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);
 )sql";
 
@@ -162,7 +166,11 @@ Status IndexReader::open(const std::string& db_path) {
           " FROM blobs WHERE hint_for IS NOT NULL AND key>?1 ORDER BY key LIMIT ?2").c_str());
       !s.is_ok()) return s;
   if (Status s = count_hints_.prepare(db_.get(),
-          "SELECT count(*) FROM blobs WHERE hint_for IS NOT NULL");
+          "SELECT (SELECT count(*) FROM blobs WHERE hint_for IS NOT NULL) + "
+          "(SELECT count(*) FROM hints)");
+      !s.is_ok()) return s;
+  if (Status s = missed_.prepare(db_.get(),
+          "SELECT target,key,hlc,node FROM hints ORDER BY target,key LIMIT ?1");
       !s.is_ok()) return s;
   if (Status s = scan_.prepare(db_.get(), ("SELECT key," + cols +
           " FROM blobs WHERE position>=?1 AND position<=?2 ORDER BY position LIMIT ?3").c_str());
@@ -206,6 +214,30 @@ Result<std::vector<BlobMeta>> IndexReader::hints(std::string_view after, std::si
 }
 
 Result<std::uint64_t> IndexReader::count_hints() { return read_count(db_, count_hints_.get()); }
+
+Result<std::vector<MissedWrite>> IndexReader::missed(std::size_t limit) {
+  sqlite3_stmt* s = missed_.get();
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(limit));
+  std::vector<MissedWrite> out;
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("missed");
+    MissedWrite m;
+    std::string target = column_bytes(s, 0);
+    std::string node = column_bytes(s, 3);
+    if (target.size() != m.target.size() || node.size() != m.version.node.size()) {
+      return Status::corruption("bad hints row");
+    }
+    std::memcpy(m.target.data(), target.data(), target.size());
+    m.key = column_bytes(s, 1);
+    m.version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 2));
+    std::memcpy(m.version.node.data(), node.data(), node.size());
+    out.push_back(std::move(m));
+  }
+  return out;
+}
 
 Status IndexReader::scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
                                    std::vector<BlobMeta>* out) {
@@ -289,6 +321,10 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
   } stmts[] = {
       {&current_, "SELECT hlc,node,disk,tombstone,hint_for FROM blobs WHERE key=?1"},
       {&erase_, "DELETE FROM blobs WHERE key=?1"},
+      {&add_hint_, "INSERT INTO hints(target,key,hlc,node) VALUES(?1,?2,?3,?4) "
+                   "ON CONFLICT(target,key) DO UPDATE SET hlc=?3, node=?4 WHERE hlc<?3 OR "
+                   "(hlc=?3 AND node<?4)"},
+      {&drop_hint_, "DELETE FROM hints WHERE target=?1 AND key=?2 AND hlc=?3 AND node=?4"},
       {&upsert_,
        "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk,"
        "hint_for) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"},
@@ -348,6 +384,25 @@ Status IndexWriter::upsert(const BlobMeta& m) {
     sqlite3_bind_null(s, 10);
   }
   return step_done(db_, s, "upsert");
+}
+
+namespace {
+void bind_hint(sqlite3_stmt* s, const NodeId& target, std::string_view key, const Version& v) {
+  bind_blob(s, 1, std::string_view(reinterpret_cast<const char*>(target.data()), target.size()));
+  bind_blob(s, 2, key);
+  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(v.hlc));
+  bind_blob(s, 4, std::string_view(reinterpret_cast<const char*>(v.node.data()), v.node.size()));
+}
+}  // namespace
+
+Status IndexWriter::add_hint(const NodeId& target, std::string_view key, const Version& v) {
+  bind_hint(add_hint_.get(), target, key, v);
+  return step_done(db_, add_hint_.get(), "add hint");
+}
+
+Status IndexWriter::drop_hint(const NodeId& target, std::string_view key, const Version& v) {
+  bind_hint(drop_hint_.get(), target, key, v);
+  return step_done(db_, drop_hint_.get(), "drop hint");
 }
 
 Status IndexWriter::erase(std::string_view key) {

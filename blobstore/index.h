@@ -54,6 +54,13 @@ struct StoredVersion {
   int disk = -1;
 };
 
+// A write that `target` missed while this node holds the key itself.
+struct MissedWrite {
+  NodeId target{};
+  std::string key;
+  Version version;
+};
+
 class IndexReader {
  public:
   Status open(const std::string& db_path);
@@ -68,13 +75,14 @@ class IndexReader {
   // Up to `limit` hints with key > after, in key order.
   Result<std::vector<BlobMeta>> hints(std::string_view after, std::size_t limit);
   Result<std::uint64_t> count_hints();
+  Result<std::vector<MissedWrite>> missed(std::size_t limit);
   // Keys (with versions) whose ring position lies in [from, to], in position order.
   Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
                         std::vector<BlobMeta>* out);
 
  private:
   Db db_;
-  Stmt hints_, count_hints_, scan_;
+  Stmt hints_, count_hints_, scan_, missed_;
   Stmt lookup_;
   Stmt list_;
   Stmt count_;
@@ -93,6 +101,8 @@ class IndexWriter {
   Result<std::optional<StoredVersion>> current(std::string_view key);
   Status upsert(const BlobMeta& meta);
   Status erase(std::string_view key);
+  Status add_hint(const NodeId& target, std::string_view key, const Version& v);
+  Status drop_hint(const NodeId& target, std::string_view key, const Version& v);
   Status add_trash(const std::string& path);
   Result<std::vector<std::string>> trash();
   Status clear_trash(const std::string& path);
@@ -102,7 +112,7 @@ class IndexWriter {
 
  private:
   Db db_;
-  Stmt current_, upsert_, erase_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
+  Stmt current_, upsert_, erase_, add_hint_, drop_hint_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
   Stmt begin_, commit_, rollback_;
   std::vector<int> disk_ids_;
 };

@@ -28,6 +28,11 @@ class ValueCache {
  public:
   explicit ValueCache(std::uint64_t bytes_max) : bytes_max_(bytes_max) {}
   std::shared_ptr<const CachedValue> get(std::string_view key);
+  // Like get(), without counting or touching the recency order.
+  std::shared_ptr<const CachedValue> peek(std::string_view key) const {
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : *it->second;
+  }
   void put(std::shared_ptr<const CachedValue> v);
   void erase(std::string_view key);
   std::uint64_t bytes() const { return bytes_; }

@@ -13,6 +13,7 @@ enum class Code {
   ok,
   not_found,
   invalid_argument,   // 400
+  unauthorized,       // 401
   method_not_allowed, // 405
   length_required,    // 411
   body_too_large,     // 413

@@ -262,6 +262,11 @@ int Connection::on_header_value_complete(llhttp_t* p) {
     r.range = self->value_;
   } else if (header_is(f, "if-none-match")) {
     r.if_none_match = self->value_;
+  } else if (f.size() > 12 && strncasecmp(f.c_str(), "x-ringstore-", 12) == 0) {
+    // Bounded by header_bytes_max like every header.
+    std::string name = f.substr(12);
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    r.ringstore_headers.emplace_back(std::move(name), self->value_);
   } else if (header_is(f, "expect")) {
     if (strcasecmp(self->value_.c_str(), "100-continue") == 0) r.expect_continue = true;
   }

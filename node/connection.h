@@ -13,6 +13,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "blobstore/blob_store.h"
 #include "node/request.h"
@@ -32,6 +35,14 @@ struct HttpRequest {
   bool has_body = false;          // Content-Length > 0 or chunked
   std::uint64_t content_length = 0;  // when !chunked
   bool chunked = false;
+  // X-Ringstore-* headers (node-to-node API), names lower-cased without the prefix.
+  std::vector<std::pair<std::string, std::string>> ringstore_headers;
+  const std::string* ringstore_header(std::string_view name) const {
+    for (const auto& [k, v] : ringstore_headers) {
+      if (k == name) return &v;
+    }
+    return nullptr;
+  }
   Target target;
   // Filled by the handlers.
   std::unique_ptr<blobstore::BlobWriter> writer;

@@ -1,6 +1,8 @@
-// The public blob API and the /_/ system endpoints, on top of Connection.
+// The public blob API, the /_/ system endpoints and the /_/internal node-to-node API, on
+// top of Connection. Quorum logic lives in the Coordinator.
 #include <nlohmann/json.hpp>
 
+#include "node/coordinator.h"
 #include "node/http_status.h"
 #include "node/log.h"
 #include "node/server.h"
@@ -14,6 +16,9 @@ namespace {
 constexpr std::uint64_t ignored_body_bytes_max = 64 * 1024;
 
 bool is_system(const Target& t) { return t.path.compare(0, 2, "_/") == 0; }
+bool starts_with(const std::string& s, std::string_view p) { return s.compare(0, p.size(), p) == 0; }
+constexpr std::string_view internal_blob = "_/internal/blob/";
+constexpr std::string_view internal_push = "_/internal/push/";
 
 std::string etag_of(const blobstore::BlobMeta& m) { return "\"" + blobstore::md5_hex(m.md5) + "\""; }
 
@@ -27,37 +32,37 @@ std::string blob_headers(const blobstore::BlobMeta& m) {
   return h;
 }
 
+// What a replica says about its copy, for HEAD and GET /_/internal/blob.
+std::string internal_headers(const blobstore::BlobMeta& m) {
+  std::string h = "X-Ringstore-Version: " + m.version.to_string() + "\r\n";
+  h += "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n";
+  h += "X-Ringstore-Size: " + std::to_string(m.size) + "\r\n";
+  if (m.tombstone) h += "X-Ringstore-Tombstone: 1\r\n";
+  if (!m.content_type.empty()) h += "Content-Type: " + m.content_type + "\r\n";
+  return h;
+}
+
 std::string json_line(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace
 
+// ---- routing ----
+
 Status Server::on_headers(Connection& c) {
   HttpRequest& r = c.request();
   auto target = parse_target(r.url);
   if (!target.is_ok()) return target.take_status();
   r.target = std::move(target.value());
+  if (starts_with(r.target.path, "_/internal/")) return on_internal_headers(c);
   bool listing = r.method == HTTP_GET && r.target.has("list");
   bool writes = r.method == HTTP_PUT || r.method == HTTP_DELETE;
   // A write to "_/..." is a write to a reserved key (400); reads there are endpoints.
   if ((!is_system(r.target) && !listing) || (is_system(r.target) && writes)) {
     if (Status s = validate_key(r.target.path); !s.is_ok()) return s;
   }
-  if (r.method == HTTP_PUT && !is_system(r.target)) {
-    if (!r.chunked && r.content_length > config_.limits.body_bytes_max) {
-      return limit_error(Code::body_too_large, "body_too_large", config_.limits.body_bytes_max);
-    }
-    std::string ct = r.has_content_type ? r.content_type : "application/octet-stream";
-    if (ct.size() > blobstore::limits::content_type_bytes_max) {
-      return Status::invalid("content_type_too_long");
-    }
-    auto w = store_->begin_write(r.target.path, ct, Hlc::wall_clock_ms());
-    if (!w.is_ok()) return w.take_status();
-    r.writer = std::move(w.value());
-    if (r.expect_continue) c.send_continue();
-    return Status::ok();
-  }
+  if (r.method == HTTP_PUT) return begin_upload(c, r.target.path, /*tombstone=*/false);
   switch (r.method) {
     case HTTP_GET:
     case HTTP_HEAD:
@@ -69,6 +74,24 @@ Status Server::on_headers(Connection& c) {
   if (!r.chunked && r.content_length > ignored_body_bytes_max) {
     return limit_error(Code::body_too_large, "body_too_large", ignored_body_bytes_max);
   }
+  return Status::ok();
+}
+
+Status Server::begin_upload(Connection& c, const std::string& key, bool tombstone) {
+  HttpRequest& r = c.request();
+  if (!r.chunked && r.content_length > config_.limits.body_bytes_max) {
+    return limit_error(Code::body_too_large, "body_too_large", config_.limits.body_bytes_max);
+  }
+  std::string ct = r.has_content_type ? r.content_type : "application/octet-stream";
+  if (tombstone) ct.clear();
+  if (ct.size() > blobstore::limits::content_type_bytes_max) {
+    return Status::invalid("content_type_too_long");
+  }
+  auto w = store_->begin_write(key, ct, Hlc::wall_clock_ms());
+  if (!w.is_ok()) return w.take_status();
+  r.writer = std::move(w.value());
+  if (tombstone) r.writer->set_tombstone();
+  if (r.expect_continue) c.send_continue();
   return Status::ok();
 }
 
@@ -84,6 +107,7 @@ Status Server::on_body(Connection& c, const char* data, std::size_t n) {
   if (r.body_bytes > config_.limits.body_bytes_max) {  // chunked bodies have no length up front
     return limit_error(Code::body_too_large, "body_too_large", config_.limits.body_bytes_max);
   }
+  if (r.writer->meta().tombstone) return Status::invalid("tombstone_with_body");
   Status s = r.writer->append(data, n);
   if (!s.is_ok()) log::error("write failed: " + s.message());
   return s;
@@ -91,56 +115,38 @@ Status Server::on_body(Connection& c, const char* data, std::size_t n) {
 
 void Server::on_request(Connection& c) {
   HttpRequest& r = c.request();
+  if (starts_with(r.target.path, "_/internal/")) return on_internal_request(c);
   if (is_system(r.target)) return handle_system(c);
+  std::uint32_t quorum = 0;
   switch (r.method) {
     case HTTP_GET:
-      if (r.target.has("list")) return handle_list(c);
-      return handle_get(c, false);
-    case HTTP_HEAD: return handle_get(c, true);
-    case HTTP_PUT: return handle_put(c);
-    case HTTP_DELETE: return handle_delete(c);
-    default: return c.respond_error(Status(Code::method_not_allowed, "method_not_allowed"));
+    case HTTP_HEAD:
+      if (r.method == HTTP_GET && r.target.has("list")) return handle_list(c);
+      if (Status s = coordinator_->pick(r.target, "r", coordinator_->config().r, &quorum); !s.is_ok()) {
+        return c.respond_error(s);
+      }
+      return coordinator_->read(c, quorum, r.method == HTTP_HEAD);
+    case HTTP_PUT:
+    case HTTP_DELETE: {
+      if (Status s = coordinator_->pick(r.target, "w", coordinator_->config().w, &quorum); !s.is_ok()) {
+        return c.respond_error(s);
+      }
+      if (r.method == HTTP_DELETE) {
+        auto w = store_->begin_write(r.target.path, "", Hlc::wall_clock_ms());
+        if (!w.is_ok()) return c.respond_error(w.status());
+        r.writer = std::move(w.value());
+        r.writer->set_tombstone();
+      }
+      return coordinator_->write(c, std::move(r.writer), quorum);
+    }
+    default:
+      return c.respond_error(Status(Code::method_not_allowed, "method_not_allowed"));
   }
 }
 
-void Server::handle_put(Connection& c) {
-  HttpRequest& r = c.request();
-  ASSERT(r.writer != nullptr);
-  blobstore::Version v{hlc_.now(Hlc::wall_clock_ms()), store_->node_id()};
-  std::weak_ptr<Connection> weak = c.shared_from_this();
-  std::string key = r.target.path;
-  Status s = store_->commit(std::move(r.writer), v,
-      [weak, v](Status st, blobstore::CommitResult res) {
-        auto conn = weak.lock();
-        if (!conn) return;  // the client left; the write still counts
-        if (!st.is_ok()) {
-          log::error("commit failed: " + st.message());
-          return conn->respond_error(st);
-        }
-        nlohmann::json j = {{"version", v.to_string()}, {"etag", blobstore::md5_hex(res.md5)}};
-        std::string h = "ETag: \"" + blobstore::md5_hex(res.md5) + "\"\r\n" +
-                        "X-Ringstore-Version: " + v.to_string() + "\r\n" +
-                        "Content-Type: application/json\r\n";
-        conn->respond(201, std::move(h), json_line(j));
-      });
-  if (!s.is_ok()) c.respond_error(s);
-}
+// ---- serving a stored value ----
 
-void Server::handle_delete(Connection& c) {
-  HttpRequest& r = c.request();
-  blobstore::Version v{hlc_.now(Hlc::wall_clock_ms()), store_->node_id()};
-  std::weak_ptr<Connection> weak = c.shared_from_this();
-  Status s = store_->remove(r.target.path, v, Hlc::wall_clock_ms(),
-      [weak, v](Status st, blobstore::CommitResult) {
-        auto conn = weak.lock();
-        if (!conn) return;
-        if (!st.is_ok()) return conn->respond_error(st);
-        conn->respond(204, "X-Ringstore-Version: " + v.to_string() + "\r\n", "");
-      });
-  if (!s.is_ok()) c.respond_error(s);
-}
-
-void Server::handle_get(Connection& c, bool head_only) {
+void Server::serve_local(Connection& c, bool head_only) {
   HttpRequest& r = c.request();
   blobstore::BlobHandle large;
   auto got = store_->read(r.target.path, &large);
@@ -152,16 +158,36 @@ void Server::handle_get(Connection& c, bool head_only) {
     return c.respond_error(got.status());
   }
   const blobstore::CachedValue* small = got.value().get();
-  const blobstore::BlobMeta& m = small ? small->meta : large.meta;
-  if (m.tombstone) {
+  if (small == nullptr) return serve_handle(c, std::move(large), head_only);
+  if (small->meta.tombstone) {
     return c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
-                              m.version.to_string() + "\r\n",
+                              small->meta.version.to_string() + "\r\n",
                      error_body(Status::not_found("not_found")), head_only);
   }
   // A cached value keeps its response headers, so a hot GET formats nothing.
-  std::string built;
-  if (small && small->extra.empty()) small->extra = blob_headers(m);
-  const std::string& headers = small ? small->extra : (built = blob_headers(m));
+  if (small->extra.empty()) small->extra = blob_headers(small->meta);
+  serve_blob(c, small->meta, small->extra, &small->body, nullptr, head_only);
+}
+
+void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only) {
+  std::string headers = blob_headers(h.meta);
+  if (!head_only && h.meta.size <= blobstore::limits::small_value_bytes_max) {
+    auto body = store_->read_verified(h);
+    if (!body.is_ok()) return c.respond_error(body.status());
+    return serve_blob(c, h.meta, headers, &body.value(), nullptr, head_only);
+  }
+  blobstore::BlobMeta meta = h.meta;
+  serve_blob(c, meta, headers, nullptr, &h, head_only);
+}
+
+void Server::serve_meta_head(Connection& c, const blobstore::BlobMeta& m) {
+  serve_blob(c, m, blob_headers(m), nullptr, nullptr, true);
+}
+
+// One of `body` (whole, verified) or `handle` (to stream); neither for HEAD.
+void Server::serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::string& headers,
+                        const std::string* body, blobstore::BlobHandle* handle, bool head_only) {
+  HttpRequest& r = c.request();
   if (!r.if_none_match.empty() && etag_matches(r.if_none_match, etag_of(m))) {
     return c.respond(304, headers, "", true);
   }
@@ -183,13 +209,104 @@ void Server::handle_get(Connection& c, bool head_only) {
             "/" + std::to_string(m.size) + "\r\n";
   }
   if (head_only) return c.respond_head(status, headers + extra, length);
-  if (small) {
-    std::string_view body(small->body);
+  if (body != nullptr) {
+    std::string_view b(*body);
     return c.respond(status, extra.empty() ? headers : headers + extra,
-                     std::string(body.substr(br.first, length)));
+                     std::string(b.substr(br.first, length)));
   }
-  c.stream(status, headers + extra, std::move(large), br);
+  ASSERT(handle != nullptr);
+  c.stream(status, headers + extra, std::move(*handle), br);
 }
+
+// ---- the node-to-node API ----
+
+Status Server::on_internal_headers(Connection& c) {
+  HttpRequest& r = c.request();
+  const std::string* auth = r.ringstore_header("auth");
+  if (auth == nullptr || *auth != auth_token_) {
+    return Status(Code::unauthorized, "unauthorized: the cluster secret is required");
+  }
+  if (starts_with(r.target.path, internal_blob)) {
+    std::string key = r.target.path.substr(internal_blob.size());
+    if (Status s = validate_key(key); !s.is_ok()) return s;
+    if (r.method == HTTP_GET || r.method == HTTP_HEAD) return Status::ok();
+    if (r.method != HTTP_PUT) return Status(Code::method_not_allowed, "method_not_allowed");
+    const std::string* v = r.ringstore_header("version");
+    if (v == nullptr || !blobstore::Version::parse(*v)) return Status::invalid("bad_version");
+    const std::string* t = r.ringstore_header("tombstone");
+    return begin_upload(c, key, t != nullptr && *t == "1");
+  }
+  if (starts_with(r.target.path, internal_push)) {
+    if (r.method != HTTP_POST) return Status(Code::method_not_allowed, "method_not_allowed");
+    if (Status s = validate_key(r.target.path.substr(internal_push.size())); !s.is_ok()) return s;
+    if (!r.target.has("to")) return Status::invalid("missing_to");
+    return Status::ok();
+  }
+  return Status::not_found("no_such_endpoint");
+}
+
+void Server::on_internal_request(Connection& c) {
+  HttpRequest& r = c.request();
+  if (starts_with(r.target.path, internal_push)) {
+    std::weak_ptr<Connection> weak = c.weak_from_this();
+    return coordinator_->push(r.target.path.substr(internal_push.size()), *r.target.get("to"),
+                              nullptr, [weak](Status s) {
+                                auto conn = weak.lock();
+                                if (!conn) return;
+                                if (!s.is_ok()) return conn->respond_error(s);
+                                conn->respond(200, "Content-Type: application/json\r\n",
+                                              "{\"pushed\":true}\n");
+                              });
+  }
+  std::string key = r.target.path.substr(internal_blob.size());
+  if (r.method == HTTP_PUT) return internal_put(c);
+  auto h = store_->open_read(key);
+  if (!h.is_ok() || h.value().meta.is_hint) {
+    // A hint is not this node's copy to report.
+    if (!h.is_ok() && h.status().code() != Code::not_found) return c.respond_error(h.status());
+    return c.respond(404, "Content-Type: application/json\r\n",
+                     error_body(Status::not_found("not_found")), r.method == HTTP_HEAD);
+  }
+  const blobstore::BlobMeta& m = h.value().meta;
+  std::string headers = internal_headers(m);
+  if (r.method == HTTP_HEAD || m.tombstone) return c.respond(200, headers, "", true);
+  if (m.size <= blobstore::limits::small_value_bytes_max) {
+    auto body = store_->read_verified(h.value());
+    if (!body.is_ok()) return c.respond_error(body.status());
+    return c.respond(200, headers, std::move(body.value()));
+  }
+  ByteRange all{0, m.size - 1};
+  c.stream(200, headers, std::move(h.value()), all);
+}
+
+void Server::internal_put(Connection& c) {
+  HttpRequest& r = c.request();
+  auto version = blobstore::Version::parse(*r.ringstore_header("version"));
+  ASSERT(version);  // checked at the headers
+  hlc_.observe(version->hlc);
+  if (const std::string* md5 = r.ringstore_header("md5")) {
+    if (*md5 != blobstore::md5_hex(r.writer->finish_md5())) {
+      return c.respond_error(Status::invalid("checksum_mismatch: the body does not match its MD5"));
+    }
+  }
+  if (const std::string* hint = r.ringstore_header("hint-for")) {
+    ring::NodeId owner{};
+    if (!blobstore::unhex(*hint, owner.data(), owner.size())) return c.respond_error(Status::invalid("bad_hint_for"));
+    r.writer->set_hint_for(owner);
+  }
+  std::weak_ptr<Connection> weak = c.weak_from_this();
+  Status s = store_->commit(std::move(r.writer), *version,
+      [weak](Status st, blobstore::CommitResult res) {
+        auto conn = weak.lock();
+        if (!conn) return;
+        if (!st.is_ok()) return conn->respond_error(st);
+        conn->respond(201, "Content-Type: application/json\r\n",
+                      res.applied ? "{\"applied\":true}\n" : "{\"applied\":false}\n");
+      });
+  if (!s.is_ok()) c.respond_error(s);
+}
+
+// ---- listing and system endpoints ----
 
 void Server::handle_list(Connection& c) {
   HttpRequest& r = c.request();
@@ -217,24 +334,14 @@ void Server::handle_system(Connection& c) {
     return c.respond_error(Status(Code::method_not_allowed, "method_not_allowed"));
   }
   if (r.target.path == "_/status") {
-    nlohmann::json disks = nlohmann::json::array();
-    for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
-      disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"free_bytes", d.free_bytes},
-                       {"total_bytes", d.total_bytes}});
-    }
-    nlohmann::json j = {
-        {"id", blobstore::hex(store_->node_id().data(), store_->node_id().size())},
-        {"addr", address()},
-        {"keys", store_->live_keys()},
-        {"disks", disks},
-        {"connections", conns_.size()},
-        {"requests", counters_.requests},
-        {"corrupt_reads", store_->corrupt_reads()},
-        {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
-                   {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
-    };
-    return c.respond(200, "Content-Type: application/json\r\n", json_line(j),
+    return c.respond(200, "Content-Type: application/json\r\n", json_line(status_json()),
                      r.method == HTTP_HEAD);
+  }
+  if (r.target.path == "_/locate") {
+    const std::string* key = r.target.get("key");
+    if (key == nullptr) return c.respond_error(Status::invalid("missing_key"));
+    if (Status s = validate_key(*key); !s.is_ok()) return c.respond_error(s);
+    return coordinator_->locate(c, *key);
   }
   c.respond_error(Status::not_found("no_such_endpoint"));
 }

@@ -9,6 +9,7 @@ int http_status(Code code) {
     case Code::ok: return 200;
     case Code::not_found: return 404;
     case Code::invalid_argument: return 400;
+    case Code::unauthorized: return 401;
     case Code::method_not_allowed: return 405;
     case Code::length_required: return 411;
     case Code::body_too_large: return 413;

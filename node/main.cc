@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cctype>
+#include <cstdlib>
 #include <iostream>
 
 #include "blobstore/blob_store.h"
@@ -91,7 +93,7 @@ int main(int argc, char** argv) {
 
   node::ServerConfig config;
   std::string listen = "127.0.0.1:3000";
-  int replicas = 3;
+  std::string secret_file;
   auto* serve_cmd = app.add_subcommand("serve", "run a node");
   serve_cmd->add_option("--listen", listen, "HOST:PORT to serve HTTP on (port 0: any free port)")
       ->envname("RINGSTORE_LISTEN");
@@ -99,8 +101,32 @@ int main(int argc, char** argv) {
       ->envname("RINGSTORE_DATA")->required();
   serve_cmd->add_option("--disk", config.disks, "a disk directory; repeat for several")
       ->envname("RINGSTORE_DISK")->delimiter(',');
-  serve_cmd->add_option("--replicas", replicas, "copies of each key (N)")
+  serve_cmd->add_option("--replicas", config.quorum.n, "copies of each key (N)")
       ->envname("RINGSTORE_REPLICAS")->check(CLI::Range(1, 9));
+  serve_cmd->add_option("--read-quorum", config.quorum.r, "replicas a GET waits for (R)")
+      ->envname("RINGSTORE_READ_QUORUM")->check(CLI::Range(1, 9));
+  serve_cmd->add_option("--write-quorum", config.quorum.w, "durable copies before a PUT is acknowledged (W)")
+      ->envname("RINGSTORE_WRITE_QUORUM")->check(CLI::Range(1, 9));
+  serve_cmd->add_option("--replica-timeout-ms", config.quorum.replica_timeout_ms,
+                        "how long a replica may take to answer")
+      ->envname("RINGSTORE_REPLICA_TIMEOUT_MS")->check(CLI::Range(50, 600'000));
+  serve_cmd->add_option("--seeds", config.seeds, "gossip seeds, HOST:PORT (comma-separated or repeated)")
+      ->envname("RINGSTORE_SEEDS")->delimiter(',');
+  serve_cmd->add_option("--secret-file", secret_file, "file holding the cluster secret "
+                        "(else RINGSTORE_SECRET)")
+      ->envname("RINGSTORE_SECRET_FILE");
+  serve_cmd->add_flag("--insecure", config.insecure, "run without a cluster secret (tests only)")
+      ->envname("RINGSTORE_INSECURE");
+  serve_cmd->add_option("--zone", config.zone, "failure zone; replicas spread over zones first")
+      ->envname("RINGSTORE_ZONE");
+  serve_cmd->add_option("--vnodes", config.vnodes, "tokens on the ring (weight)")
+      ->envname("RINGSTORE_VNODES")->check(CLI::Range(1u, ring::limits::vnodes_per_node_max));
+  serve_cmd->add_option("--gossip-interval-ms", config.gossip_interval_ms, "gossip round length")
+      ->envname("RINGSTORE_GOSSIP_INTERVAL_MS")->check(CLI::Range(10, 60'000));
+  serve_cmd->add_option("--phi-convict", config.phi_convict, "phi above which a peer is down")
+      ->envname("RINGSTORE_PHI_CONVICT")->check(CLI::Range(1.0, 100.0));
+  serve_cmd->add_option("--hint-interval-ms", config.hint_interval_ms, "how often hints are offered")
+      ->envname("RINGSTORE_HINT_INTERVAL_MS")->check(CLI::Range(10, 600'000));
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");
@@ -139,6 +165,31 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (l.header_timeout_ms >= l.idle_timeout_ms) l.idle_timeout_ms = l.header_timeout_ms + 1;
+    if (!secret_file.empty()) {
+      std::FILE* f = std::fopen(secret_file.c_str(), "r");
+      if (f == nullptr) {
+        std::fprintf(stderr, "ringstore: cannot read --secret-file %s\n", secret_file.c_str());
+        return 2;
+      }
+      char buf[4096];
+      std::size_t n = std::fread(buf, 1, sizeof buf, f);
+      std::fclose(f);
+      config.secret.assign(buf, n);
+      while (!config.secret.empty() && std::isspace(static_cast<unsigned char>(config.secret.back()))) {
+        config.secret.pop_back();
+      }
+    } else if (const char* env = std::getenv("RINGSTORE_SECRET")) {
+      config.secret = env;
+    }
+    if (config.secret.empty() && !config.insecure) {
+      std::fprintf(stderr, "ringstore: no cluster secret: set RINGSTORE_SECRET, --secret-file, "
+                           "or pass --insecure\n");
+      return 2;
+    }
+    if (config.quorum.r > config.quorum.n || config.quorum.w > config.quorum.n) {
+      std::fprintf(stderr, "ringstore: --read-quorum and --write-quorum must not exceed --replicas\n");
+      return 2;
+    }
     return serve(std::move(config));
   }
   if (rebuild_cmd->parsed()) {

@@ -3,6 +3,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <ctime>
 
 #include "blobstore/version.h"
@@ -30,6 +33,7 @@ Server::Server(uv_loop_t* loop, ServerConfig config)
 Server::~Server() {
   ASSERT(conns_.empty());
   ASSERT(listener_ == nullptr && sweep_timer_ == nullptr && async_ == nullptr);
+  ASSERT(hint_timer_ == nullptr && membership_timer_ == nullptr);
 }
 
 Status Server::start() {
@@ -82,7 +86,251 @@ Status Server::start() {
   } else {
     port_ = ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
   }
+  auth_token_ = auth_token_for(config_.secret);
+  cluster_ = std::make_unique<Cluster>(store_->node_id(), address(), config_.vnodes, config_.zone);
+  peers_ = std::make_unique<PeerClient>(loop_, config_.host, "X-Ringstore-Auth: " + auth_token_ + "\r\n");
+  coordinator_ = std::make_unique<Coordinator>(*this, config_.quorum);
+  hint_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, hint_timer_);
+  hint_timer_->data = this;
+  uv_timer_start(hint_timer_, on_hint_timer, config_.hint_interval_ms, config_.hint_interval_ms);
+  if (Status s = start_gossip(); !s.is_ok()) {
+    stop(nullptr);
+    return s;
+  }
   return Status::ok();
+}
+
+// Gossip runs on UDP at the HTTP address. The generation goes up at every start, so
+// peers replace what they knew of our previous life; the members we knew are restored
+// so that a restarted node finds the cluster even when its seeds are down.
+Status Server::start_gossip() {
+  auto g = store_->get_meta("generation");
+  generation_ = 1;
+  if (g.is_ok()) {
+    if (auto v = parse_u64(g.value())) generation_ = *v + 1;
+  }
+  if (Status s = store_->put_meta("generation", std::to_string(generation_)); !s.is_ok()) return s;
+  gossip::Config gc;
+  gc.self = store_->node_id();
+  gc.self_addr = address();
+  gc.generation = generation_;
+  gc.seeds = config_.seeds;
+  gc.secret = config_.secret;
+  gc.interval_ms = config_.gossip_interval_ms;
+  gc.phi_convict = config_.phi_convict;
+  gossip::AppState app;
+  app.http_addr = address();
+  app.vnodes = config_.vnodes;
+  app.zone = config_.zone;
+  app.key_count = store_->live_keys();
+  gossip_ = std::make_unique<gossip::UdpTransport>(loop_);
+  std::uint64_t seed = Hlc::wall_clock_ms() ^ (static_cast<std::uint64_t>(store_->node_id()[0]) << 56);
+  Status s = gossip_->start(gc, app, seed, [this](std::uint64_t) { refresh_membership(); });
+  if (!s.is_ok()) {
+    gossip_.reset();
+    return s;
+  }
+  if (auto peers = store_->get_meta("peers"); peers.is_ok()) {
+    auto j = nlohmann::json::parse(peers.value(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_array()) {
+      for (const auto& p : j) {
+        if (!p.is_object() || !p["id"].is_string() || !p["addr"].is_string()) continue;
+        ring::NodeId id{};
+        std::string hex = p["id"].get<std::string>();
+        std::string addr = p["addr"].get<std::string>();
+        if (blobstore::unhex(hex, id.data(), id.size()) && addr.size() <= gossip::limits::addr_bytes_max) {
+          gossip_->membership().add_known(id, addr);
+        }
+      }
+    }
+  }
+  membership_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, membership_timer_);
+  membership_timer_->data = this;
+  uv_timer_start(membership_timer_, on_membership_timer, 200, 200);
+  refresh_membership();
+  return Status::ok();
+}
+
+void Server::on_membership_timer(uv_timer_t* t) {
+  auto* self = static_cast<Server*>(t->data);
+  if (self == nullptr || self->stopping_) return;
+  // Every 5 s our key count and disk use go out with the heartbeats.
+  if (++self->app_state_ticks_ % 25 == 0) {
+    gossip::AppState app;
+    app.http_addr = self->address();
+    app.vnodes = self->config_.vnodes;
+    app.zone = self->config_.zone;
+    app.key_count = self->store_->live_keys();
+    for (const auto& d : self->store_->disks_info(Hlc::wall_clock_ms())) {
+      app.disk_used_bytes += d.total_bytes - d.free_bytes;
+    }
+    self->gossip_->membership().set_app_state(app);
+  }
+  self->refresh_membership();
+}
+
+// The ring follows gossip: members we have heard of, with their status, vnodes, zone and
+// address; liveness is refreshed on every call and never changes ownership.
+void Server::refresh_membership() {
+  if (!gossip_ || !cluster_) return;
+  std::vector<MemberInfo> members;
+  member_extra_.clear();
+  std::uint64_t now = gossip_->now_ms();
+  for (const gossip::MemberView& v : gossip_->membership().members(now)) {
+    if (v.generation == 0 || v.app.vnodes == 0 || v.app.http_addr.empty()) continue;
+    MemberInfo m;
+    m.member.id = v.id;
+    m.member.vnodes = v.app.vnodes;
+    m.member.zone = v.app.zone;
+    m.member.state = static_cast<ring::MemberState>(v.app.status);
+    m.member.addr = v.app.http_addr;
+    m.alive = v.alive;
+    m.self = v.self;
+    members.push_back(std::move(m));
+    static const char* states[] = {"joining", "normal", "leaving", "left", "removed"};
+    member_extra_.push_back(
+        {ring::hex_id(v.id),
+         {{"state", states[static_cast<int>(v.app.status)]}, {"phi", v.self ? 0.0 : v.phi},
+          {"generation", v.generation}, {"heartbeat", v.heartbeat},
+          {"heartbeat_age_ms", now >= v.last_heard_ms ? now - v.last_heard_ms : 0},
+          {"key_count", v.app.key_count}, {"disk_used_bytes", v.app.disk_used_bytes},
+          {"gossip_addr", v.gossip_addr}}});
+  }
+  if (!members.empty()) cluster_->update(members);
+  if (gossip_->membership().ring_version() != saved_ring_version_) save_peers();
+}
+
+void Server::save_peers() {
+  saved_ring_version_ = gossip_->membership().ring_version();
+  nlohmann::json peers = nlohmann::json::array();
+  for (const auto& v : gossip_->membership().members(gossip_->now_ms())) {
+    if (!v.self && v.generation > 0) peers.push_back({{"id", ring::hex_id(v.id)}, {"addr", v.gossip_addr}});
+  }
+  Status s = store_->put_meta("peers", peers.dump());
+  if (!s.is_ok()) log::warn("saving the member list failed: " + s.message());
+}
+
+std::string Server::auth_token_for(const std::string& secret) {
+  static const char label[] = "ringstore-internal-v1";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  const std::string key = secret.empty() ? std::string("insecure") : secret;
+  ASSERT(HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+              reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len) != nullptr);
+  return blobstore::hex(mac, len);
+}
+
+void Server::on_hint_timer(uv_timer_t* t) {
+  auto* self = static_cast<Server*>(t->data);
+  if (self != nullptr && !self->stopping_) self->deliver_hints();
+}
+
+// Hinted handoff: a copy kept for a replica that was down goes to it once gossip says it
+// is alive, and is dropped here after the owner has it durably. At most
+// hints_in_flight_max at a time, so delivery never crowds out client traffic.
+void Server::deliver_hints() {
+  constexpr std::size_t hints_in_flight_max = 8;
+  if (hints_in_flight_ > 0) return;  // one sweep at a time
+  auto hints = store_->hints("", 256);
+  if (!hints.is_ok()) return;
+  for (const blobstore::BlobMeta& h : hints.value()) {
+    if (hints_in_flight_ >= hints_in_flight_max) break;
+    const Replica* owner = cluster_->find(h.hint_for);
+    if (owner == nullptr || owner->self || !owner->alive) continue;
+    hints_in_flight_++;
+    std::string key = h.key;
+    blobstore::Version v = h.version;
+    coordinator_->push(key, owner->addr, nullptr, [this, key, v](Status s) {
+      hint_sweep_done(s.is_ok());
+      if (!s.is_ok() || !store_) return;
+      hints_delivered_++;
+      Status e = store_->erase_hint(key, v, [](Status, blobstore::CommitResult) {});
+      if (!e.is_ok()) log::warn("dropping a delivered hint failed: " + e.message());
+    });
+  }
+  auto missed = store_->missed(256);
+  if (!missed.is_ok()) return;
+  for (const blobstore::MissedWrite& m : missed.value()) {
+    if (hints_in_flight_ >= hints_in_flight_max) break;
+    const Replica* owner = cluster_->find(m.target);
+    if (owner == nullptr || owner->self || !owner->alive) continue;
+    hints_in_flight_++;
+    coordinator_->push(m.key, owner->addr, nullptr, [this, m](Status s) {
+      hint_sweep_done(s.is_ok());
+      if (!store_) return;
+      // A key deleted and purged here meanwhile has nothing left to hand over.
+      if (!s.is_ok() && s.code() != Code::not_found) return;
+      if (s.is_ok()) hints_delivered_++;
+      Status e = store_->drop_missed(m.target, m.key, m.version, [](Status, blobstore::CommitResult) {});
+      if (!e.is_ok()) log::warn("dropping a delivered hint failed: " + e.message());
+    });
+  }
+}
+
+// A sweep that delivered something goes on at once with the next batch; one that
+// delivered nothing waits for the timer, so an owner that refuses is not hammered.
+void Server::hint_sweep_done(bool delivered) {
+  hints_in_flight_--;
+  hint_sweep_delivered_ += delivered;
+  if (hints_in_flight_ > 0) return;
+  bool again = hint_sweep_delivered_ > 0 && !stopping_ && store_;
+  hint_sweep_delivered_ = 0;
+  if (again) deliver_hints();
+}
+
+nlohmann::json Server::status_json() {
+  nlohmann::json disks = nlohmann::json::array();
+  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+    disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"free_bytes", d.free_bytes},
+                     {"total_bytes", d.total_bytes}});
+  }
+  nlohmann::json members = nlohmann::json::array();
+  auto ring = cluster_->ring();
+  auto shares = ring->primary_shares();
+  for (std::size_t i = 0; i < ring->members().size(); i++) {
+    const ring::Member& m = ring->members()[i];
+    const Replica* r = cluster_->find(m.id);
+    nlohmann::json e = {{"id", ring::hex_id(m.id)}, {"addr", m.addr}, {"vnodes", m.vnodes},
+                        {"zone", m.zone}, {"alive", r ? r->alive : false},
+                        {"self", r ? r->self : false}, {"share", shares[i]}};
+    for (const auto& [k, v] : member_extra_) {
+      if (k == ring::hex_id(m.id)) e.update(v);
+    }
+    members.push_back(e);
+  }
+  auto hints = store_->count_hints();
+  const CoordinatorCounters& cc = coordinator_->counters();
+  nlohmann::json gossip_counters;
+  if (gossip_) {
+    const auto& gcn = gossip_->membership().counters();
+    gossip_counters = {{"datagrams_in", gcn.datagrams_in}, {"datagrams_out", gcn.datagrams_out},
+                       {"dropped_bad_mac", gcn.dropped_bad_mac},
+                       {"dropped_malformed", gcn.dropped_malformed},
+                       {"dropped_oversize", gcn.dropped_oversize},
+                       {"dropped_bad_version", gcn.dropped_bad_version}};
+  }
+  return {
+      {"id", blobstore::hex(store_->node_id().data(), store_->node_id().size())},
+      {"generation", generation_},
+      {"gossip", gossip_counters},
+      {"addr", address()},
+      {"keys", store_->live_keys()},
+      {"hints", hints.is_ok() ? hints.value() : 0},
+      {"hints_delivered", hints_delivered_},
+      {"members", members},
+      {"n", coordinator_->effective_n()},
+      {"disks", disks},
+      {"connections", conns_.size()},
+      {"requests", counters_.requests},
+      {"corrupt_reads", store_->corrupt_reads()},
+      {"read_repairs", cc.read_repairs},
+      {"hints_stored", cc.hints_stored},
+      {"replica_errors", cc.replica_errors},
+      {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
+                 {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
+  };
 }
 
 const std::string& Server::date_header() {
@@ -173,6 +421,24 @@ void Server::stop(std::function<void()> done) {
 void Server::maybe_finish_stop() {
   if (!conns_.empty()) return;
   if (sweep_timer_ == nullptr && async_ == nullptr) return;  // already finished
+  close_and_free(hint_timer_);
+  close_and_free(membership_timer_);
+  if (gossip_ && !gossip_stopping_) {
+    gossip_stopping_ = true;
+    gossip_->stop([this] {
+      gossip_stopped_ = true;
+      maybe_finish_stop();
+    });
+  }
+  if (gossip_ && !gossip_stopped_) return;
+  if (peers_ && !peers_closing_) {
+    peers_closing_ = true;
+    peers_->close([this] {
+      peers_closed_ = true;
+      maybe_finish_stop();
+    });
+  }
+  if (peers_ && !peers_closed_) return;
   // No request is left: commit what was queued, close SQLite, then the last handles.
   if (store_) {
     store_.reset();

@@ -16,9 +16,15 @@
 #include <vector>
 
 #include "blobstore/blob_store.h"
+#include <nlohmann/json.hpp>
+
+#include "gossip/udp_transport.h"
+#include "node/cluster.h"
 #include "node/connection.h"
+#include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/limits.h"
+#include "node/peer_client.h"
 
 namespace node {
 
@@ -30,6 +36,16 @@ struct ServerConfig {
   ServerLimits limits;
   std::uint64_t cache_bytes = 32ull << 20;
   blobstore::FaultHook fault;  // tests only
+  // Cluster.
+  QuorumConfig quorum;
+  std::string secret;           // the cluster secret: empty only with insecure
+  bool insecure = false;
+  std::vector<std::string> seeds;  // "ip:port"
+  std::string zone;
+  std::uint32_t vnodes = ring::limits::vnodes_default;
+  std::uint32_t gossip_interval_ms = 1000;
+  double phi_convict = 8.0;
+  std::uint32_t hint_interval_ms = 1000;
 };
 
 struct ServerCounters {
@@ -69,6 +85,19 @@ class Server {
   Status on_headers(Connection& c);
   Status on_body(Connection& c, const char* data, std::size_t n);
   void on_request(Connection& c);
+  // Serving this node's copy of the request's key, or a copy fetched from a replica.
+  void serve_local(Connection& c, bool head_only);
+  void serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only);
+  void serve_meta_head(Connection& c, const blobstore::BlobMeta& m);
+
+  Cluster& cluster() { return *cluster_; }
+  PeerClient& peers() { return *peers_; }
+  Hlc& hlc() { return hlc_; }
+  Coordinator& coordinator() { return *coordinator_; }
+  nlohmann::json status_json();
+  // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
+  // label under the cluster secret, in hex.
+  static std::string auth_token_for(const std::string& secret);
 
  private:
   static void on_connection(uv_stream_t* s, int status);
@@ -77,15 +106,42 @@ class Server {
   void sweep();
   void maybe_finish_stop();
 
-  void handle_get(Connection& c, bool head_only);
-  void handle_put(Connection& c);
-  void handle_delete(Connection& c);
+  Status begin_upload(Connection& c, const std::string& key, bool tombstone);
+  Status on_internal_headers(Connection& c);
+  void on_internal_request(Connection& c);
+  void internal_put(Connection& c);
+  void serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::string& headers,
+                  const std::string* body, blobstore::BlobHandle* handle, bool head_only);
   void handle_list(Connection& c);
   void handle_system(Connection& c);
+  static void on_hint_timer(uv_timer_t* t);
+  void deliver_hints();
+  void hint_sweep_done(bool delivered);
+  Status start_gossip();
+  static void on_membership_timer(uv_timer_t* t);
+  void refresh_membership();
+  void save_peers();
 
   uv_loop_t* loop_;
   ServerConfig config_;
   std::unique_ptr<blobstore::BlobStore> store_;
+  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<PeerClient> peers_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::string auth_token_;
+  uv_timer_t* hint_timer_ = nullptr;
+  uv_timer_t* membership_timer_ = nullptr;
+  std::unique_ptr<gossip::UdpTransport> gossip_;
+  bool gossip_stopping_ = false, gossip_stopped_ = false;
+  std::uint64_t generation_ = 0;
+  std::uint64_t saved_ring_version_ = 0;
+  std::uint32_t app_state_ticks_ = 0;
+  std::size_t hints_in_flight_ = 0;
+  std::size_t hint_sweep_delivered_ = 0;
+  bool peers_closing_ = false, peers_closed_ = false;
+  // Per-member fields from gossip for /_/status (state, phi, generation, ...).
+  std::vector<std::pair<std::string, nlohmann::json>> member_extra_;
+  std::uint64_t hints_delivered_ = 0;
   Hlc hlc_;
   uv_tcp_t* listener_ = nullptr;
   uv_timer_t* sweep_timer_ = nullptr;

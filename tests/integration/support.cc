@@ -150,7 +150,7 @@ std::string NodeProcess::log() const {
 
 void NodeProcess::start() {
   std::vector<std::string> args = {binary_path(), "serve", "--listen", "127.0.0.1:0",
-                                   "--data", data_dir_};
+                                   "--data", data_dir_, "--insecure"};
   for (const auto& d : disks_) {
     args.push_back("--disk");
     args.push_back(d);

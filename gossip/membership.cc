@@ -1,0 +1,511 @@
+#include "gossip/membership.h"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "common/assert.h"
+
+namespace gossip {
+namespace {
+
+// Fields whose change moves data on the ring (or where clients reach a node).
+bool is_ring_field(Field f) {
+  return f == Field::http_addr || f == Field::status || f == Field::vnodes || f == Field::zone;
+}
+
+bool same_value(const EndpointValues& a, const EndpointValues& b, Field f) {
+  switch (f) {
+    case Field::heartbeat: return a.heartbeat == b.heartbeat;
+    case Field::gossip_addr: return a.gossip_addr == b.gossip_addr;
+    case Field::http_addr: return a.app.http_addr == b.app.http_addr;
+    case Field::status: return a.app.status == b.app.status;
+    case Field::vnodes: return a.app.vnodes == b.app.vnodes;
+    case Field::zone: return a.app.zone == b.app.zone;
+    case Field::disk_used_bytes: return a.app.disk_used_bytes == b.app.disk_used_bytes;
+    case Field::key_count: return a.app.key_count == b.app.key_count;
+  }
+  UNREACHABLE();
+}
+
+void copy_value(EndpointValues& to, const EndpointValues& from, Field f) {
+  switch (f) {
+    case Field::heartbeat: to.heartbeat = from.heartbeat; return;
+    case Field::gossip_addr: to.gossip_addr = from.gossip_addr; return;
+    case Field::http_addr: to.app.http_addr = from.app.http_addr; return;
+    case Field::status: to.app.status = from.app.status; return;
+    case Field::vnodes: to.app.vnodes = from.app.vnodes; return;
+    case Field::zone: to.app.zone = from.app.zone; return;
+    case Field::disk_used_bytes: to.app.disk_used_bytes = from.app.disk_used_bytes; return;
+    case Field::key_count: to.app.key_count = from.app.key_count; return;
+  }
+  UNREACHABLE();
+}
+
+bool ring_fields_differ(const EndpointValues& a, const EndpointValues& b) {
+  for (std::size_t i = 0; i < field_count; i++) {
+    auto f = static_cast<Field>(i);
+    if (is_ring_field(f) && !same_value(a, b, f)) return true;
+  }
+  return false;
+}
+
+// The next id in big-endian order. REQUIRES: id is not all 0xff.
+NodeId next_id(NodeId id) {
+  for (std::size_t i = id.size(); i-- > 0;) {
+    if (++id[i] != 0) return id;
+  }
+  UNREACHABLE();
+}
+
+// Packs entries into at most limits::reply_datagrams_max datagrams of one type.
+class Packer {
+ public:
+  Packer(MessageType type, const NodeId& sender, const MacKey& key)
+      : type_(type), sender_(sender), key_(key) {
+    datagrams_.reserve(limits::reply_datagrams_max);  // builders point into it
+  }
+
+  // `add(builder)` writes one entry and says whether it fit. False: the budget is spent.
+  template <typename Add>
+  bool add(Add add) {
+    if (builder_ && add(*builder_)) return true;
+    if (builder_) builder_->finish(key_);
+    builder_.reset();
+    if (datagrams_.size() == limits::reply_datagrams_max) return false;
+    builder_.emplace(type_, sender_, &datagrams_.emplace_back());
+    bool ok = add(*builder_);
+    ASSERT(ok);  // limits.h: the largest entry fits an empty datagram
+    return true;
+  }
+  std::vector<std::vector<std::uint8_t>> finish() {
+    if (builder_) builder_->finish(key_);
+    builder_.reset();
+    return std::move(datagrams_);
+  }
+
+ private:
+  MessageType type_;
+  NodeId sender_;
+  const MacKey& key_;
+  std::vector<std::vector<std::uint8_t>> datagrams_;
+  std::optional<DatagramBuilder> builder_;
+};
+
+// Which fields are newer than `since`: all of them when since == 0.
+std::uint8_t fields_since(const std::array<std::uint64_t, field_count>& versions, std::uint64_t since) {
+  std::uint8_t mask = 0;
+  for (std::size_t i = 0; i < field_count; i++) {
+    if (versions[i] > since) mask |= field_bit(static_cast<Field>(i));
+  }
+  return mask;
+}
+
+std::size_t hash_id(const NodeId& id) {
+  std::uint64_t h = id_word(id, 0) ^ (id_word(id, 1) * 0x9e3779b97f4a7c15ull);
+  return static_cast<std::size_t>((h ^ (h >> 32)) * 0xbf58476d1ce4e5b9ull >> 16);
+}
+
+}  // namespace
+
+Membership::Membership(Config config, AppState self_state)
+    : config_(std::move(config)),
+      mac_(config_.secret),
+      model_(config_.interval_ms, config_.phi_convict) {
+  ASSERT(config_.generation >= 1);
+  ASSERT(config_.self_addr.size() <= limits::addr_bytes_max);
+  for (const std::string& seed : config_.seeds) ASSERT(seed.size() <= limits::addr_bytes_max);
+  ASSERT(self_state.http_addr.size() <= limits::addr_bytes_max);
+  ASSERT(self_state.zone.size() <= limits::zone_bytes_max);
+  self_slot_ = insert(config_.self);
+  ASSERT(self_slot_ != no_slot);
+  digests_[self_slot_].generation = config_.generation;
+  Endpoint& self = endpoints_[self_slot_];
+  self.values.gossip_addr = config_.self_addr;
+  self.values.app = std::move(self_state);
+  for (std::size_t i = 0; i < field_count; i++) bump_own(static_cast<Field>(i));
+  heard_count_ = 1;
+}
+
+// ---- Lookup ------------------------------------------------------------------------------
+
+std::size_t Membership::lower_bound(const NodeId& id) const {
+  auto it = std::lower_bound(index_.begin(), index_.end(), id,
+                             [](const IndexEntry& e, const NodeId& x) { return id_less(e.id, x); });
+  return static_cast<std::size_t>(it - index_.begin());
+}
+
+std::uint32_t Membership::find(const NodeId& id) const {
+  if (table_.empty()) return no_slot;
+  std::size_t mask = table_.size() - 1;
+  for (std::size_t b = hash_id(id) & mask; table_[b] != 0; b = (b + 1) & mask) {
+    std::uint32_t slot = table_[b] - 1;
+    if (compare_ids(digests_[slot].id, id) == 0) return slot;
+  }
+  return no_slot;
+}
+
+std::uint32_t Membership::insert(const NodeId& id) {
+  if (digests_.size() == limits::members_max) return no_slot;
+  std::size_t i = lower_bound(id);
+  ASSERT(i == index_.size() || compare_ids(index_[i].id, id) != 0);
+  auto slot = static_cast<std::uint32_t>(digests_.size());
+  digests_.push_back(Digest{.id = id});
+  endpoints_.emplace_back();
+  index_.insert(index_.begin() + static_cast<std::ptrdiff_t>(i), IndexEntry{id, slot});
+  // At most half full, so that a probe ends within a few buckets.
+  if (table_.size() < 2 * digests_.size()) {
+    rebuild_table(std::max<std::size_t>(64, 4 * digests_.size()));
+  } else {
+    std::size_t mask = table_.size() - 1, b = hash_id(id) & mask;
+    while (table_[b] != 0) b = (b + 1) & mask;
+    table_[b] = slot + 1;
+  }
+  return slot;
+}
+
+void Membership::rebuild_table(std::size_t buckets) {
+  std::size_t size = 1;
+  while (size < buckets) size *= 2;
+  table_.assign(size, 0);
+  for (std::uint32_t slot = 0; slot < digests_.size(); slot++) {
+    std::size_t b = hash_id(digests_[slot].id) & (size - 1);
+    while (table_[b] != 0) b = (b + 1) & (size - 1);
+    table_[b] = slot + 1;
+  }
+}
+
+std::uint64_t Membership::generation_of(const NodeId& id) const {
+  std::uint32_t slot = find(id);
+  return slot == no_slot ? 0 : digests_[slot].generation;
+}
+
+bool Membership::is_alive(const NodeId& id, std::uint64_t now_ms) const {
+  std::uint32_t slot = find(id);
+  if (slot == no_slot || digests_[slot].generation == 0) return false;
+  return slot == self_slot_ || endpoints_[slot].arrivals.alive(now_ms);
+}
+
+// ---- Our own state -----------------------------------------------------------------------
+
+void Membership::bump_own(Field f) {
+  endpoints_[self_slot_].versions[static_cast<std::size_t>(f)] = ++own_version_;
+  digests_[self_slot_].max_version = own_version_;
+}
+
+void Membership::set_app_state(const AppState& s) {
+  ASSERT(s.http_addr.size() <= limits::addr_bytes_max);
+  ASSERT(s.zone.size() <= limits::zone_bytes_max);
+  Endpoint& self = endpoints_[self_slot_];
+  EndpointValues next = self.values;
+  next.app = s;
+  for (std::size_t i = 0; i < field_count; i++) {
+    auto f = static_cast<Field>(i);
+    if (same_value(self.values, next, f)) continue;
+    if (is_ring_field(f)) ring_version_++;
+    copy_value(self.values, next, f);
+    bump_own(f);
+  }
+}
+
+void Membership::add_known(const NodeId& id, std::string gossip_addr) {
+  ASSERT(gossip_addr.size() <= limits::addr_bytes_max);
+  if (find(id) != no_slot) return;  // ourselves included
+  std::uint32_t slot = insert(id);
+  if (slot == no_slot) {
+    counters_.members_refused++;
+    return;
+  }
+  endpoints_[slot].values.gossip_addr = std::move(gossip_addr);
+}
+
+// ---- Views -------------------------------------------------------------------------------
+
+MemberView Membership::view(std::uint32_t slot, std::uint64_t now_ms) const {
+  const Digest& d = digests_[slot];
+  const Endpoint& e = endpoints_[slot];
+  bool self = slot == self_slot_;
+  bool heard = d.generation >= 1;
+  return MemberView{
+      .id = d.id,
+      .gossip_addr = e.values.gossip_addr,
+      .generation = d.generation,
+      .heartbeat = e.values.heartbeat,
+      .app = e.values.app,
+      .self = self,
+      .alive = self || (heard && e.arrivals.alive(now_ms)),
+      .phi = self || !heard ? 0.0 : e.arrivals.phi(now_ms, model_),
+      .last_heard_ms = self ? now_ms : e.last_heard_ms,
+  };
+}
+
+std::vector<MemberView> Membership::members(std::uint64_t now_ms) const {
+  std::vector<MemberView> out;
+  out.reserve(index_.size());
+  for (const IndexEntry& entry : index_) out.push_back(view(entry.slot, now_ms));
+  return out;
+}
+
+std::optional<MemberView> Membership::member(const NodeId& id, std::uint64_t now_ms) const {
+  std::uint32_t slot = find(id);
+  if (slot == no_slot) return std::nullopt;
+  return view(slot, now_ms);
+}
+
+// ---- Gossip rounds -----------------------------------------------------------------------
+
+void Membership::on_tick(std::uint64_t now_ms, Rng& rng, Outbox& out) {
+  endpoints_[self_slot_].values.heartbeat++;
+  bump_own(Field::heartbeat);
+
+  std::vector<std::string> targets;
+  choose_targets(now_ms, rng, &targets);
+  if (targets.empty()) return;
+  std::vector<std::vector<std::uint8_t>> syns;
+  encode_syns(&syns);
+  for (const std::string& addr : targets) {
+    for (const auto& bytes : syns) send_bytes(addr, bytes, out);
+  }
+}
+
+// Cassandra's choice: random live peers, then maybe one we believe down (more likely the
+// more are down, so that a healed partition is noticed within a round or two), then
+// maybe a seed (always when no peer is live, so that a lone node finds the cluster).
+void Membership::choose_targets(std::uint64_t now_ms, Rng& rng, std::vector<std::string>* targets) {
+  live_.clear();
+  down_.clear();
+  for (std::uint32_t slot = 0; slot < endpoints_.size(); slot++) {
+    const Endpoint& e = endpoints_[slot];
+    if (slot == self_slot_ || e.values.gossip_addr.empty()) continue;
+    if (e.values.gossip_addr == config_.self_addr) continue;
+    bool heard = digests_[slot].generation >= 1;
+    NodeStatus status = e.values.app.status;
+    if (heard && (status == NodeStatus::left || status == NodeStatus::removed)) continue;
+    (heard && e.arrivals.alive(now_ms) ? live_ : down_).push_back(slot);
+  }
+  auto add = [&](const std::string& addr) {
+    if (std::find(targets->begin(), targets->end(), addr) == targets->end()) targets->push_back(addr);
+  };
+
+  static_assert(limits::live_peers_per_round_max == 3);
+  std::size_t fanout = live_.size() < 10 ? 1 : live_.size() < 100 ? 2 : 3;
+  fanout = std::min(fanout, live_.size());
+  for (std::size_t i = 0; i < fanout; i++) {  // a partial Fisher-Yates shuffle
+    std::size_t j = i + rng.uniform(live_.size() - i);
+    std::swap(live_[i], live_[j]);
+    add(endpoints_[live_[i]].values.gossip_addr);
+  }
+  double live = static_cast<double>(live_.size()), down = static_cast<double>(down_.size());
+  if (!down_.empty() && rng.chance(down / (live + 1))) {
+    add(endpoints_[down_[rng.uniform(down_.size())]].values.gossip_addr);
+  }
+
+  std::vector<const std::string*> seeds;
+  for (const std::string& s : config_.seeds) {
+    if (s != config_.self_addr) seeds.push_back(&s);
+  }
+  if (seeds.empty()) return;
+  bool to_seed = std::any_of(targets->begin(), targets->end(), [&](const std::string& t) {
+    return std::any_of(seeds.begin(), seeds.end(), [&](const std::string* s) { return *s == t; });
+  });
+  bool send_seed = live_.empty();
+  if (!send_seed && (!to_seed || live_.size() < seeds.size())) {
+    send_seed = rng.chance(static_cast<double>(seeds.size()) / (live + down));
+  }
+  if (send_seed) add(*seeds[rng.uniform(seeds.size())]);
+}
+
+// Our whole digest, in id order, split into SYN datagrams that each cover an id range:
+// [0, last id of the first], [that + 1, last id of the second], ..., [.., ff..ff].
+void Membership::encode_syns(std::vector<std::vector<std::uint8_t>>* datagrams) const {
+  NodeId lo, hi;
+  lo.fill(0x00);
+  std::optional<DatagramBuilder> b;
+  b.emplace(MessageType::syn, config_.self, &datagrams->emplace_back());
+  for (const IndexEntry& entry : index_) {
+    const Digest& d = digests_[entry.slot];
+    if (b->add_digest(d)) {
+      hi = d.id;
+      continue;
+    }
+    b->finish(mac_, lo, hi);
+    lo = next_id(hi);
+    // emplace_back may move the vectors, but the finished one is no longer written to.
+    b.emplace(MessageType::syn, config_.self, &datagrams->emplace_back());
+    bool ok = b->add_digest(d);
+    ASSERT(ok);
+    hi = d.id;
+  }
+  hi.fill(0xff);
+  b->finish(mac_, lo, hi);
+  ASSERT(datagrams->size() <= limits::syn_datagrams_max);
+}
+
+void Membership::send_bytes(std::string_view addr, std::vector<std::uint8_t> bytes, Outbox& out) {
+  counters_.datagrams_out++;
+  out.push_back(Datagram{std::string(addr), std::move(bytes)});
+}
+
+// ---- Receiving ---------------------------------------------------------------------------
+
+void Membership::on_datagram(std::uint64_t now_ms, std::string_view from_addr,
+                             std::span<const std::uint8_t> bytes, Outbox& out) {
+  counters_.datagrams_in++;
+  DropReason reason = DropReason::none;
+  if (Status s = decode_datagram(bytes, mac_, &scratch_, &reason); !s.is_ok()) {
+    switch (reason) {
+      case DropReason::oversize: counters_.dropped_oversize++; break;
+      case DropReason::bad_mac: counters_.dropped_bad_mac++; break;
+      case DropReason::bad_version: counters_.dropped_bad_version++; break;
+      case DropReason::malformed:
+      case DropReason::none: counters_.dropped_malformed++; break;
+    }
+    return;
+  }
+  if (scratch_.sender == config_.self) {
+    counters_.dropped_from_self++;
+    return;
+  }
+  // Which entries go first when a reply cannot hold them all: rotated by bytes of the
+  // MAC, which are as good as random, so that no member is always the one left out.
+  std::uint64_t rotation = 0;
+  std::memcpy(&rotation, bytes.data() + bytes.size() - limits::mac_bytes, sizeof rotation);
+  switch (scratch_.type) {
+    case MessageType::syn: return on_syn(from_addr, scratch_, rotation, out);
+    case MessageType::ack: return on_ack(now_ms, from_addr, scratch_, rotation, out);
+    case MessageType::ack2:
+      for (const Delta& d : scratch_.deltas) apply_delta(now_ms, d);
+      return;
+  }
+}
+
+void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t rotation, Outbox& out) {
+  requests_.clear();
+  sends_.clear();
+  // Walk our members in [lo, hi] and the sender's digests side by side (both ascend).
+  std::size_t i = lower_bound(m.range_lo), j = 0;
+  for (;;) {
+    bool has_local = i < index_.size() && compare_ids(index_[i].id, m.range_hi) <= 0;
+    bool has_remote = j < m.digests.size();
+    if (!has_local && !has_remote) break;
+    int c = !has_local ? 1 : !has_remote ? -1 : compare_ids(index_[i].id, m.digests[j].id);
+    if (c < 0) {  // the sender does not know this member
+      std::uint32_t slot = index_[i++].slot;
+      if (digests_[slot].generation >= 1) sends_.push_back({slot, 0});
+      continue;
+    }
+    const Digest& r = m.digests[j++];
+    if (c > 0) {  // we do not know this member
+      if (r.generation >= 1) requests_.push_back({r.id, 0, 0});
+      continue;
+    }
+    std::uint32_t slot = index_[i++].slot;
+    const Digest& e = digests_[slot];
+    if (e.generation > r.generation) {
+      sends_.push_back({slot, 0});
+    } else if (e.generation < r.generation) {
+      if (slot != self_slot_) requests_.push_back(e);
+    } else if (e.max_version > r.max_version) {
+      sends_.push_back({slot, r.max_version});
+    } else if (e.max_version < r.max_version && slot != self_slot_) {
+      requests_.push_back(e);
+    }
+  }
+  send_replies(MessageType::ack, from, requests_, sends_, rotation, out);
+}
+
+void Membership::on_ack(std::uint64_t now_ms, std::string_view from, const Message& m,
+                        std::uint64_t rotation, Outbox& out) {
+  for (const Delta& d : m.deltas) apply_delta(now_ms, d);
+  sends_.clear();
+  for (const Digest& r : m.digests) {
+    std::uint32_t slot = find(r.id);
+    if (slot == no_slot) continue;
+    const Digest& e = digests_[slot];
+    if (e.generation == 0 || e.generation < r.generation) continue;
+    sends_.push_back({slot, e.generation == r.generation ? r.max_version : 0});
+  }
+  requests_.clear();
+  send_replies(MessageType::ack2, from, requests_, sends_, rotation, out);
+}
+
+// Requests first (they are small, and each brings a whole delta back), then deltas from
+// a rotated start, until limits::reply_datagrams_max datagrams are full.
+void Membership::send_replies(MessageType type, std::string_view to, const std::vector<Digest>& requests,
+                              const std::vector<Send>& sends, std::uint64_t rotation, Outbox& out) {
+  if (requests.empty() && sends.empty()) return;
+  Packer packer(type, config_.self, mac_);
+  bool room = true;
+  for (std::size_t k = 0; room && k < requests.size(); k++) {
+    room = packer.add([&](DatagramBuilder& b) { return b.add_digest(requests[k]); });
+  }
+  for (std::size_t k = 0; room && k < sends.size(); k++) {
+    const Send& s = sends[(k + rotation) % sends.size()];
+    const Digest& d = digests_[s.slot];
+    const Endpoint& e = endpoints_[s.slot];
+    std::uint8_t mask = fields_since(e.versions, s.since_version);
+    if (mask == 0) continue;
+    room = packer.add([&](DatagramBuilder& b) {
+      return b.add_delta(d.id, d.generation, mask, e.versions, e.values);
+    });
+  }
+  for (auto& bytes : packer.finish()) send_bytes(to, std::move(bytes), out);
+}
+
+// ---- Applying what peers tell us ---------------------------------------------------------
+
+void Membership::apply_delta(std::uint64_t now_ms, const Delta& d) {
+  std::uint32_t slot = find(d.id);
+  if (slot == self_slot_) return;  // we are the only authority on our own state
+  if (slot == no_slot) {
+    if (!d.full()) return;  // a partial state cannot start a member; we request it whole
+    slot = insert(d.id);
+    if (slot == no_slot) {
+      counters_.members_refused++;
+      return;
+    }
+  }
+  std::uint64_t generation = digests_[slot].generation;
+  if (d.generation < generation) return;  // an earlier life of the member
+  if (d.generation == generation) return update_fields(now_ms, slot, d);
+  if (!d.full()) return;  // a new generation replaces everything, so it must come whole
+  replace_state(now_ms, slot, d);
+}
+
+void Membership::replace_state(std::uint64_t now_ms, std::uint32_t slot, const Delta& d) {
+  Digest& digest = digests_[slot];
+  Endpoint& e = endpoints_[slot];
+  bool joined = digest.generation == 0;
+  bool ring_changed = joined || ring_fields_differ(e.values, d.values);
+  digest.generation = d.generation;
+  digest.max_version = *std::max_element(d.versions.begin(), d.versions.end());
+  e.versions = d.versions;
+  e.values = d.values;
+  e.arrivals.reset(now_ms, model_);  // a new generation: it restarted, so it is alive now
+  e.last_heard_ms = now_ms;
+  if (joined) heard_count_++;
+  if (ring_changed) ring_version_++;
+}
+
+void Membership::update_fields(std::uint64_t now_ms, std::uint32_t slot, const Delta& d) {
+  Digest& digest = digests_[slot];
+  Endpoint& e = endpoints_[slot];
+  bool ring_changed = false, beat = false;
+  for (std::size_t i = 0; i < field_count; i++) {
+    auto f = static_cast<Field>(i);
+    if (!d.has(f) || d.versions[i] <= e.versions[i]) continue;
+    if (is_ring_field(f) && !same_value(e.values, d.values, f)) ring_changed = true;
+    copy_value(e.values, d.values, f);
+    e.versions[i] = d.versions[i];
+    digest.max_version = std::max(digest.max_version, d.versions[i]);
+    if (f == Field::heartbeat) beat = true;
+  }
+  if (beat) {
+    e.arrivals.on_heartbeat(now_ms, model_);
+    e.last_heard_ms = now_ms;
+  }
+  if (ring_changed) ring_version_++;
+}
+
+}  // namespace gossip

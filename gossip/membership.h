@@ -1,0 +1,174 @@
+// Cluster membership: who is in the cluster, what each member says about itself, and
+// whether we currently believe it alive. A deterministic state machine: no sockets, no
+// clock reads, no threads; time and randomness come in as arguments, datagrams go out
+// through an Outbox. gossip/udp_transport.h drives it over UDP; tests/sim/ drives a
+// thousand of them in one process.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gossip/failure_detector.h"
+#include "gossip/limits.h"
+#include "gossip/rng.h"
+#include "gossip/types.h"
+#include "gossip/wire.h"
+
+namespace gossip {
+
+struct MemberView {
+  NodeId id{};
+  std::string gossip_addr;
+  // 0 for a member known only by address (add_known) and not heard from yet: its `app`
+  // is empty and it is not alive.
+  std::uint64_t generation = 0, heartbeat = 0;
+  AppState app;
+  bool self = false;
+  bool alive = true;  // phi < phi_convict; always true for self
+  double phi = 0;
+  std::uint64_t last_heard_ms = 0;  // when its heartbeat last advanced (or we learned it)
+};
+
+struct Config {
+  NodeId self{};
+  std::string self_addr;      // "ip:port" of our UDP socket, as peers reach it
+  std::uint64_t generation = 1;  // bumped by the node at every start; >= 1
+  std::vector<std::string> seeds;  // "ip:port"; our own address may appear, it is skipped
+  std::string secret;              // HMAC-SHA256 key; empty only when insecure
+  std::uint32_t interval_ms = 1000;
+  double phi_convict = 8.0;
+};
+
+struct Datagram {
+  std::string addr;  // "ip:port"
+  std::vector<std::uint8_t> bytes;
+};
+using Outbox = std::vector<Datagram>;
+
+// Membership keeps one endpoint state per member (itself included) and gossips it
+// Scuttlebutt-style, as Cassandra does:
+// - on_tick (every interval_ms): bump our heartbeat; send a SYN (our digest: id,
+//   generation, max version per member, split by id range over several datagrams) to
+//   1-3 random live peers, with probability down/(live+1) to one peer we believe down,
+//   and now and then to a seed.
+// - a SYN's receiver answers with an ACK: the deltas it holds newer (including members
+//   in the SYN's id range the sender lacks) and requests for what it lacks.
+// - the ACK's receiver answers with an ACK2 holding the requested deltas.
+// A higher generation replaces a member's whole state; otherwise each field is taken
+// if its version is newer. Replies are capped at limits::reply_datagrams_max datagrams;
+// what does not fit goes in a later round.
+//
+// Owns: every endpoint's state and arrival window, and the HMAC key.
+// Thread: one thread at a time; the node calls everything from its loop thread.
+// Lifetime: holds no pointers to anything outside itself.
+class Membership {
+ public:
+  // REQUIRES: config.generation >= 1; config.self_addr and every seed fit
+  // limits::addr_bytes_max; self_state.http_addr and zone fit their limits;
+  // interval_ms in [limits::interval_ms_min, limits::interval_ms_max]; 0 < phi_convict <= 300.
+  Membership(Config config, AppState self_state);
+
+  // Call every interval_ms: heartbeat, then SYNs into `out`.
+  void on_tick(std::uint64_t now_ms, Rng& rng, Outbox& out);
+  // One datagram from `from_addr`; replies go to `from_addr`. Anything oversized,
+  // unauthenticated, of another version or malformed is dropped and counted.
+  void on_datagram(std::uint64_t now_ms, std::string_view from_addr,
+                   std::span<const std::uint8_t> bytes, Outbox& out);
+
+  // Takes our new application state; bumps the version of each field that changed.
+  // REQUIRES: http_addr and zone fit their limits.
+  void set_app_state(const AppState& s);
+  // Restores a member persisted by an earlier run, so that we can reach it without seeds.
+  // It stays at generation 0 (not alive, no app state) until we hear of it. Does nothing
+  // if the member is already known, is ourselves, or limits::members_max is reached.
+  // REQUIRES: gossip_addr fits limits::addr_bytes_max.
+  void add_known(const NodeId& id, std::string gossip_addr);
+
+  // Every member, ourselves included, in id order.
+  std::vector<MemberView> members(std::uint64_t now_ms) const;
+  std::optional<MemberView> member(const NodeId& id, std::uint64_t now_ms) const;
+  // Members we have heard of (generation >= 1), ourselves included.
+  std::size_t member_count() const { return heard_count_; }
+  // The generation we hold for `id`, 0 if none.
+  std::uint64_t generation_of(const NodeId& id) const;
+  bool is_alive(const NodeId& id, std::uint64_t now_ms) const;
+
+  // Bumps when a member joins (is first heard of) or its status, vnodes, zone or
+  // http_addr change; not on heartbeats, disk usage, key counts or liveness.
+  std::uint64_t ring_version() const { return ring_version_; }
+
+  struct Counters {
+    std::uint64_t datagrams_in = 0, datagrams_out = 0;
+    std::uint64_t dropped_bad_mac = 0, dropped_malformed = 0, dropped_oversize = 0,
+                  dropped_bad_version = 0;
+    std::uint64_t dropped_from_self = 0;  // a datagram carrying our own id as its sender
+    std::uint64_t members_refused = 0;    // new members not added: limits::members_max
+  };
+  const Counters& counters() const { return counters_; }
+  const Config& config() const { return config_; }
+
+ private:
+  // A member's state, apart from its digest (id, generation, max version), which lives
+  // in digests_ under the same slot: the digest is what every SYN walks.
+  struct Endpoint {
+    std::array<std::uint64_t, field_count> versions{};  // 0: not known
+    EndpointValues values;
+    ArrivalWindow arrivals;
+    std::uint64_t last_heard_ms = 0;
+  };
+  struct IndexEntry {
+    NodeId id;
+    std::uint32_t slot;
+  };
+  // An endpoint to send, and what the receiver holds of it.
+  struct Send {
+    std::uint32_t slot;
+    std::uint64_t since_version;  // send the fields newer than this; 0: the full state
+  };
+  static constexpr std::uint32_t no_slot = UINT32_MAX;
+
+  std::uint32_t find(const NodeId& id) const;  // no_slot if unknown
+  std::size_t lower_bound(const NodeId& id) const;  // into index_
+  std::uint32_t insert(const NodeId& id);  // no_slot at limits::members_max
+  void rebuild_table(std::size_t buckets);
+  MemberView view(std::uint32_t slot, std::uint64_t now_ms) const;
+
+  void on_syn(std::string_view from, const Message& m, std::uint64_t rotation, Outbox& out);
+  void on_ack(std::uint64_t now_ms, std::string_view from, const Message& m,
+              std::uint64_t rotation, Outbox& out);
+  void send_replies(MessageType type, std::string_view to, const std::vector<Digest>& requests,
+                    const std::vector<Send>& sends, std::uint64_t rotation, Outbox& out);
+  void apply_delta(std::uint64_t now_ms, const Delta& d);
+  void replace_state(std::uint64_t now_ms, std::uint32_t slot, const Delta& d);
+  void update_fields(std::uint64_t now_ms, std::uint32_t slot, const Delta& d);
+
+  void choose_targets(std::uint64_t now_ms, Rng& rng, std::vector<std::string>* targets);
+  void encode_syns(std::vector<std::vector<std::uint8_t>>* datagrams) const;
+  void send_bytes(std::string_view addr, std::vector<std::uint8_t> bytes, Outbox& out);
+  void bump_own(Field f);
+
+  Config config_;
+  MacKey mac_;
+  PhiModel model_;
+  // One slot per member, ourselves included; slots are stable and never reused.
+  std::vector<Digest> digests_;
+  std::vector<Endpoint> endpoints_;
+  std::vector<IndexEntry> index_;     // sorted by id: SYN ranges walk it
+  std::vector<std::uint32_t> table_;  // open addressing by id: slot + 1, 0 empty
+  std::uint32_t self_slot_ = 0;
+  std::uint64_t own_version_ = 0;    // the last version given to one of our fields
+  std::uint64_t ring_version_ = 1;
+  std::size_t heard_count_ = 0;
+  Counters counters_;
+  // Scratch, reused so that their vectors keep their capacity between datagrams.
+  Message scratch_;
+  std::vector<Digest> requests_;
+  std::vector<Send> sends_;
+  std::vector<std::uint32_t> live_, down_;
+};
+
+}  // namespace gossip

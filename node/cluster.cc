@@ -1,0 +1,88 @@
+#include "node/cluster.h"
+
+#include <algorithm>
+
+namespace node {
+
+namespace {
+std::string id_key(const ring::NodeId& id) { return std::string(id.begin(), id.end()); }
+
+bool same_ownership(const std::vector<MemberInfo>& a, const std::vector<MemberInfo>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); i++) {
+    const ring::Member& x = a[i].member;
+    const ring::Member& y = b[i].member;
+    if (x.id != y.id || x.vnodes != y.vnodes || x.zone != y.zone || x.state != y.state ||
+        x.addr != y.addr) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+Cluster::Cluster(ring::NodeId self, std::string self_addr, std::uint32_t vnodes, std::string zone)
+    : self_(self), self_addr_(std::move(self_addr)) {
+  MemberInfo me;
+  me.member.id = self;
+  me.member.vnodes = vnodes;
+  me.member.zone = std::move(zone);
+  me.member.addr = self_addr_;
+  me.self = true;
+  update({me});
+}
+
+void Cluster::update(const std::vector<MemberInfo>& in) {
+  std::vector<MemberInfo> members = in;
+  std::sort(members.begin(), members.end(),
+            [](const MemberInfo& a, const MemberInfo& b) { return a.member.id < b.member.id; });
+  if (!ring_ || !same_ownership(members, members_)) {
+    std::vector<ring::Member> ms;
+    for (const MemberInfo& m : members) ms.push_back(m.member);
+    auto built = ring::Ring::build(std::move(ms));
+    if (!built.is_ok()) return;  // keep the last good ring
+    ring_ = built.value();
+  }
+  members_ = std::move(members);
+  by_id_.clear();
+  for (std::uint32_t i = 0; i < members_.size(); i++) {
+    by_id_[id_key(members_[i].member.id)] = replica_of(i);
+  }
+}
+
+Replica Cluster::replica_of(std::uint32_t m) const {
+  Replica r;
+  r.id = members_[m].member.id;
+  r.addr = members_[m].member.addr;
+  r.self = r.id == self_;
+  r.alive = r.self || members_[m].alive;
+  return r;
+}
+
+std::vector<Replica> Cluster::preference_list(std::string_view key, std::size_t n) const {
+  if (n > ring::limits::replicas_max) n = ring::limits::replicas_max;
+  ring::PreferenceList p = ring_->preference_list_for_key(key, n);
+  std::vector<Replica> out;
+  for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
+  return out;
+}
+
+std::vector<Replica> Cluster::walk(std::string_view key, std::size_t max) const {
+  if (max > ring::limits::replicas_max) max = ring::limits::replicas_max;
+  ring::PreferenceList p = ring_->preference_list_for_key(key, max);
+  std::vector<Replica> out;
+  for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
+  return out;
+}
+
+const Replica* Cluster::find(const ring::NodeId& id) const {
+  auto it = by_id_.find(id_key(id));
+  return it == by_id_.end() ? nullptr : &it->second;
+}
+
+bool Cluster::alive(const ring::NodeId& id) const {
+  const Replica* r = find(id);
+  return r != nullptr && r->alive;
+}
+
+}  // namespace node

@@ -1,0 +1,63 @@
+// Cluster is this node's view of the cluster: the current ring (rebuilt when membership
+// changes) and each member's liveness (a local opinion from gossip that never changes
+// ownership). The coordinator asks it where a key lives.
+// Thread: the loop thread only. The ring snapshot is immutable and may be handed to
+// other threads through ring().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ring/ring.h"
+
+namespace node {
+
+struct Replica {
+  ring::NodeId id{};
+  std::string addr;  // HTTP "ip:port"
+  bool alive = true;
+  bool self = false;
+};
+
+struct MemberInfo {
+  ring::Member member;  // id, vnodes, zone, state, addr
+  bool alive = true;
+  bool self = false;
+};
+
+class Cluster {
+ public:
+  Cluster(ring::NodeId self, std::string self_addr, std::uint32_t vnodes, std::string zone);
+
+  // Replaces the member list. The ring is rebuilt only when ownership could change
+  // (ids, vnodes, zones, states, addresses); liveness alone just updates flags.
+  void update(const std::vector<MemberInfo>& members);
+
+  const ring::NodeId& self() const { return self_; }
+  const std::string& self_addr() const { return self_addr_; }
+  std::shared_ptr<const ring::Ring> ring() const { return ring_; }
+  std::size_t member_count() const { return ring_->members().size(); }
+
+  // The first n distinct members clockwise from the key (its preference list).
+  std::vector<Replica> preference_list(std::string_view key, std::size_t n) const;
+  // The preference list followed by further distinct members in ring order: where
+  // sloppy quorum looks for stand-ins. At most `max` entries.
+  std::vector<Replica> walk(std::string_view key, std::size_t max) const;
+  // A member's HTTP address and liveness; nullptr when unknown.
+  const Replica* find(const ring::NodeId& id) const;
+  bool alive(const ring::NodeId& id) const;
+
+ private:
+  Replica replica_of(std::uint32_t member) const;
+  ring::NodeId self_;
+  std::string self_addr_;
+  std::shared_ptr<const ring::Ring> ring_;
+  std::vector<MemberInfo> members_;  // same order as ring_->members()
+  std::unordered_map<std::string, Replica> by_id_;  // key: raw id bytes
+};
+
+}  // namespace node

@@ -1,0 +1,503 @@
+#include "node/coordinator.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "node/http_status.h"
+#include "node/log.h"
+#include "node/server.h"
+
+namespace node {
+
+namespace {
+
+// A large value gets extra time on top of replica_timeout_ms: at least 16 MiB/s.
+std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
+  return base + static_cast<std::uint32_t>(bytes / (16 * 1024));
+}
+
+std::string node_hex(const ring::NodeId& id) { return ring::hex_id(id); }
+
+// Reads a replica's answer to HEAD or GET /_/internal/blob: its stored version.
+bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m) {
+  const std::string* v = r.header("x-ringstore-version");
+  if (v == nullptr) return false;
+  auto version = blobstore::Version::parse(*v);
+  if (!version) return false;
+  m->key = key;
+  m->version = *version;
+  const std::string* t = r.header("x-ringstore-tombstone");
+  m->tombstone = t != nullptr && *t == "1";
+  if (const std::string* md5 = r.header("x-ringstore-md5")) {
+    if (!blobstore::unhex(*md5, m->md5.data(), m->md5.size())) return false;
+  }
+  if (const std::string* size = r.header("x-ringstore-size")) {
+    auto n = parse_u64(*size);
+    if (!n) return false;
+    m->size = *n;
+  }
+  if (const std::string* ct = r.header("content-type")) m->content_type = *ct;
+  return true;
+}
+
+}  // namespace
+
+struct Coordinator::WriteOp {
+  ~WriteOp() {
+    if (body_fd >= 0) ::close(body_fd);
+  }
+  struct Target {
+    Replica replica;
+    bool hint = false;
+    ring::NodeId owner{};
+    bool done = false;
+  };
+  std::weak_ptr<Connection> conn;
+  blobstore::BlobMeta meta;
+  std::unique_ptr<blobstore::BlobWriter> writer;  // until committed here or dropped
+  int body_fd = -1;
+  std::vector<Replica> candidates;  // ring order: the preference list, then stand-ins
+  std::vector<bool> used;
+  std::vector<Target> targets;
+  std::size_t w = 0;
+  std::size_t acks = 0, inflight = 0;
+  bool replied = false;
+  // Owners that missed the write with no stand-in free: this node remembers them when it
+  // holds the key itself, and hands its copy over when they are back.
+  std::vector<ring::NodeId> unplaced;
+  bool local_copy = false;  // this node committed the write as a replica
+};
+
+struct Coordinator::ReadOp {
+  struct Answer {
+    Replica replica;
+    bool done = false, ok = false, present = false;
+    blobstore::BlobMeta meta;
+  };
+  std::weak_ptr<Connection> conn;
+  std::string key;
+  bool head_only = false;
+  std::size_t r = 0;
+  std::vector<Answer> answers;  // one per preference-list member, the local one first
+  std::size_t next = 0, ok_count = 0, inflight = 0;
+  bool decided = false;
+};
+
+Coordinator::Coordinator(Server& server, QuorumConfig config) : server_(server), config_(config) {}
+
+std::uint32_t Coordinator::effective_n() const {
+  auto members = static_cast<std::uint32_t>(server_.cluster().member_count());
+  return std::max<std::uint32_t>(1, std::min(config_.n, members));
+}
+
+Status Coordinator::pick(const Target& t, const char* name, std::uint32_t def,
+                         std::uint32_t* out) const {
+  std::uint32_t n = effective_n();
+  *out = std::min(def, n);
+  const std::string* v = t.get(name);
+  if (v == nullptr) return Status::ok();
+  auto x = parse_u64(*v);
+  if (!x || *x == 0 || *x > config_.n) {
+    return Status::invalid(std::string("bad_") + name + ": must be 1.." + std::to_string(config_.n));
+  }
+  *out = std::min<std::uint32_t>(static_cast<std::uint32_t>(*x), n);
+  return Status::ok();
+}
+
+// ---- writes ----
+
+void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
+                        std::uint32_t w) {
+  auto op = std::make_shared<WriteOp>();
+  op->conn = c.weak_from_this();
+  op->meta = writer->meta();
+  op->meta.version = blobstore::Version{server_.hlc().now(Hlc::wall_clock_ms()), server_.store().node_id()};
+  op->meta.md5 = writer->finish_md5();
+  op->writer = std::move(writer);
+  op->w = w;
+  std::uint32_t n = effective_n();
+  op->candidates = server_.cluster().walk(op->meta.key, ring::limits::replicas_max);
+  op->used.assign(op->candidates.size(), false);
+  std::vector<ring::NodeId> down;
+  for (std::size_t i = 0; i < op->candidates.size() && i < n; i++) {
+    op->used[i] = true;
+    const Replica& rep = op->candidates[i];
+    if (rep.alive) {
+      op->targets.push_back({rep, false, rep.id});
+    } else {
+      down.push_back(rep.id);
+    }
+  }
+  for (const ring::NodeId& owner : down) replace_failed(op, owner);
+  if (op->targets.size() < op->w) {
+    counters_.writes_unavailable++;
+    return c.respond_error(Status::unavailable(
+        "not_enough_replicas: " + std::to_string(op->targets.size()) + " reachable, w=" +
+        std::to_string(op->w)));
+  }
+  bool local = std::any_of(op->targets.begin(), op->targets.end(),
+                           [](const WriteOp::Target& t) { return t.replica.self; });
+  if (op->candidates.size() > 1 || !local) {
+    // Remote copies (and stand-ins for failed ones) are sent from the spool file; the
+    // descriptor outlives the rename of the local commit and the unlink of a dropped spool.
+    op->body_fd = op->writer->open_read_fd();
+    if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
+  }
+  if (!local) op->writer.reset();
+  std::size_t initial = op->targets.size();
+  for (std::size_t t = 0; t < initial; t++) send_write(op, t);
+}
+
+// A stand-in for `owner`: the next unused live member in ring order keeps a hint.
+void Coordinator::replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner) {
+  for (std::size_t i = 0; i < op->candidates.size(); i++) {
+    if (op->used[i] || !op->candidates[i].alive) continue;
+    op->used[i] = true;
+    op->targets.push_back({op->candidates[i], true, owner});
+    return;
+  }
+  op->unplaced.push_back(owner);
+  if (op->local_copy) remember_missed(op);
+}
+
+void Coordinator::remember_missed(const std::shared_ptr<WriteOp>& op) {
+  for (const ring::NodeId& owner : op->unplaced) {
+    counters_.hints_stored++;
+    Status s = server_.store().add_missed(owner, op->meta.key, op->meta.version,
+                                          [](Status, blobstore::CommitResult) {});
+    if (!s.is_ok()) log::warn("recording a hint failed: " + s.message());
+  }
+  op->unplaced.clear();
+}
+
+void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) {
+  WriteOp::Target& target = op->targets[t];
+  op->inflight++;
+  if (target.replica.self) {
+    ASSERT(op->writer != nullptr);
+    if (target.hint) op->writer->set_hint_for(target.owner);
+    Status s = server_.store().commit(std::move(op->writer), op->meta.version,
+        [this, op, t](Status st, blobstore::CommitResult) { on_write_result(op, t, std::move(st)); });
+    if (!s.is_ok()) on_write_result(op, t, std::move(s));
+    return;
+  }
+  auto req = std::make_unique<PeerRequest>();
+  req->method = "PUT";
+  req->target = "/_/internal/blob/" + encode_key(op->meta.key);
+  req->headers = "X-Ringstore-Version: " + op->meta.version.to_string() + "\r\n" +
+                 "X-Ringstore-Md5: " + blobstore::md5_hex(op->meta.md5) + "\r\n";
+  if (op->meta.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
+  if (!op->meta.content_type.empty()) req->headers += "Content-Type: " + op->meta.content_type + "\r\n";
+  if (target.hint) req->headers += "X-Ringstore-Hint-For: " + node_hex(target.owner) + "\r\n";
+  req->body_fd = dup(op->body_fd);
+  req->body_length = op->meta.size;
+  req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, op->meta.size);
+  req->done = [this, op, t](Status s, PeerResponse r) {
+    if (s.is_ok() && r.status != 201) {
+      s = Status::io_error("replica answered " + std::to_string(r.status) + ": " + r.body);
+    }
+    on_write_result(op, t, std::move(s));
+  };
+  server_.peers().send(target.replica.addr, std::move(req));
+}
+
+void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t t, Status s) {
+  op->inflight--;
+  WriteOp::Target target = op->targets[t];
+  op->targets[t].done = true;
+  if (s.is_ok()) {
+    op->acks++;
+    if (target.hint) counters_.hints_stored++;
+    if (target.replica.self && !target.hint) {
+      op->local_copy = true;
+      remember_missed(op);
+    }
+  } else {
+    counters_.replica_errors++;
+    log::warn("write to " + target.replica.addr + " failed: " + s.message());
+    std::size_t before = op->targets.size();
+    replace_failed(op, target.hint ? target.owner : target.replica.id);
+    for (std::size_t i = before; i < op->targets.size(); i++) {
+      if (op->targets[i].replica.self && op->writer == nullptr) continue;  // spool gone
+      send_write(op, i);
+    }
+  }
+  finish_write_if_decided(op);
+}
+
+void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
+  if (op->replied) return;
+  if (op->acks < op->w && op->inflight > 0) return;
+  op->replied = true;
+  auto conn = op->conn.lock();
+  if (!conn) return;  // the client left; the copies already made stand
+  if (op->acks < op->w) {
+    counters_.writes_unavailable++;
+    return conn->respond_error(Status::unavailable(
+        "not_enough_replicas: " + std::to_string(op->acks) + " of w=" + std::to_string(op->w) +
+        " acknowledged"));
+  }
+  const std::string v = op->meta.version.to_string();
+  if (op->meta.tombstone) return conn->respond(204, "X-Ringstore-Version: " + v + "\r\n", "");
+  std::string etag = blobstore::md5_hex(op->meta.md5);
+  nlohmann::json j = {{"version", v}, {"etag", etag}};
+  conn->respond(201,
+                "ETag: \"" + etag + "\"\r\nX-Ringstore-Version: " + v +
+                    "\r\nContent-Type: application/json\r\n",
+                j.dump() + "\n");
+}
+
+// ---- reads ----
+
+void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
+  auto op = std::make_shared<ReadOp>();
+  op->conn = c.weak_from_this();
+  op->key = c.request().target.path;
+  op->head_only = head_only;
+  op->r = r;
+  for (const Replica& rep : server_.cluster().preference_list(op->key, effective_n())) {
+    op->answers.push_back({rep});
+  }
+  // The local copy answers at no cost: ask it first.
+  std::stable_partition(op->answers.begin(), op->answers.end(),
+                        [](const ReadOp::Answer& a) { return a.replica.self; });
+  ask(op);
+}
+
+void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
+  while (op->ok_count + op->inflight < op->r && op->next < op->answers.size()) {
+    std::size_t i = op->next++;
+    ReadOp::Answer& a = op->answers[i];
+    if (!a.replica.alive) continue;
+    if (a.replica.self) {
+      auto m = server_.store().lookup(op->key);
+      a.done = true;
+      if (m.is_ok() && m.value().is_hint) m = Status::not_found();  // not ours to serve
+      if (m.is_ok() || m.status().code() == Code::not_found) {
+        a.ok = true;
+        a.present = m.is_ok();
+        if (a.present) a.meta = std::move(m.value());
+        op->ok_count++;
+      }
+      continue;
+    }
+    op->inflight++;
+    auto req = std::make_unique<PeerRequest>();
+    req->method = "HEAD";
+    req->target = "/_/internal/blob/" + encode_key(op->key);
+    req->timeout_ms = config_.replica_timeout_ms;
+    req->done = [this, op, i](Status s, PeerResponse resp) {
+      op->inflight--;
+      ReadOp::Answer& ans = op->answers[i];
+      ans.done = true;
+      if (s.is_ok() && resp.status == 200 && meta_from_response(op->key, resp, &ans.meta)) {
+        ans.ok = ans.present = true;
+      } else if (s.is_ok() && resp.status == 404) {
+        ans.ok = true;
+      } else {
+        counters_.replica_errors++;
+      }
+      if (ans.ok) op->ok_count++;
+      on_answer(op);
+    };
+    server_.peers().send(a.replica.addr, std::move(req));
+  }
+  if (op->inflight == 0) on_answer(op);
+}
+
+void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
+  if (op->decided) return;
+  if (op->ok_count < op->r) {
+    if (op->inflight > 0) return;
+    if (op->next < op->answers.size()) return ask(op);
+    op->decided = true;
+    if (auto conn = op->conn.lock()) {
+      conn->respond_error(Status::unavailable("not_enough_replicas: " + std::to_string(op->ok_count) +
+                                              " of r=" + std::to_string(op->r) + " answered"));
+    }
+    return;
+  }
+  op->decided = true;
+  const ReadOp::Answer* newest = nullptr;
+  for (const auto& a : op->answers) {
+    if (a.ok && a.present && (newest == nullptr || newest->meta.version < a.meta.version)) newest = &a;
+  }
+  auto conn = op->conn.lock();
+  if (newest != nullptr) repair(op);
+  if (!conn) return;
+  if (newest == nullptr || newest->meta.tombstone) {
+    std::string h = "Content-Type: application/json\r\n";
+    if (newest) h += "X-Ringstore-Version: " + newest->meta.version.to_string() + "\r\n";
+    return conn->respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
+  }
+  if (newest->replica.self) return server_.serve_local(*conn, op->head_only);
+  if (op->head_only) return server_.serve_meta_head(*conn, newest->meta);
+  serve_remote(op, static_cast<std::size_t>(newest - op->answers.data()));
+}
+
+// Fetches the newest copy from the replica that holds it into a spool on this node, then
+// serves it from there (and keeps it, when this node is a stale replica: read repair).
+void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder) {
+  const blobstore::BlobMeta want = op->answers[holder].meta;
+  auto spool = server_.store().begin_write(op->key, want.content_type, Hlc::wall_clock_ms());
+  if (!spool.is_ok()) {
+    if (auto conn = op->conn.lock()) conn->respond_error(spool.status());
+    return;
+  }
+  auto writer = std::make_shared<std::unique_ptr<blobstore::BlobWriter>>(std::move(spool.value()));
+  auto req = std::make_unique<PeerRequest>();
+  req->method = "GET";
+  req->target = "/_/internal/blob/" + encode_key(op->key);
+  req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, want.size);
+  req->body_sink = [writer](const char* d, std::size_t n) { return (*writer)->append(d, n); };
+  req->done = [this, op, writer, want](Status s, PeerResponse resp) {
+    auto conn = op->conn.lock();
+    blobstore::BlobMeta got;
+    if (s.is_ok() && (resp.status != 200 || !meta_from_response(op->key, resp, &got) ||
+                      got.version != want.version || (*writer)->finish_md5() != got.md5)) {
+      s = Status::io_error("replica_read_failed: the copy changed or did not check out");
+    }
+    if (!s.is_ok()) {
+      counters_.replica_errors++;
+      if (conn) conn->respond_error(s);
+      return;
+    }
+    auto handle = server_.store().handle_of(**writer, want.version);
+    bool local_replica = std::any_of(op->answers.begin(), op->answers.end(),
+                                     [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
+    if (local_replica) {
+      counters_.read_repairs++;
+      Status c = server_.store().commit(std::move(*writer), want.version,
+                                        [](Status, blobstore::CommitResult) {});
+      if (!c.is_ok()) log::warn("read repair of a local copy failed: " + c.message());
+    }
+    if (!handle.is_ok()) {
+      if (conn) conn->respond_error(handle.status());
+      return;
+    }
+    if (conn) server_.serve_handle(*conn, std::move(handle.value()), false);
+  };
+  server_.peers().send(op->answers[holder].replica.addr, std::move(req));
+}
+
+// Every asked replica that answered without the newest version gets it, from this node
+// when it holds it, else from the replica that does (POST /_/internal/push).
+void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
+  const ReadOp::Answer* newest = nullptr;
+  for (const auto& a : op->answers) {
+    if (a.ok && a.present && (newest == nullptr || newest->meta.version < a.meta.version)) newest = &a;
+  }
+  if (newest == nullptr) return;
+  for (const auto& a : op->answers) {
+    if (!a.ok || a.replica.self) continue;  // the local copy is repaired by serve_remote
+    if (a.present && !(a.meta.version < newest->meta.version)) continue;
+    counters_.read_repairs++;
+    std::string addr = a.replica.addr;
+    if (newest->replica.self) {
+      push(op->key, addr, nullptr, [addr](Status s) {
+        if (!s.is_ok()) log::warn("read repair to " + addr + " failed: " + s.message());
+      });
+      continue;
+    }
+    auto req = std::make_unique<PeerRequest>();
+    req->method = "POST";
+    req->target = "/_/internal/push/" + encode_key(op->key) + "?to=" + encode_key(addr);
+    req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, newest->meta.size) * 2;
+    req->done = [addr](Status s, PeerResponse r) {
+      if (!s.is_ok() || r.status != 200) log::warn("read repair to " + addr + " failed");
+    };
+    server_.peers().send(newest->replica.addr, std::move(req));
+  }
+}
+
+void Coordinator::push(const std::string& key, const std::string& addr,
+                       const ring::NodeId* hint_for, std::function<void(Status)> done) {
+  auto h = server_.store().open_read(key);
+  if (!h.is_ok()) return done(h.take_status());
+  const blobstore::BlobMeta& m = h.value().meta;
+  auto req = std::make_unique<PeerRequest>();
+  req->method = "PUT";
+  req->target = "/_/internal/blob/" + encode_key(key);
+  req->headers = "X-Ringstore-Version: " + m.version.to_string() + "\r\n" +
+                 "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n";
+  if (m.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
+  if (!m.content_type.empty()) req->headers += "Content-Type: " + m.content_type + "\r\n";
+  if (hint_for) req->headers += "X-Ringstore-Hint-For: " + node_hex(*hint_for) + "\r\n";
+  if (!m.tombstone) {
+    req->body_fd = dup(h.value().fd());
+    req->body_length = m.size;
+  }
+  req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, m.size);
+  req->done = [done = std::move(done)](Status s, PeerResponse r) {
+    if (s.is_ok() && r.status != 201) s = Status::io_error("push answered " + std::to_string(r.status));
+    done(std::move(s));
+  };
+  server_.peers().send(addr, std::move(req));
+}
+
+// ---- locate ----
+
+void Coordinator::locate(Connection& c, const std::string& key) {
+  struct LocateOp {
+    std::weak_ptr<Connection> conn;
+    std::string key;
+    std::vector<Replica> pref;
+    std::vector<nlohmann::json> replicas;
+    std::size_t pending = 0;
+  };
+  auto op = std::make_shared<LocateOp>();
+  op->conn = c.weak_from_this();
+  op->key = key;
+  op->pref = server_.cluster().preference_list(key, effective_n());
+  op->replicas.resize(op->pref.size());
+  auto finish = [op] {
+    if (op->pending != 0) return;
+    auto conn = op->conn.lock();
+    if (!conn) return;
+    nlohmann::json pl = nlohmann::json::array();
+    for (const Replica& r : op->pref) pl.push_back({{"id", node_hex(r.id)}, {"addr", r.addr}});
+    nlohmann::json j = {{"key", op->key},
+                        {"position", std::to_string(ring::key_position(op->key))},
+                        {"preference_list", pl},
+                        {"replicas", op->replicas}};
+    conn->respond(200, "Content-Type: application/json\r\n",
+                  j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  };
+  auto record = [op](std::size_t i, const blobstore::BlobMeta* m, const char* error) {
+    const Replica& r = op->pref[i];
+    nlohmann::json e = {{"id", node_hex(r.id)}, {"addr", r.addr}, {"alive", r.alive}};
+    e["version"] = m ? nlohmann::json(m->version.to_string()) : nlohmann::json(nullptr);
+    e["tombstone"] = m ? m->tombstone : false;
+    if (error) e["error"] = error;
+    op->replicas[i] = e;
+  };
+  for (std::size_t i = 0; i < op->pref.size(); i++) {
+    const Replica& r = op->pref[i];
+    if (r.self) {
+      auto m = server_.store().lookup(key);
+      record(i, m.is_ok() ? &m.value() : nullptr, nullptr);
+      continue;
+    }
+    op->pending++;
+    auto req = std::make_unique<PeerRequest>();
+    req->method = "HEAD";
+    req->target = "/_/internal/blob/" + encode_key(key);
+    req->timeout_ms = config_.replica_timeout_ms;
+    req->done = [op, i, record, finish](Status s, PeerResponse resp) {
+      op->pending--;
+      blobstore::BlobMeta m;
+      if (s.is_ok() && resp.status == 200 && meta_from_response(op->key, resp, &m)) {
+        record(i, &m, nullptr);
+      } else {
+        record(i, nullptr, s.is_ok() ? (resp.status == 404 ? nullptr : "bad answer") : "unreachable");
+      }
+      finish();
+    };
+    server_.peers().send(r.addr, std::move(req));
+  }
+  finish();
+}
+
+}  // namespace node

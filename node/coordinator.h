@@ -1,0 +1,85 @@
+// Coordinator runs one client request against the key's replicas: any node can
+// coordinate any key. Writes get an HLC version here and go to the N replicas of the
+// preference list (the local one through the BlobStore, remote ones through the
+// /_/internal API); a replica that is down or fails is replaced by the next node on the
+// ring, which keeps the value as a hint for the owner. 201 after W durable copies.
+// Reads ask R replicas for their version (the local one first), serve the newest, and
+// repair the asked replicas that were missing it or stale (read repair).
+//
+// The body of a PUT is spooled to a temp file on this node first (it becomes the local
+// replica when this node is one); the remote copies are sent from that file, so a
+// replica that fails can be replaced by another without asking the client again, and
+// memory stays bounded by one chunk per replica.
+// Thread: the loop thread only. Lifetime: owned by the Server.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "blobstore/blob_store.h"
+#include "node/cluster.h"
+#include "node/connection.h"
+#include "node/peer_client.h"
+
+namespace node {
+
+class Server;
+
+struct QuorumConfig {
+  std::uint32_t n = 3, r = 2, w = 2;
+  std::uint32_t replica_timeout_ms = 2'000;
+};
+
+struct CoordinatorCounters {
+  std::uint64_t read_repairs = 0;
+  std::uint64_t hints_stored = 0;
+  std::uint64_t replica_errors = 0;
+  std::uint64_t writes_unavailable = 0;
+};
+
+class Coordinator {
+ public:
+  Coordinator(Server& server, QuorumConfig config);
+
+  // The body is in `writer` (a spool; tombstone set for a DELETE).
+  void write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer, std::uint32_t w);
+  void read(Connection& c, std::uint32_t r, bool head_only);
+  void locate(Connection& c, const std::string& key);
+
+  // Sends this node's copy of `key` to `addr` (as a hint for `hint_for` when given).
+  // done(ok) once the peer has it durably.
+  void push(const std::string& key, const std::string& addr, const ring::NodeId* hint_for,
+            std::function<void(Status)> done);
+
+  // n, r and w for a request: the defaults, a request's ?r= / ?w=, and never more than
+  // the ring has members.
+  std::uint32_t effective_n() const;
+  Status pick(const Target& t, const char* name, std::uint32_t def, std::uint32_t* out) const;
+
+  const QuorumConfig& config() const { return config_; }
+  CoordinatorCounters& counters() { return counters_; }
+
+  struct WriteOp;
+  struct ReadOp;
+
+ private:
+  friend struct WriteOp;
+  friend struct ReadOp;
+  void send_write(const std::shared_ptr<WriteOp>& op, std::size_t target);
+  void on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t target, Status s);
+  void replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner);
+  void remember_missed(const std::shared_ptr<WriteOp>& op);
+  void finish_write_if_decided(const std::shared_ptr<WriteOp>& op);
+
+  void ask(const std::shared_ptr<ReadOp>& op);
+  void on_answer(const std::shared_ptr<ReadOp>& op);
+  void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
+  void repair(const std::shared_ptr<ReadOp>& op);
+
+  Server& server_;
+  QuorumConfig config_;
+  CoordinatorCounters counters_;
+};
+
+}  // namespace node

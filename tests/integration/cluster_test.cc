@@ -1,0 +1,197 @@
+// Multi-process cluster tests: real nodes on 127.0.0.1 gossiping over UDP, talking over
+// HTTP, killed with SIGKILL. Every wait has a deadline; figures are printed.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "integration/support.h"
+
+using namespace itest;
+using json = nlohmann::json;
+
+namespace {
+
+const char* secret_arg = "cluster-test-secret";
+
+struct Cluster {
+  std::vector<std::unique_ptr<NodeProcess>> nodes;
+
+  explicit Cluster(int n, std::vector<std::string> extra = {}) {
+    for (int i = 0; i < n; i++) {
+      NodeOptions o;
+      o.disks = 2;
+      o.extra_args = extra;
+      o.extra_args.push_back("--hint-interval-ms");
+      o.extra_args.push_back("200");
+      if (i > 0) {
+        o.extra_args.push_back("--seeds");
+        o.extra_args.push_back("127.0.0.1:" + std::to_string(nodes[0]->port()));
+      }
+      nodes.push_back(std::make_unique<NodeProcess>(o));
+    }
+  }
+  json status(int i) {
+    Response r = request("GET", nodes[i]->url("_/status"), "", {}, 3000);
+    if (r.status != 200) return json();
+    return json::parse(r.body, nullptr, false);
+  }
+  // Every running node sees `alive` members alive and `dead` members down.
+  bool agrees(std::size_t alive, std::size_t dead) {
+    for (std::size_t i = 0; i < nodes.size(); i++) {
+      if (!nodes[i]->running()) continue;
+      json s = status(static_cast<int>(i));
+      if (!s.is_object()) return false;
+      std::size_t a = 0, d = 0;
+      for (const auto& m : s["members"]) (m["alive"].get<bool>() ? a : d)++;
+      if (a != alive || d != dead) return false;
+    }
+    return true;
+  }
+  std::uint64_t sum(const char* field) {
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < nodes.size(); i++) {
+      if (!nodes[i]->running()) continue;
+      json s = status(static_cast<int>(i));
+      if (s.is_object()) total += s[field].get<std::uint64_t>();
+    }
+    return total;
+  }
+};
+
+// Polls `cond` until it holds or the deadline passes; returns seconds taken or -1.
+template <typename F>
+double wait_for(F cond, double deadline_s) {
+  auto t0 = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
+    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
+    std::this_thread::sleep_for(Millis(100));
+  }
+  return -1;
+}
+
+std::vector<std::string> secure() { return {}; }
+
+}  // namespace
+
+TEST_CASE("five nodes converge, place every key on exactly three, survive a kill -9",
+          "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(5, secure());
+  double converge_s = wait_for([&] { return c.agrees(5, 0); }, 10);
+  std::printf("membership of 5 nodes converged in %.2f s\n", converge_s);
+  REQUIRE(converge_s >= 0);
+  REQUIRE(converge_s < 5);
+
+  std::mt19937 rng(42);
+  for (int k = 0; k < 300; k++) {
+    auto& n = c.nodes[rng() % 5];
+    Response r = request("PUT", n->url("key-" + std::to_string(k)), "value-" + std::to_string(k));
+    REQUIRE(r.status == 201);
+  }
+  // W=2 acknowledges before the third copy lands: give it a moment.
+  CHECK(wait_for([&] { return c.sum("keys") == 900; }, 5) >= 0);
+  for (int k = 0; k < 300; k += 37) {
+    for (auto& n : c.nodes) {
+      Response r = request("GET", n->url("key-" + std::to_string(k)));
+      REQUIRE(r.status == 200);
+      REQUIRE(r.body == "value-" + std::to_string(k));
+    }
+    Response loc = request("GET", c.nodes[0]->url("_/locate?key=key-" + std::to_string(k)));
+    json j = json::parse(loc.body);
+    REQUIRE(j["replicas"].size() == 3);
+    for (const auto& rep : j["replicas"]) CHECK(rep["version"].is_string());
+  }
+
+  // kill -9 one node: marked down everywhere, writes at W=2 go on.
+  c.nodes[4]->kill9();
+  double down_s = wait_for([&] { return c.agrees(4, 1); }, 15);
+  std::printf("a killed node was marked down everywhere in %.2f s\n", down_s);
+  REQUIRE(down_s >= 0);
+  CHECK(down_s < 10);
+  for (int k = 300; k < 400; k++) {
+    auto& n = c.nodes[rng() % 4];
+    Response r = request("PUT", n->url("key-" + std::to_string(k)), "value-" + std::to_string(k));
+    REQUIRE(r.status == 201);
+  }
+  // It comes back and gets what it missed; stand-in copies go away.
+  c.nodes[4]->restart();
+  double heal_s = wait_for([&] { return c.agrees(5, 0) && c.sum("keys") == 1200 && c.sum("hints") == 0; }, 45);
+  std::printf("the returning node held its missed writes after %.2f s (keys %llu, hints %llu)\n",
+              heal_s, static_cast<unsigned long long>(c.sum("keys")),
+              static_cast<unsigned long long>(c.sum("hints")));
+  REQUIRE(heal_s >= 0);
+  CHECK(heal_s < 30);
+  for (int k = 0; k < 400; k += 13) {
+    Response r = request("GET", c.nodes[4]->url("key-" + std::to_string(k)) + "?r=1");
+    CHECK(r.status == 200);
+  }
+}
+
+TEST_CASE("the internal API demands the cluster secret", "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(1, secure());
+  Response r = request("GET", c.nodes[0]->url("_/internal/blob/x"));
+  CHECK(r.status == 401);
+  r = request("PUT", c.nodes[0]->url("_/internal/blob/x"), "v",
+              {"X-Ringstore-Auth: wrong", "X-Ringstore-Version: 0000000000000001-00000000000000000000000000000000"});
+  CHECK(r.status == 401);
+  CHECK(request("GET", c.nodes[0]->url("x")).status == 404);  // the node is fine
+}
+
+TEST_CASE("random datagrams change nothing", "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(3, secure());
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  REQUIRE(request("PUT", c.nodes[0]->url("stable"), "v").status == 201);
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  std::mt19937 rng(7);
+  for (auto& n : c.nodes) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(n->port()));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 2000; i++) {
+      std::string junk(rng() % 1600, '\0');
+      for (char& ch : junk) ch = static_cast<char>(rng());
+      if (i % 3 == 0 && junk.size() > 4) junk[0] = 1;  // a plausible version byte
+      sendto(fd, junk.data(), junk.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+      // Paced, so that the kernel's receive buffer does not drop them before the node can.
+      if (i % 50 == 49) std::this_thread::sleep_for(Millis(5));
+    }
+  }
+  close(fd);
+  std::this_thread::sleep_for(Millis(1500));
+  CHECK(c.agrees(3, 0));
+  json s = c.status(0);
+  std::uint64_t dropped = s["gossip"]["dropped_bad_mac"].get<std::uint64_t>() +
+                          s["gossip"]["dropped_malformed"].get<std::uint64_t>() +
+                          s["gossip"]["dropped_oversize"].get<std::uint64_t>() +
+                          s["gossip"]["dropped_bad_version"].get<std::uint64_t>();
+  std::printf("node 1 dropped and counted %llu bad datagrams\n", static_cast<unsigned long long>(dropped));
+  CHECK(dropped >= 1900);
+  for (auto& n : c.nodes) CHECK(request("GET", n->url("stable")).body == "v");
+}
+
+TEST_CASE("fewer than W reachable replicas answer 503 promptly", "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(3, secure());
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  c.nodes[1]->kill9();
+  c.nodes[2]->kill9();
+  Response r = request("PUT", c.nodes[0]->url("lonely"), "v", {}, 10'000);
+  CHECK(r.status == 503);
+  CHECK(r.seconds < 5);
+  CHECK(r.body.find("not_enough_replicas") != std::string::npos);
+  r = request("PUT", c.nodes[0]->url("lonely?w=1"), "v", {}, 10'000);
+  CHECK(r.status == 201);
+  r = request("GET", c.nodes[0]->url("lonely"), "", {}, 10'000);
+  CHECK(r.status == 503);
+  CHECK(request("GET", c.nodes[0]->url("lonely?r=1")).body == "v");
+}
