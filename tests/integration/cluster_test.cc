@@ -195,3 +195,26 @@ TEST_CASE("fewer than W reachable replicas answer 503 promptly", "[integration][
   CHECK(r.status == 503);
   CHECK(request("GET", c.nodes[0]->url("lonely?r=1")).body == "v");
 }
+
+TEST_CASE("a restarted node rejoins through the members it remembers when its seed is down",
+          "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(3, secure());
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  std::this_thread::sleep_for(Millis(500));  // the member list reaches SQLite
+  c.nodes[2]->terminate();
+  c.nodes[0]->kill9();  // node 2's only seed
+  c.nodes[2]->restart();
+  // Node 2 knows node 1 from its last life: they find each other without the seed.
+  double s = wait_for([&] {
+    json st = c.status(2);
+    if (!st.is_object()) return false;
+    std::size_t alive = 0;
+    for (const auto& m : st["members"]) alive += m["alive"].get<bool>();
+    return alive == 2;
+  }, 15);
+  std::printf("rejoined without its seed in %.2f s\n", s);
+  CHECK(s >= 0);
+  CHECK(request("PUT", c.nodes[2]->url("after-restart"), "v").status == 201);
+  CHECK(request("GET", c.nodes[1]->url("after-restart")).body == "v");
+}
