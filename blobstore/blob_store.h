@@ -144,6 +144,7 @@ class BlobStore {
   // Runs finished writes' callbacks, dropping each written key from the cache first.
   void run_completions();
   const ValueCache& cache() const { return cache_; }
+  const Committer& committer() const { return *committer_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }

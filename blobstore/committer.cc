@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -334,7 +335,14 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     if (Status s = index_->erase(op->meta.key); !s.is_ok()) return fail_all(std::move(s));
     op->result.applied = true;
   }
+  auto t0 = std::chrono::steady_clock::now();
   if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  for (std::size_t i = 0; i < commit_bounds.size(); i++) {
+    if (static_cast<double>(ns) / 1e9 <= commit_bounds[i]) commit_buckets_[i]++;
+  }
+  commit_count_++;
+  commit_ns_ += static_cast<std::uint64_t>(ns);
   unlinked_trash_.clear();
   live_keys_.fetch_add(static_cast<std::uint64_t>(live_delta), std::memory_order_relaxed);
 }

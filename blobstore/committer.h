@@ -10,6 +10,7 @@
 // Lifetime: `index` and `disks` must outlive the Committer.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -79,6 +80,12 @@ class Committer {
   std::uint64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
   void set_live_keys(std::uint64_t n) { live_keys_.store(n); }
   std::uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
+  // SQLite commit latency: counts at or under each bound (seconds), total ns, count.
+  static constexpr std::array<double, 8> commit_bounds = {0.0005, 0.001, 0.0025, 0.005,
+                                                          0.01,   0.025, 0.05,   0.1};
+  std::uint64_t commit_bucket(std::size_t i) const { return commit_buckets_[i].load(); }
+  std::uint64_t commit_count() const { return commit_count_.load(); }
+  std::uint64_t commit_ns() const { return commit_ns_.load(); }
 
  private:
   using Batch = std::vector<std::unique_ptr<CommitOp>>;
@@ -112,6 +119,8 @@ class Committer {
   std::vector<std::string> unlinked_trash_;  // committer thread only: rows to clear
   std::atomic<std::uint64_t> live_keys_{0};
   std::atomic<std::uint64_t> batches_{0};
+  std::array<std::atomic<std::uint64_t>, commit_bounds.size()> commit_buckets_{};
+  std::atomic<std::uint64_t> commit_count_{0}, commit_ns_{0};
 };
 
 }  // namespace blobstore

@@ -141,6 +141,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     self->close();
     return;
   }
+  self->server_->metrics().bytes_in += static_cast<std::uint64_t>(nread);
   self->feed(buf->base, static_cast<std::size_t>(nread));
 }
 
@@ -217,6 +218,7 @@ int Connection::on_message_begin(llhttp_t* p) {
   Connection* self = self_of(p);
   self->phase_ = Phase::headers;
   self->req_.started_ms = self->server_->now_ms();
+  self->req_.started_ns = uv_hrtime();
   self->set_deadline(self->server_->limits().header_timeout_ms);
   return HPE_OK;
 }
@@ -361,6 +363,7 @@ std::string Connection::status_head(int status, std::size_t content_length, bool
 void Connection::respond(int status, std::string_view headers, std::string body, bool head_only) {
   ASSERT(phase_ != Phase::sending || !keep_alive_);
   phase_ = Phase::sending;
+  req_.status = status;
   set_deadline(server_->limits().send_timeout_ms);
   bool has_length = status != 204 && status != 304;
   std::string out = status_head(status, body.size(), has_length, headers,
@@ -371,6 +374,7 @@ void Connection::respond(int status, std::string_view headers, std::string body,
 
 void Connection::respond_head(int status, std::string_view headers, std::uint64_t content_length) {
   phase_ = Phase::sending;
+  req_.status = status;
   set_deadline(server_->limits().send_timeout_ms);
   send(status_head(status, content_length, true, headers), Part::response_end);
 }
@@ -386,6 +390,7 @@ void Connection::send_continue() { send("HTTP/1.1 100 Continue\r\n\r\n", Part::i
 
 void Connection::send(std::string bytes, Part part) {
   if (closing_) return;
+  server_->metrics().bytes_out += bytes.size();
   if (writes_in_flight_ == 0) {
     uv_buf_t b = uv_buf_init(bytes.data(), static_cast<unsigned>(bytes.size()));
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_), &b, 1);
@@ -434,6 +439,8 @@ void Connection::on_part_written(Part part) {
 
 void Connection::response_done() {
   server_->counters().requests++;
+  double seconds = req_.started_ns ? static_cast<double>(uv_hrtime() - req_.started_ns) / 1e9 : 0;
+  server_->metrics().on_response(llhttp_method_name(req_.method), req_.status, seconds);
   if (dispatching_) {  // answered synchronously: feed() carries on
     done_during_dispatch_ = true;
     return;
@@ -454,6 +461,7 @@ void Connection::response_done() {
 void Connection::stream(int status, std::string headers, blobstore::BlobHandle handle,
                         ByteRange range) {
   phase_ = Phase::sending;
+  req_.status = status;
   set_deadline(server_->limits().send_timeout_ms);
   auto st = std::make_unique<StreamState>();
   st->range = range;

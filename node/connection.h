@@ -48,6 +48,8 @@ struct HttpRequest {
   std::unique_ptr<blobstore::BlobWriter> writer;
   std::uint64_t body_bytes = 0;
   std::uint64_t started_ms = 0;
+  std::uint64_t started_ns = 0;  // uv_hrtime at the first byte, for latency metrics
+  int status = 0;                // the final status sent
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {

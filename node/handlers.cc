@@ -2,6 +2,7 @@
 // top of Connection. Quorum logic lives in the Coordinator.
 #include <nlohmann/json.hpp>
 
+#include "node/admin_page.h"
 #include "node/coordinator.h"
 #include "node/http_status.h"
 #include "node/log.h"
@@ -335,6 +336,14 @@ void Server::handle_system(Connection& c) {
   }
   if (r.target.path == "_/status") {
     return c.respond(200, "Content-Type: application/json\r\n", json_line(status_json()),
+                     r.method == HTTP_HEAD);
+  }
+  if (r.target.path == "_/admin" || r.target.path == "_/admin/") {
+    return c.respond(200, "Content-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n",
+                     std::string(admin_page()), r.method == HTTP_HEAD);
+  }
+  if (r.target.path == "_/metrics") {
+    return c.respond(200, "Content-Type: text/plain; version=0.0.4\r\n", metrics_text(),
                      r.method == HTTP_HEAD);
   }
   if (r.target.path == "_/locate") {

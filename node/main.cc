@@ -1,11 +1,18 @@
 // ringstore: one binary. `serve` runs a node; `rebuild` recreates a node's index from
 // its disks.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <iostream>
 
@@ -28,6 +35,85 @@ bool split_listen(const std::string& listen, std::string* host, int* port) {
   }
   *port = static_cast<int>(*p);
   return true;
+}
+
+// GET http://ADDR/_/status with a plain blocking socket (5 s deadline).
+bool fetch_status(const std::string& addr, std::string* body, std::string* error) {
+  std::string host;
+  int port = 0;
+  if (!split_listen(addr, &host, &port)) {
+    *error = "--node must be HOST:PORT";
+    return false;
+  }
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &to.sin_addr) != 1) {
+    *error = "not an IPv4 address: " + host;
+    return false;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    *error = std::string("cannot connect to ") + addr + ": " + std::strerror(errno);
+    close(fd);
+    return false;
+  }
+  std::string req = "GET /_/status HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n";
+  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    *error = "cannot send to " + addr;
+    close(fd);
+    return false;
+  }
+  std::string resp;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<std::size_t>(n));
+    if (resp.size() > (64u << 20)) break;
+  }
+  close(fd);
+  std::size_t end = resp.find("\r\n\r\n");
+  if (resp.compare(0, 12, "HTTP/1.1 200") != 0 || end == std::string::npos) {
+    *error = "no status from " + addr + (resp.empty() ? " (timed out?)" : ": " + resp.substr(0, resp.find('\r')));
+    return false;
+  }
+  *body = resp.substr(end + 4);
+  return true;
+}
+
+// Prints the members like `nodetool status`: U/D (up/down) and N/J/L (state).
+int print_status(const std::string& node_addr) {
+  std::string body, error;
+  if (!fetch_status(node_addr, &body, &error)) {
+    std::fprintf(stderr, "ringstore status: %s\n", error.c_str());
+    return 1;
+  }
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object() || !j["members"].is_array()) {
+    std::fprintf(stderr, "ringstore status: %s did not answer with a status document\n", node_addr.c_str());
+    return 1;
+  }
+  std::printf("Cluster seen from %s (N=%d)\n", node_addr.c_str(), j.value("n", 0));
+  std::printf("Status=Up/Down  State=Normal/Joining/Leaving/Left/Removed\n");
+  std::printf("--  %-22s %10s %7s %7s %8s  %-32s %s\n", "Address", "Keys", "Tokens", "Owns",
+              "Phi", "Host ID", "Zone");
+  for (const auto& m : j["members"]) {
+    std::string state = m.value("state", std::string("normal"));
+    char st = static_cast<char>(std::toupper(static_cast<unsigned char>(state.empty() ? 'n' : state[0])));
+    bool alive = m.value("alive", false);
+    double phi = m.value("phi", 0.0);
+    std::string zone = m.value("zone", std::string());
+    std::printf("%c%c  %-22s %10llu %7u %6.1f%% %8.2f  %-32s %s\n", alive ? 'U' : 'D', st,
+                m.value("addr", std::string("?")).c_str(),
+                static_cast<unsigned long long>(m.value("key_count", 0ull)),
+                m.value("vnodes", 0u), 100.0 * m.value("share", 0.0), phi,
+                m.value("id", std::string("?")).c_str(), zone.empty() ? "-" : zone.c_str());
+  }
+  return 0;
 }
 
 struct Signals {
@@ -154,6 +240,10 @@ int main(int argc, char** argv) {
   rebuild_cmd->add_option("--disk", rebuild_disks, "a disk directory; repeat for several")
       ->envname("RINGSTORE_DISK")->delimiter(',');
 
+  std::string status_node = "127.0.0.1:3000";
+  auto* status_cmd = app.add_subcommand("status", "print the members as one node sees them");
+  status_cmd->add_option("--node", status_node, "HOST:PORT of any node")->envname("RINGSTORE_NODE");
+
   CLI11_PARSE(app, argc, argv);
   node::log::Level level;
   node::log::parse_level(log_level, &level);
@@ -192,6 +282,7 @@ int main(int argc, char** argv) {
     }
     return serve(std::move(config));
   }
+  if (status_cmd->parsed()) return print_status(status_node);
   if (rebuild_cmd->parsed()) {
     auto r = blobstore::rebuild_index(rebuild_data, rebuild_disks);
     if (!r.is_ok()) {

@@ -454,3 +454,86 @@ void Server::maybe_finish_stop() {
 }
 
 }  // namespace node
+
+namespace node {
+
+// /_/metrics in the Prometheus text format (version 0.0.4).
+std::string Server::metrics_text() {
+  std::string out;
+  auto counter = [&out](const char* name, const char* help, std::uint64_t v) {
+    metric_header(out, name, "counter", help);
+    out += std::string(name) + " " + std::to_string(v) + "\n";
+  };
+  auto gauge = [&out](const char* name, const char* help, double v) {
+    metric_header(out, name, "gauge", help);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    out += std::string(name) + " " + buf + "\n";
+  };
+  metric_header(out, "ringstore_http_requests_total", "counter", "HTTP requests answered, by method and status.");
+  for (const auto& [k, v] : metrics_.requests) {
+    out += "ringstore_http_requests_total{method=\"" + k.first + "\",status=\"" +
+           std::to_string(k.second) + "\"} " + std::to_string(v) + "\n";
+  }
+  metric_header(out, "ringstore_http_request_duration_seconds", "histogram",
+                "Time from a request's first byte to its last response byte.");
+  for (const auto& [method, h] : metrics_.latency) {
+    h.write(out, "ringstore_http_request_duration_seconds", "method=\"" + method + "\"");
+  }
+  counter("ringstore_http_received_bytes_total", "Bytes read from clients.", metrics_.bytes_in);
+  counter("ringstore_http_sent_bytes_total", "Bytes written to clients.", metrics_.bytes_out);
+  const CoordinatorCounters& cc = coordinator_->counters();
+  counter("ringstore_replica_errors_total", "Replica requests that failed.", cc.replica_errors);
+  counter("ringstore_replica_timeouts_total", "Replica requests that timed out.", peers_->timeouts());
+  counter("ringstore_writes_unavailable_total", "Writes answered 503: fewer than W replicas.", cc.writes_unavailable);
+  counter("ringstore_hints_stored_total", "Hints taken for replicas that missed a write.", cc.hints_stored);
+  counter("ringstore_hints_delivered_total", "Hints handed to their owners.", hints_delivered_);
+  auto hints = store_->count_hints();
+  gauge("ringstore_hints_pending", "Hints waiting for their owners.", hints.is_ok() ? static_cast<double>(hints.value()) : 0);
+  counter("ringstore_read_repairs_total", "Replicas repaired after a read found them stale.", cc.read_repairs);
+  counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
+  gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));
+  if (gossip_) {
+    const auto& g = gossip_->membership().counters();
+    metric_header(out, "ringstore_gossip_datagrams_total", "counter", "Gossip datagrams by direction.");
+    out += "ringstore_gossip_datagrams_total{direction=\"in\"} " + std::to_string(g.datagrams_in) + "\n";
+    out += "ringstore_gossip_datagrams_total{direction=\"out\"} " + std::to_string(g.datagrams_out) + "\n";
+    metric_header(out, "ringstore_gossip_dropped_total", "counter", "Gossip datagrams dropped, by reason.");
+    out += "ringstore_gossip_dropped_total{reason=\"bad_mac\"} " + std::to_string(g.dropped_bad_mac) + "\n";
+    out += "ringstore_gossip_dropped_total{reason=\"malformed\"} " + std::to_string(g.dropped_malformed) + "\n";
+    out += "ringstore_gossip_dropped_total{reason=\"oversize\"} " + std::to_string(g.dropped_oversize) + "\n";
+    out += "ringstore_gossip_dropped_total{reason=\"bad_version\"} " + std::to_string(g.dropped_bad_version) + "\n";
+  }
+  std::size_t alive = 0, down = 0;
+  auto ring = cluster_->ring();
+  for (const auto& m : ring->members()) (cluster_->alive(m.id) ? alive : down)++;
+  metric_header(out, "ringstore_members", "gauge", "Ring members by liveness, as this node sees them.");
+  out += "ringstore_members{state=\"alive\"} " + std::to_string(alive) + "\n";
+  out += "ringstore_members{state=\"down\"} " + std::to_string(down) + "\n";
+  metric_header(out, "ringstore_disk_bytes", "gauge", "Disk space by disk and kind.");
+  std::string healthy;
+  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+    std::string l = "disk=\"" + d.path + "\"";
+    out += "ringstore_disk_bytes{" + l + ",kind=\"used\"} " + std::to_string(d.total_bytes - d.free_bytes) + "\n";
+    out += "ringstore_disk_bytes{" + l + ",kind=\"free\"} " + std::to_string(d.free_bytes) + "\n";
+    healthy += "ringstore_disk_healthy{" + l + "} " + (d.healthy ? "1" : "0") + "\n";
+  }
+  metric_header(out, "ringstore_disk_healthy", "gauge", "1 when the disk is in service.");
+  out += healthy;
+  const blobstore::Committer& cm = store_->committer();
+  metric_header(out, "ringstore_sqlite_commit_seconds", "histogram", "Duration of one group commit's SQLite COMMIT.");
+  for (std::size_t i = 0; i < blobstore::Committer::commit_bounds.size(); i++) {
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", blobstore::Committer::commit_bounds[i]);
+    out += std::string("ringstore_sqlite_commit_seconds_bucket{le=\"") + le + "\"} " +
+           std::to_string(cm.commit_bucket(i)) + "\n";
+  }
+  out += "ringstore_sqlite_commit_seconds_bucket{le=\"+Inf\"} " + std::to_string(cm.commit_count()) + "\n";
+  char sum[64];
+  std::snprintf(sum, sizeof sum, "%.9g", static_cast<double>(cm.commit_ns()) / 1e9);
+  out += std::string("ringstore_sqlite_commit_seconds_sum ") + sum + "\n";
+  out += "ringstore_sqlite_commit_seconds_count " + std::to_string(cm.commit_count()) + "\n";
+  return out;
+}
+
+}  // namespace node

@@ -24,6 +24,7 @@
 #include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/limits.h"
+#include "node/metrics.h"
 #include "node/peer_client.h"
 
 namespace node {
@@ -80,6 +81,8 @@ class Server {
   std::size_t read_buffer_size() const { return read_buffer_.size(); }
   void forget(Connection* c);
   ServerCounters& counters() { return counters_; }
+  Metrics& metrics() { return metrics_; }
+  std::string metrics_text();
 
   // Handlers (handlers.cc).
   Status on_headers(Connection& c);
@@ -155,6 +158,7 @@ class Server {
   std::uint64_t stop_deadline_ms_ = 0;
   std::function<void()> stop_done_;
   ServerCounters counters_;
+  Metrics metrics_;
 };
 
 // Closes a libuv handle allocated with new T; frees it in the close callback.

@@ -218,3 +218,22 @@ TEST_CASE("a restarted node rejoins through the members it remembers when its se
   CHECK(request("PUT", c.nodes[2]->url("after-restart"), "v").status == 201);
   CHECK(request("GET", c.nodes[1]->url("after-restart")).body == "v");
 }
+
+TEST_CASE("ringstore status prints the members like nodetool status", "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(3, secure());
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  RunResult r = run_binary({"status", "--node", "127.0.0.1:" + std::to_string(c.nodes[1]->port())});
+  REQUIRE(r.exit_code == 0);
+  std::size_t up = 0;
+  for (std::size_t p = r.out.find("\nUN  "); p != std::string::npos; p = r.out.find("\nUN  ", p + 1)) up++;
+  CHECK(up == 3);
+  for (auto& n : c.nodes) CHECK(r.out.find("127.0.0.1:" + std::to_string(n->port())) != std::string::npos);
+  c.nodes[2]->kill9();
+  REQUIRE(wait_for([&] { return c.agrees(2, 1); }, 15) >= 0);
+  r = run_binary({"status", "--node", "127.0.0.1:" + std::to_string(c.nodes[0]->port())});
+  CHECK(r.out.find("\nDN  127.0.0.1:" + std::to_string(c.nodes[2]->port())) != std::string::npos);
+  r = run_binary({"status", "--node", "127.0.0.1:1"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("cannot connect") != std::string::npos);
+}
