@@ -142,6 +142,7 @@ Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
   if (get_le(fixed, 4) != footer_magic) return Status::corruption("bad footer magic");
   BlobMeta m;
   std::uint32_t flags = static_cast<std::uint32_t>(get_le(fixed + 4, 4));
+  if ((flags & ~flag_tombstone) != 0) return Status::corruption("unknown footer flags");
   m.tombstone = (flags & flag_tombstone) != 0;
   m.size = get_le(fixed + 8, 8);
   m.version.hlc = get_le(fixed + 16, 8);

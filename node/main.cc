@@ -1,6 +1,7 @@
 // ringstore: one binary. `serve` runs a node; `rebuild` recreates a node's index from
 // its disks.
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,6 +24,22 @@
 namespace {
 
 constexpr const char* version_text = "ringstore 0.1.0";
+
+// A host name (as docker-compose gives services) becomes its first IPv4 address: every
+// socket binds an IP, and gossip addresses are IP:PORT.
+bool resolve_ipv4(std::string* host) {
+  in_addr a{};
+  if (inet_pton(AF_INET, host->c_str(), &a) == 1) return true;
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host->c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return false;
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, buf, sizeof buf);
+  freeaddrinfo(res);
+  *host = buf;
+  return true;
+}
 
 bool split_listen(const std::string& listen, std::string* host, int* port) {
   std::size_t colon = listen.rfind(':');
@@ -254,6 +271,22 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ringstore: --listen must be HOST:PORT, got '%s'\n", listen.c_str());
       return 2;
     }
+    if (!resolve_ipv4(&config.host)) {
+      std::fprintf(stderr, "ringstore: cannot resolve --listen host '%s'\n", config.host.c_str());
+      return 2;
+    }
+    for (std::string& seed : config.seeds) {
+      std::string host;
+      int port = 0;
+      if (!split_listen(seed, &host, &port) || !resolve_ipv4(&host)) {
+        // A seed that does not resolve yet (its container is not up) is skipped, not fatal.
+        std::fprintf(stderr, "ringstore: ignoring seed '%s': not HOST:PORT or unresolvable\n", seed.c_str());
+        seed.clear();
+        continue;
+      }
+      seed = host + ":" + std::to_string(port);
+    }
+    std::erase(config.seeds, std::string());
     if (l.header_timeout_ms >= l.idle_timeout_ms) l.idle_timeout_ms = l.header_timeout_ms + 1;
     if (!secret_file.empty()) {
       std::FILE* f = std::fopen(secret_file.c_str(), "r");

@@ -331,7 +331,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto f = split(in, 6);
   check_target(f[0]);
   std::size_t q = f[0].find('?');
-  if (!f[0].empty() && f[0][0] == '/') check_decoded_key(f[0].substr(1, q == f[0].npos ? f[0].npos : q - 1));
+  if (!f[0].empty() && f[0][0] == '/') {
+    check_decoded_key(f[0].substr(1, q == std::string_view::npos ? q : q - 1));
+  }
 
   auto parsed_size = node::parse_u64(f[2]);
   check_u64(f[2]);
