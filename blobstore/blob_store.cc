@@ -228,6 +228,13 @@ Status BlobStore::erase_hint(std::string_view key, const Version& version, Commi
   return Status::ok();
 }
 
+void BlobStore::report_damaged(const BlobMeta& m) {
+  corrupt_reads_++;
+  cache_.erase(m.key);
+  (void)hint_op(CommitOp::Kind::drop_damaged, NodeId{}, m.key, m.version,
+                [](Status, CommitResult) {});
+}
+
 std::string BlobStore::blob_path(const BlobMeta& m) const {
   return disks_->path(m.disk) + "/" + blob_relative_path(m.key, m.version);
 }
@@ -261,7 +268,7 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     std::uint64_t expect = h.meta.size + h.meta.key.size() + h.meta.content_type.size() +
                            footer_fixed_bytes;
     if (static_cast<std::uint64_t>(st.st_size) != expect) {
-      corrupt_reads_++;
+      report_damaged(h.meta);
       return Status::corruption("blob file has the wrong size: " + path);
     }
     return h;
@@ -305,7 +312,7 @@ Result<std::string> BlobStore::read_verified(const BlobHandle& h) {
     done += static_cast<std::size_t>(n);
   }
   if (md5_of(body) != h.meta.md5) {
-    corrupt_reads_++;
+    report_damaged(h.meta);
     return Status::corruption("checksum mismatch");
   }
   return body;

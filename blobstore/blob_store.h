@@ -148,7 +148,9 @@ class BlobStore {
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }
-  void count_corrupt_read() { corrupt_reads_++; }
+  // A copy failed its checksum: count it, and drop it from the index (its file goes to
+  // the trash) so that this node reads as missing the key and a replica repairs it.
+  void report_damaged(const BlobMeta& m);
 
  private:
   BlobStore() = default;

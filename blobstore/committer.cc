@@ -328,7 +328,9 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     auto cur = index_->current(op->meta.key);
     if (!cur.is_ok()) return fail_all(cur.take_status());
     const auto& c = cur.value();
-    if (!c || !c->is_hint || c->version != op->meta.version || c->disk < 0) continue;
+    bool damaged = op->kind == CommitOp::Kind::drop_damaged;
+    if (!c || (!c->is_hint && !damaged) || c->version != op->meta.version || c->disk < 0) continue;
+    if (damaged && !c->is_hint && !c->tombstone) live_delta--;
     std::string path = disks_->path(c->disk) + "/" + blob_relative_path(op->meta.key, c->version);
     if (Status s = index_->add_trash(path); !s.is_ok()) return fail_all(std::move(s));
     trash.push_back(std::move(path));

@@ -50,7 +50,9 @@ struct CommitOp {
   //  add_hint:   remember that `target` missed meta.key at meta.version (this node holds
   //              the key itself; hinted handoff sends its copy later);
   //  drop_hint:  forget that (delivered).
-  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint };
+  //  drop_damaged: forget this node's copy of meta.key at meta.version (it failed its
+  //              checksum); the key reads as missing here until a replica repairs it.
+  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged };
   Kind kind = Kind::write;
   NodeId target{};
   bool is_write() const { return kind == Kind::write; }

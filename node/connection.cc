@@ -487,7 +487,7 @@ void Connection::stream_next() {
   if (st.offset == st.end) {
     bool whole_pass = st.verifying || !st.verify_first;
     if (whole_pass && st.md5.finish() != st.handle.meta.md5) {
-      server_->store().count_corrupt_read();
+      server_->store().report_damaged(st.handle.meta);
       server_->counters().corrupt_served_cut++;
       log::error("checksum mismatch reading key of " + std::to_string(st.handle.meta.size) +
                  " bytes; response cut");

@@ -332,7 +332,18 @@ void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
     if (newest) h += "X-Ringstore-Version: " + newest->meta.version.to_string() + "\r\n";
     return conn->respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
   }
-  if (newest->replica.self) return server_.serve_local(*conn, op->head_only);
+  if (newest->replica.self) {
+    if (server_.serve_local(*conn, op->head_only).is_ok()) return;
+    // This node's copy is damaged (and now dropped from its index): serve another
+    // replica's, asking one more when none of those asked has the newest version.
+    std::size_t self = static_cast<std::size_t>(newest - op->answers.data());
+    op->answers[self].present = false;
+    op->decided = false;
+    op->r = std::min(op->r + 1, op->answers.size());
+    op->ok_count--;
+    op->answers[self].ok = false;
+    return ask(op);
+  }
   if (op->head_only) return server_.serve_meta_head(*conn, newest->meta);
   serve_remote(op, static_cast<std::size_t>(newest - op->answers.data()));
 }

@@ -147,27 +147,38 @@ void Server::on_request(Connection& c) {
 
 // ---- serving a stored value ----
 
-void Server::serve_local(Connection& c, bool head_only) {
+Status Server::serve_local(Connection& c, bool head_only) {
   HttpRequest& r = c.request();
   blobstore::BlobHandle large;
   auto got = store_->read(r.target.path, &large);
   if (!got.is_ok()) {
+    if (got.status().code() == Code::corruption) {
+      log::error("damaged copy of a key: " + got.status().message());
+      return got.take_status();
+    }
     if (got.status().code() == Code::not_found) {
-      return c.respond_error(Status::not_found("not_found"));
+      c.respond_error(Status::not_found("not_found"));
+      return Status::ok();
     }
     log::error("read failed: " + got.status().message());
-    return c.respond_error(got.status());
+    c.respond_error(got.status());
+    return Status::ok();
   }
   const blobstore::CachedValue* small = got.value().get();
-  if (small == nullptr) return serve_handle(c, std::move(large), head_only);
+  if (small == nullptr) {
+    serve_handle(c, std::move(large), head_only);
+    return Status::ok();
+  }
   if (small->meta.tombstone) {
-    return c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
-                              small->meta.version.to_string() + "\r\n",
-                     error_body(Status::not_found("not_found")), head_only);
+    c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
+                       small->meta.version.to_string() + "\r\n",
+              error_body(Status::not_found("not_found")), head_only);
+    return Status::ok();
   }
   // A cached value keeps its response headers, so a hot GET formats nothing.
   if (small->extra.empty()) small->extra = blob_headers(small->meta);
   serve_blob(c, small->meta, small->extra, &small->body, nullptr, head_only);
+  return Status::ok();
 }
 
 void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only) {

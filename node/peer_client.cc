@@ -16,6 +16,7 @@ constexpr std::size_t idle_per_peer_max = 64;
 constexpr std::uint32_t sweep_interval_ms = 50;
 constexpr std::size_t body_chunk_bytes = 256 * 1024;
 constexpr std::size_t read_buffer_bytes = 64 * 1024;
+constexpr std::size_t small_body_inline_bytes = 64 * 1024;
 }  // namespace
 
 std::string encode_key(std::string_view key) {
@@ -315,7 +316,22 @@ void PeerClient::start(Conn* c) {
     head += "Content-Length: " + std::to_string(length) + "\r\n";
   }
   head += "\r\n";
-  if (r.body_fd < 0) head += r.body;
+  if (r.body_fd < 0) {
+    head += r.body;
+  } else if (r.body_length <= small_body_inline_bytes) {
+    // A small body goes out with the head in one write (one segment, one wakeup).
+    std::size_t at = head.size();
+    head.resize(at + r.body_length);
+    std::size_t got = 0;
+    while (got < r.body_length) {
+      ssize_t k = pread(r.body_fd, head.data() + at + got, r.body_length - got,
+                        static_cast<off_t>(r.body_offset + got));
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) return finish(c, Status::io_error("reading the body to send"));
+      got += static_cast<std::size_t>(k);
+    }
+    c->body_sent = r.body_length;
+  }
   c->write(std::move(head), true);
 }
 

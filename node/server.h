@@ -89,7 +89,9 @@ class Server {
   Status on_body(Connection& c, const char* data, std::size_t n);
   void on_request(Connection& c);
   // Serving this node's copy of the request's key, or a copy fetched from a replica.
-  void serve_local(Connection& c, bool head_only);
+  // Returns a corruption Status, having sent nothing, when this node's copy is damaged
+  // (the caller serves another replica's); otherwise it answers, and returns ok.
+  Status serve_local(Connection& c, bool head_only);
   void serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only);
   void serve_meta_head(Connection& c, const blobstore::BlobMeta& m);
 
