@@ -1,5 +1,8 @@
 #include "ring/ring.h"
 
+// The counting operator new below pairs malloc with free; GCC cannot see that pairing.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -34,6 +37,8 @@ std::shared_ptr<const Ring> build(std::vector<Member> ms) {
 
 }  // namespace
 
+// ASan replaces the allocator itself: count allocations only in plain builds.
+#if !defined(__SANITIZE_ADDRESS__)
 void* operator new(std::size_t n) {
   g_allocations++;
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
@@ -41,6 +46,8 @@ void* operator new(std::size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#define RINGSTORE_COUNTS_ALLOCATIONS 1
+#endif
 
 TEST_CASE("the most loaded of 10-100 equal nodes carries at most 10% over the mean",
           "[ring]") {
@@ -124,9 +131,8 @@ TEST_CASE("small rings and invalid members", "[ring]") {
   ms[1].state = MemberState::removed;
   auto r = build(ms);
   for (int k = 0; k < 100; k++) {
-    for (std::uint32_t m : r->preference_list_for_key("k" + std::to_string(k), 3).view()) {
-      CHECK(m != 1);
-    }
+    PreferenceList p = r->preference_list_for_key("k" + std::to_string(k), 3);
+    for (std::uint32_t m : p.view()) CHECK(m != 1);
   }
   auto dup = equal_members(2);
   dup[1].id = dup[0].id;
@@ -146,6 +152,10 @@ TEST_CASE("weight is proportional to vnodes", "[ring]") {
 }
 
 TEST_CASE("lookups do not allocate", "[ring]") {
+#if !defined(RINGSTORE_COUNTS_ALLOCATIONS)
+  WARN("allocations are counted only without ASan (the release run checks this)");
+  return;
+#endif
   auto r = build(equal_members(20));
   PreferenceList p;
   long before = g_allocations.load();
