@@ -29,7 +29,8 @@ PhiModel::PhiModel(std::uint32_t interval_ms, double phi_convict) : phi_convict_
   ASSERT(phi_convict <= 300);
   initial_interval_ms_ = limits::phi_initial_interval_factor * interval_ms;
   stddev_min_ms_ = limits::phi_stddev_min_factor * interval_ms;
-  sample_ms_min_ = interval_ms / 4.0;
+  sample_ms_min_ = limits::phi_sample_factor_min * interval_ms;
+  sample_ms_max_ = limits::phi_sample_factor_max * interval_ms;
   // -log10(Q(z)) grows with z: bisect. Q(0) = 0.5 gives 0.3; z = 60 gives ~785.
   double lo = -10, hi = 60;
   for (int i = 0; i < 100; i++) {
@@ -61,9 +62,9 @@ void ArrivalWindow::reset(std::uint64_t now_ms, const PhiModel& model) {
 void ArrivalWindow::on_heartbeat(std::uint64_t now_ms, const PhiModel& model) {
   if (now_ms < last_arrival_ms_) return;  // the clock is monotonic; ignore, never assert
   std::uint64_t interval = now_ms - last_arrival_ms_;
-  bool outage = !alive(now_ms);
   last_arrival_ms_ = now_ms;
-  if (!outage && static_cast<double>(interval) >= model.sample_ms_min()) add_sample(interval);
+  auto ms = static_cast<double>(interval);
+  if (ms >= model.sample_ms_min() && ms <= model.sample_ms_max()) add_sample(interval);
   update_deadline(model);
 }
 
@@ -86,7 +87,8 @@ double ArrivalWindow::stddev_ms() const {
 }
 
 void ArrivalWindow::add_sample(std::uint64_t interval_ms) {
-  auto v = static_cast<std::uint16_t>(std::min<std::uint64_t>(interval_ms, limits::phi_sample_ms_max));
+  ASSERT(interval_ms <= UINT16_MAX);  // limits.h: phi_sample_factor_max * interval_ms_max
+  auto v = static_cast<std::uint16_t>(interval_ms);
   if (samples_.size() < limits::phi_window_samples) {
     if (samples_.capacity() == 0) samples_.reserve(16);  // skips the first few regrowths
     samples_.push_back(v);

@@ -8,8 +8,8 @@
 // Why not Cassandra's exponential estimate, phi = log10(e) * t / mean: it reaches 8 only
 // at t = 18.4 * mean, i.e. ~18 s with one heartbeat a second, and the target here is a
 // dead peer convicted in under 10 s at phi 8 with 1 s gossip. The normal estimate
-// convicts at t = mean + 5.6 * stddev, ~4 s at mean 1 s and the stddev floor of 0.5 s,
-// and still adapts to a peer whose heartbeats arrive irregularly (larger stddev).
+// convicts at t = mean + 5.6 * stddev: ~5 s at mean 1 s and the stddev floor of 0.7 s
+// (limits.h), later for a peer whose heartbeats arrive irregularly.
 //
 // Pure code: time is passed in. PhiModel holds what all peers share (one per
 // Membership); ArrivalWindow is one peer's history (one per member).
@@ -31,9 +31,10 @@ class PhiModel {
   // heartbeat can arrive.
   double initial_interval_ms() const { return initial_interval_ms_; }
   double stddev_min_ms() const { return stddev_min_ms_; }
-  // Arrivals closer than this to the previous one are the same news arriving by two
-  // paths, not a heartbeat interval: they move the last arrival but add no sample.
+  // Intervals outside [sample_ms_min, sample_ms_max] move the last arrival but are not
+  // samples: shorter ones are the same news arriving by two paths, longer ones are gaps.
   double sample_ms_min() const { return sample_ms_min_; }
+  double sample_ms_max() const { return sample_ms_max_; }
 
   // phi after `delta_ms` without news, for intervals of this mean and stddev.
   double phi(double delta_ms, double mean_ms, double stddev_ms) const;
@@ -46,6 +47,7 @@ class PhiModel {
   double initial_interval_ms_;
   double stddev_min_ms_;
   double sample_ms_min_;
+  double sample_ms_max_;
 };
 
 // One peer's recent heartbeat arrival intervals (up to limits::phi_window_samples) and
@@ -55,8 +57,7 @@ class ArrivalWindow {
   // Starts over with one sample of model.initial_interval_ms(): a new peer, or a new
   // generation of a known one (it restarted, so it is alive now).
   void reset(std::uint64_t now_ms, const PhiModel& model);
-  // A newer heartbeat of the peer arrived. An interval long enough to have convicted the
-  // peer is an outage, not a sample: it would teach the detector to wait that long.
+  // A newer heartbeat of the peer arrived.
   void on_heartbeat(std::uint64_t now_ms, const PhiModel& model);
 
   bool alive(std::uint64_t now_ms) const { return now_ms < convict_at_ms_; }
@@ -75,7 +76,7 @@ class ArrivalWindow {
   std::vector<std::uint16_t> samples_;
   std::uint32_t next_ = 0;
   std::uint64_t sum_ms_ = 0;     // exact: 1,000 samples of at most 65,535
-  std::uint64_t sum_sq_ms_ = 0;  // exact: 1,000 * 65,535^2 < 2^53
+  std::uint64_t sum_sq_ms_ = 0;  // exact: 1,000 * 65,535^2 < 2^53 (so is its double)
   std::uint64_t last_arrival_ms_ = 0;
   std::uint64_t convict_at_ms_ = 0;
 };

@@ -17,7 +17,7 @@ bool is_ring_field(Field f) {
 
 bool same_value(const EndpointValues& a, const EndpointValues& b, Field f) {
   switch (f) {
-    case Field::heartbeat: return a.heartbeat == b.heartbeat;
+    case Field::heartbeat: return true;  // no value
     case Field::gossip_addr: return a.gossip_addr == b.gossip_addr;
     case Field::http_addr: return a.app.http_addr == b.app.http_addr;
     case Field::status: return a.app.status == b.app.status;
@@ -31,7 +31,7 @@ bool same_value(const EndpointValues& a, const EndpointValues& b, Field f) {
 
 void copy_value(EndpointValues& to, const EndpointValues& from, Field f) {
   switch (f) {
-    case Field::heartbeat: to.heartbeat = from.heartbeat; return;
+    case Field::heartbeat: return;
     case Field::gossip_addr: to.gossip_addr = from.gossip_addr; return;
     case Field::http_addr: to.app.http_addr = from.app.http_addr; return;
     case Field::status: to.app.status = from.app.status; return;
@@ -94,13 +94,17 @@ class Packer {
 };
 
 // Which fields are newer than `since`: all of them when since == 0.
-std::uint8_t fields_since(const std::array<std::uint64_t, field_count>& versions, std::uint64_t since) {
+std::uint8_t fields_since(const std::array<std::uint64_t, field_count>& versions,
+                          std::uint64_t since) {
   std::uint8_t mask = 0;
   for (std::size_t i = 0; i < field_count; i++) {
     if (versions[i] > since) mask |= field_bit(static_cast<Field>(i));
   }
   return mask;
 }
+
+// How far ahead a walk over endpoints asks for their cache lines.
+constexpr std::size_t prefetch_ahead = 8;
 
 std::size_t hash_id(const NodeId& id) {
   std::uint64_t h = id_word(id, 0) ^ (id_word(id, 1) * 0x9e3779b97f4a7c15ull);
@@ -109,21 +113,42 @@ std::size_t hash_id(const NodeId& id) {
 
 }  // namespace
 
+Status check_config(const Config& config, const AppState& self_state) {
+  auto bad = [](std::string what) { return Status::invalid("gossip: " + std::move(what)); };
+  if (config.generation < 1) return bad("generation must be >= 1");
+  if (config.self_addr.empty() || !is_wire_string(config.self_addr, limits::addr_bytes_max)) {
+    return bad("address must be 1 to " + std::to_string(limits::addr_bytes_max) +
+               " printable characters");
+  }
+  if (!is_wire_string(self_state.http_addr, limits::addr_bytes_max)) {
+    return bad("http address must be at most " + std::to_string(limits::addr_bytes_max) +
+               " printable characters");
+  }
+  if (!is_wire_string(self_state.zone, limits::zone_bytes_max)) {
+    return bad("zone must be at most " + std::to_string(limits::zone_bytes_max) +
+               " printable characters");
+  }
+  if (config.interval_ms < limits::interval_ms_min ||
+      config.interval_ms > limits::interval_ms_max) {
+    return bad("interval must be within [" + std::to_string(limits::interval_ms_min) + ", " +
+               std::to_string(limits::interval_ms_max) + "] ms");
+  }
+  if (!(config.phi_convict > 0 && config.phi_convict <= 300)) {
+    return bad("phi_convict must be within (0, 300]");
+  }
+  return Status::ok();
+}
+
 Membership::Membership(Config config, AppState self_state)
     : config_(std::move(config)),
       mac_(config_.secret),
       model_(config_.interval_ms, config_.phi_convict) {
-  ASSERT(config_.generation >= 1);
-  ASSERT(config_.self_addr.size() <= limits::addr_bytes_max);
-  for (const std::string& seed : config_.seeds) ASSERT(seed.size() <= limits::addr_bytes_max);
-  ASSERT(self_state.http_addr.size() <= limits::addr_bytes_max);
-  ASSERT(self_state.zone.size() <= limits::zone_bytes_max);
+  ASSERT(check_config(config_, self_state).is_ok());
   self_slot_ = insert(config_.self);
   ASSERT(self_slot_ != no_slot);
   digests_[self_slot_].generation = config_.generation;
-  Endpoint& self = endpoints_[self_slot_];
-  self.values.gossip_addr = config_.self_addr;
-  self.values.app = std::move(self_state);
+  values_[self_slot_].gossip_addr = config_.self_addr;
+  values_[self_slot_].app = std::move(self_state);
   for (std::size_t i = 0; i < field_count; i++) bump_own(static_cast<Field>(i));
   heard_count_ = 1;
 }
@@ -153,6 +178,7 @@ std::uint32_t Membership::insert(const NodeId& id) {
   auto slot = static_cast<std::uint32_t>(digests_.size());
   digests_.push_back(Digest{.id = id});
   endpoints_.emplace_back();
+  values_.emplace_back();
   index_.insert(index_.begin() + static_cast<std::ptrdiff_t>(i), IndexEntry{id, slot});
   // At most half full, so that a probe ends within a few buckets.
   if (table_.size() < 2 * digests_.size()) {
@@ -195,29 +221,30 @@ void Membership::bump_own(Field f) {
 }
 
 void Membership::set_app_state(const AppState& s) {
-  ASSERT(s.http_addr.size() <= limits::addr_bytes_max);
-  ASSERT(s.zone.size() <= limits::zone_bytes_max);
-  Endpoint& self = endpoints_[self_slot_];
-  EndpointValues next = self.values;
+  ASSERT(is_wire_string(s.http_addr, limits::addr_bytes_max));
+  ASSERT(is_wire_string(s.zone, limits::zone_bytes_max));
+  EndpointValues& self = values_[self_slot_];
+  EndpointValues next = self;
   next.app = s;
   for (std::size_t i = 0; i < field_count; i++) {
     auto f = static_cast<Field>(i);
-    if (same_value(self.values, next, f)) continue;
+    if (same_value(self, next, f)) continue;
     if (is_ring_field(f)) ring_version_++;
-    copy_value(self.values, next, f);
+    copy_value(self, next, f);
     bump_own(f);
   }
 }
 
-void Membership::add_known(const NodeId& id, std::string gossip_addr) {
-  ASSERT(gossip_addr.size() <= limits::addr_bytes_max);
-  if (find(id) != no_slot) return;  // ourselves included
+bool Membership::add_known(const NodeId& id, std::string gossip_addr) {
+  if (gossip_addr.empty() || !is_wire_string(gossip_addr, limits::addr_bytes_max)) return false;
+  if (find(id) != no_slot) return false;  // ourselves included
   std::uint32_t slot = insert(id);
   if (slot == no_slot) {
     counters_.members_refused++;
-    return;
+    return false;
   }
-  endpoints_[slot].values.gossip_addr = std::move(gossip_addr);
+  values_[slot].gossip_addr = std::move(gossip_addr);
+  return true;
 }
 
 // ---- Views -------------------------------------------------------------------------------
@@ -225,18 +252,22 @@ void Membership::add_known(const NodeId& id, std::string gossip_addr) {
 MemberView Membership::view(std::uint32_t slot, std::uint64_t now_ms) const {
   const Digest& d = digests_[slot];
   const Endpoint& e = endpoints_[slot];
+  const EndpointValues& v = values_[slot];
   bool self = slot == self_slot_;
   bool heard = d.generation >= 1;
+  std::uint64_t last_heard_ms = 0;
+  if (self) last_heard_ms = now_ms;
+  if (!self && heard) last_heard_ms = e.arrivals.last_arrival_ms();
   return MemberView{
       .id = d.id,
-      .gossip_addr = e.values.gossip_addr,
+      .gossip_addr = v.gossip_addr,
       .generation = d.generation,
-      .heartbeat = e.values.heartbeat,
-      .app = e.values.app,
+      .heartbeat = e.versions[static_cast<std::size_t>(Field::heartbeat)],
+      .app = v.app,
       .self = self,
       .alive = self || (heard && e.arrivals.alive(now_ms)),
       .phi = self || !heard ? 0.0 : e.arrivals.phi(now_ms, model_),
-      .last_heard_ms = self ? now_ms : e.last_heard_ms,
+      .last_heard_ms = last_heard_ms,
   };
 }
 
@@ -256,7 +287,6 @@ std::optional<MemberView> Membership::member(const NodeId& id, std::uint64_t now
 // ---- Gossip rounds -----------------------------------------------------------------------
 
 void Membership::on_tick(std::uint64_t now_ms, Rng& rng, Outbox& out) {
-  endpoints_[self_slot_].values.heartbeat++;
   bump_own(Field::heartbeat);
 
   std::vector<std::string> targets;
@@ -276,29 +306,27 @@ void Membership::choose_targets(std::uint64_t now_ms, Rng& rng, std::vector<std:
   live_.clear();
   down_.clear();
   for (std::uint32_t slot = 0; slot < endpoints_.size(); slot++) {
-    const Endpoint& e = endpoints_[slot];
-    if (slot == self_slot_ || e.values.gossip_addr.empty()) continue;
-    if (e.values.gossip_addr == config_.self_addr) continue;
+    const EndpointValues& v = values_[slot];
+    if (slot == self_slot_ || v.gossip_addr.empty() || v.gossip_addr == config_.self_addr) continue;
     bool heard = digests_[slot].generation >= 1;
-    NodeStatus status = e.values.app.status;
+    NodeStatus status = v.app.status;
     if (heard && (status == NodeStatus::left || status == NodeStatus::removed)) continue;
-    (heard && e.arrivals.alive(now_ms) ? live_ : down_).push_back(slot);
+    (heard && endpoints_[slot].arrivals.alive(now_ms) ? live_ : down_).push_back(slot);
   }
   auto add = [&](const std::string& addr) {
-    if (std::find(targets->begin(), targets->end(), addr) == targets->end()) targets->push_back(addr);
+    if (std::find(targets->begin(), targets->end(), addr) == targets->end())
+      targets->push_back(addr);
   };
 
-  static_assert(limits::live_peers_per_round_max == 3);
-  std::size_t fanout = live_.size() < 10 ? 1 : live_.size() < 100 ? 2 : 3;
-  fanout = std::min(fanout, live_.size());
+  std::size_t fanout = std::min<std::size_t>(limits::live_peers_per_round, live_.size());
   for (std::size_t i = 0; i < fanout; i++) {  // a partial Fisher-Yates shuffle
     std::size_t j = i + rng.uniform(live_.size() - i);
     std::swap(live_[i], live_[j]);
-    add(endpoints_[live_[i]].values.gossip_addr);
+    add(values_[live_[i]].gossip_addr);
   }
   double live = static_cast<double>(live_.size()), down = static_cast<double>(down_.size());
   if (!down_.empty() && rng.chance(down / (live + 1))) {
-    add(endpoints_[down_[rng.uniform(down_.size())]].values.gossip_addr);
+    add(values_[down_[rng.uniform(down_.size())]].gossip_addr);
   }
 
   std::vector<const std::string*> seeds;
@@ -374,18 +402,22 @@ void Membership::on_datagram(std::uint64_t now_ms, std::string_view from_addr,
   switch (scratch_.type) {
     case MessageType::syn: return on_syn(from_addr, scratch_, rotation, out);
     case MessageType::ack: return on_ack(now_ms, from_addr, scratch_, rotation, out);
-    case MessageType::ack2:
-      for (const Delta& d : scratch_.deltas) apply_delta(now_ms, d);
-      return;
+    case MessageType::ack2: apply_deltas(now_ms, scratch_.deltas); return;
   }
 }
 
-void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t rotation, Outbox& out) {
+void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t rotation,
+                        Outbox& out) {
   requests_.clear();
   sends_.clear();
   // Walk our members in [lo, hi] and the sender's digests side by side (both ascend).
   std::size_t i = lower_bound(m.range_lo), j = 0;
+  for (std::size_t k = i; k < std::min(i + prefetch_ahead, index_.size()); k++) {
+    __builtin_prefetch(&digests_[index_[k].slot]);
+  }
   for (;;) {
+    if (i + prefetch_ahead < index_.size())
+      __builtin_prefetch(&digests_[index_[i + prefetch_ahead].slot]);
     bool has_local = i < index_.size() && compare_ids(index_[i].id, m.range_hi) <= 0;
     bool has_remote = j < m.digests.size();
     if (!has_local && !has_remote) break;
@@ -417,7 +449,7 @@ void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t r
 
 void Membership::on_ack(std::uint64_t now_ms, std::string_view from, const Message& m,
                         std::uint64_t rotation, Outbox& out) {
-  for (const Delta& d : m.deltas) apply_delta(now_ms, d);
+  apply_deltas(now_ms, m.deltas);
   sends_.clear();
   for (const Digest& r : m.digests) {
     std::uint32_t slot = find(r.id);
@@ -432,28 +464,55 @@ void Membership::on_ack(std::uint64_t now_ms, std::string_view from, const Messa
 
 // Requests first (they are small, and each brings a whole delta back), then deltas from
 // a rotated start, until limits::reply_datagrams_max datagrams are full.
-void Membership::send_replies(MessageType type, std::string_view to, const std::vector<Digest>& requests,
-                              const std::vector<Send>& sends, std::uint64_t rotation, Outbox& out) {
+void Membership::send_replies(MessageType type, std::string_view to,
+                              const std::vector<Digest>& requests, const std::vector<Send>& sends,
+                              std::uint64_t rotation, Outbox& out) {
   if (requests.empty() && sends.empty()) return;
   Packer packer(type, config_.self, mac_);
   bool room = true;
   for (std::size_t k = 0; room && k < requests.size(); k++) {
     room = packer.add([&](DatagramBuilder& b) { return b.add_digest(requests[k]); });
   }
+  for (std::size_t k = 0; k < std::min(prefetch_ahead, sends.size()); k++) {
+    prefetch(sends[(k + rotation) % sends.size()].slot);
+  }
   for (std::size_t k = 0; room && k < sends.size(); k++) {
+    if (k + prefetch_ahead < sends.size())
+      prefetch(sends[(k + prefetch_ahead + rotation) % sends.size()].slot);
     const Send& s = sends[(k + rotation) % sends.size()];
     const Digest& d = digests_[s.slot];
     const Endpoint& e = endpoints_[s.slot];
     std::uint8_t mask = fields_since(e.versions, s.since_version);
     if (mask == 0) continue;
     room = packer.add([&](DatagramBuilder& b) {
-      return b.add_delta(d.id, d.generation, mask, e.versions, e.values);
+      return b.add_delta(d.id, d.generation, mask, e.versions, values_[s.slot]);
     });
   }
   for (auto& bytes : packer.finish()) send_bytes(to, std::move(bytes), out);
 }
 
 // ---- Applying what peers tell us ---------------------------------------------------------
+
+// With a thousand members, the endpoints a datagram names are rarely in the cache: this
+// pass asks for the lines it will touch before any is needed, so that the misses overlap.
+void Membership::prefetch(std::uint32_t slot) const {
+  const char* p = reinterpret_cast<const char*>(&endpoints_[slot]);
+  __builtin_prefetch(p);
+  __builtin_prefetch(p + 64);
+  __builtin_prefetch(&digests_[slot]);
+}
+
+void Membership::apply_deltas(std::uint64_t now_ms, const std::vector<Delta>& deltas) {
+  if (!table_.empty()) {
+    std::size_t mask = table_.size() - 1;
+    for (const Delta& d : deltas) __builtin_prefetch(&table_[hash_id(d.id) & mask]);
+    for (const Delta& d : deltas) {
+      std::uint32_t first = table_[hash_id(d.id) & mask];  // usually the one: half full at most
+      if (first != 0) prefetch(first - 1);
+    }
+  }
+  for (const Delta& d : deltas) apply_delta(now_ms, d);
+}
 
 void Membership::apply_delta(std::uint64_t now_ms, const Delta& d) {
   std::uint32_t slot = find(d.id);
@@ -477,13 +536,12 @@ void Membership::replace_state(std::uint64_t now_ms, std::uint32_t slot, const D
   Digest& digest = digests_[slot];
   Endpoint& e = endpoints_[slot];
   bool joined = digest.generation == 0;
-  bool ring_changed = joined || ring_fields_differ(e.values, d.values);
+  bool ring_changed = joined || ring_fields_differ(values_[slot], d.values);
   digest.generation = d.generation;
   digest.max_version = *std::max_element(d.versions.begin(), d.versions.end());
   e.versions = d.versions;
-  e.values = d.values;
+  values_[slot] = d.values;
   e.arrivals.reset(now_ms, model_);  // a new generation: it restarted, so it is alive now
-  e.last_heard_ms = now_ms;
   if (joined) heard_count_++;
   if (ring_changed) ring_version_++;
 }
@@ -495,16 +553,13 @@ void Membership::update_fields(std::uint64_t now_ms, std::uint32_t slot, const D
   for (std::size_t i = 0; i < field_count; i++) {
     auto f = static_cast<Field>(i);
     if (!d.has(f) || d.versions[i] <= e.versions[i]) continue;
-    if (is_ring_field(f) && !same_value(e.values, d.values, f)) ring_changed = true;
-    copy_value(e.values, d.values, f);
+    if (is_ring_field(f) && !same_value(values_[slot], d.values, f)) ring_changed = true;
+    copy_value(values_[slot], d.values, f);
     e.versions[i] = d.versions[i];
     digest.max_version = std::max(digest.max_version, d.versions[i]);
     if (f == Field::heartbeat) beat = true;
   }
-  if (beat) {
-    e.arrivals.on_heartbeat(now_ms, model_);
-    e.last_heard_ms = now_ms;
-  }
+  if (beat) e.arrivals.on_heartbeat(now_ms, model_);
   if (ring_changed) ring_version_++;
 }
 

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/status.h"
 #include "gossip/failure_detector.h"
 #include "gossip/limits.h"
 #include "gossip/rng.h"
@@ -25,7 +26,8 @@ struct MemberView {
   std::string gossip_addr;
   // 0 for a member known only by address (add_known) and not heard from yet: its `app`
   // is empty and it is not alive.
-  std::uint64_t generation = 0, heartbeat = 0;
+  std::uint64_t generation = 0;
+  std::uint64_t heartbeat = 0;  // the version of its last heartbeat: grows every round
   AppState app;
   bool self = false;
   bool alive = true;  // phi < phi_convict; always true for self
@@ -35,8 +37,8 @@ struct MemberView {
 
 struct Config {
   NodeId self{};
-  std::string self_addr;      // "ip:port" of our UDP socket, as peers reach it
-  std::uint64_t generation = 1;  // bumped by the node at every start; >= 1
+  std::string self_addr;           // "ip:port" of our UDP socket, as peers reach it
+  std::uint64_t generation = 1;    // bumped by the node at every start; >= 1
   std::vector<std::string> seeds;  // "ip:port"; our own address may appear, it is skipped
   std::string secret;              // HMAC-SHA256 key; empty only when insecure
   std::uint32_t interval_ms = 1000;
@@ -49,27 +51,37 @@ struct Datagram {
 };
 using Outbox = std::vector<Datagram>;
 
+// Whether Membership can run with these: generation >= 1; self_addr not empty; self_addr,
+// http_addr and zone is_wire_string() within their limits; interval_ms within
+// [limits::interval_ms_min, limits::interval_ms_max]; 0 < phi_convict <= 300. The error
+// names the setting and its limit. (Seeds are only compared with and sent to: a bad one
+// just never answers.)
+Status check_config(const Config& config, const AppState& self_state);
+
 // Membership keeps one endpoint state per member (itself included) and gossips it
-// Scuttlebutt-style, as Cassandra does:
-// - on_tick (every interval_ms): bump our heartbeat; send a SYN (our digest: id,
-//   generation, max version per member, split by id range over several datagrams) to
-//   1-3 random live peers, with probability down/(live+1) to one peer we believe down,
-//   and now and then to a seed.
+// Scuttlebutt-style, as Cassandra does. Each change to one of our fields, the heartbeat
+// included, takes the next number of a counter that starts over with each generation;
+// a member's digest is (id, generation, highest version it holds of that member).
+// - on_tick (every interval_ms): bump our heartbeat; send a SYN (our whole digest, split
+//   by id range over as many datagrams as it takes) to limits::live_peers_per_round (3)
+//   random live peers, with probability down/(live+1) to one peer we believe down, and
+//   now and then to a seed (always when none is live).
 // - a SYN's receiver answers with an ACK: the deltas it holds newer (including members
 //   in the SYN's id range the sender lacks) and requests for what it lacks.
 // - the ACK's receiver answers with an ACK2 holding the requested deltas.
 // A higher generation replaces a member's whole state; otherwise each field is taken
 // if its version is newer. Replies are capped at limits::reply_datagrams_max datagrams;
 // what does not fit goes in a later round.
+// Liveness: a heartbeat newer than the one we held is an arrival in that member's
+// ArrivalWindow, and the member is alive while phi < phi_convict. Liveness is our own
+// opinion and never removes a member; only its status (left, removed) says it is gone.
 //
 // Owns: every endpoint's state and arrival window, and the HMAC key.
 // Thread: one thread at a time; the node calls everything from its loop thread.
 // Lifetime: holds no pointers to anything outside itself.
 class Membership {
  public:
-  // REQUIRES: config.generation >= 1; config.self_addr and every seed fit
-  // limits::addr_bytes_max; self_state.http_addr and zone fit their limits;
-  // interval_ms in [limits::interval_ms_min, limits::interval_ms_max]; 0 < phi_convict <= 300.
+  // REQUIRES: check_config(config, self_state) is ok.
   Membership(Config config, AppState self_state);
 
   // Call every interval_ms: heartbeat, then SYNs into `out`.
@@ -80,13 +92,15 @@ class Membership {
                    std::span<const std::uint8_t> bytes, Outbox& out);
 
   // Takes our new application state; bumps the version of each field that changed.
-  // REQUIRES: http_addr and zone fit their limits.
+  // REQUIRES: http_addr and zone are is_wire_string() within their limits (as
+  // check_config() checks them).
   void set_app_state(const AppState& s);
   // Restores a member persisted by an earlier run, so that we can reach it without seeds.
-  // It stays at generation 0 (not alive, no app state) until we hear of it. Does nothing
-  // if the member is already known, is ourselves, or limits::members_max is reached.
-  // REQUIRES: gossip_addr fits limits::addr_bytes_max.
-  void add_known(const NodeId& id, std::string gossip_addr);
+  // It stays at generation 0 (not alive, no app state) until we hear of it. Returns false,
+  // changing nothing, if the address is not is_wire_string() within addr_bytes_max (it
+  // comes from disk: checked, not asserted), the member is already known or is
+  // ourselves, or limits::members_max is reached.
+  bool add_known(const NodeId& id, std::string gossip_addr);
 
   // Every member, ourselves included, in id order.
   std::vector<MemberView> members(std::uint64_t now_ms) const;
@@ -112,14 +126,15 @@ class Membership {
   const Config& config() const { return config_; }
 
  private:
-  // A member's state, apart from its digest (id, generation, max version), which lives
-  // in digests_ under the same slot: the digest is what every SYN walks.
-  struct Endpoint {
+  // A member's state. Its digest (id, generation, max version), which every SYN walks,
+  // lives apart in digests_ under the same slot.
+  // What a heartbeat touches: two cache lines. The field values, which change rarely,
+  // live apart in values_ under the same slot.
+  struct alignas(64) Endpoint {
     std::array<std::uint64_t, field_count> versions{};  // 0: not known
-    EndpointValues values;
-    ArrivalWindow arrivals;
-    std::uint64_t last_heard_ms = 0;
+    ArrivalWindow arrivals;  // its last arrival is when we last heard of the member
   };
+  static_assert(sizeof(Endpoint) == 128);
   struct IndexEntry {
     NodeId id;
     std::uint32_t slot;
@@ -131,18 +146,20 @@ class Membership {
   };
   static constexpr std::uint32_t no_slot = UINT32_MAX;
 
-  std::uint32_t find(const NodeId& id) const;  // no_slot if unknown
+  std::uint32_t find(const NodeId& id) const;       // no_slot if unknown
   std::size_t lower_bound(const NodeId& id) const;  // into index_
-  std::uint32_t insert(const NodeId& id);  // no_slot at limits::members_max
+  std::uint32_t insert(const NodeId& id);           // no_slot at limits::members_max
   void rebuild_table(std::size_t buckets);
   MemberView view(std::uint32_t slot, std::uint64_t now_ms) const;
 
   void on_syn(std::string_view from, const Message& m, std::uint64_t rotation, Outbox& out);
-  void on_ack(std::uint64_t now_ms, std::string_view from, const Message& m,
-              std::uint64_t rotation, Outbox& out);
+  void on_ack(std::uint64_t now_ms, std::string_view from, const Message& m, std::uint64_t rotation,
+              Outbox& out);
   void send_replies(MessageType type, std::string_view to, const std::vector<Digest>& requests,
                     const std::vector<Send>& sends, std::uint64_t rotation, Outbox& out);
+  void apply_deltas(std::uint64_t now_ms, const std::vector<Delta>& deltas);
   void apply_delta(std::uint64_t now_ms, const Delta& d);
+  void prefetch(std::uint32_t slot) const;
   void replace_state(std::uint64_t now_ms, std::uint32_t slot, const Delta& d);
   void update_fields(std::uint64_t now_ms, std::uint32_t slot, const Delta& d);
 
@@ -157,10 +174,11 @@ class Membership {
   // One slot per member, ourselves included; slots are stable and never reused.
   std::vector<Digest> digests_;
   std::vector<Endpoint> endpoints_;
+  std::vector<EndpointValues> values_;
   std::vector<IndexEntry> index_;     // sorted by id: SYN ranges walk it
   std::vector<std::uint32_t> table_;  // open addressing by id: slot + 1, 0 empty
   std::uint32_t self_slot_ = 0;
-  std::uint64_t own_version_ = 0;    // the last version given to one of our fields
+  std::uint64_t own_version_ = 0;  // the last version given to one of our fields
   std::uint64_t ring_version_ = 1;
   std::size_t heard_count_ = 0;
   Counters counters_;

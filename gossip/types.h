@@ -47,6 +47,7 @@ struct AppState {
 };
 
 // The versioned fields of an endpoint's state, in wire order (bit i of a delta's mask).
+// The heartbeat has a version and no value: bumping it is the news.
 enum class Field : std::uint8_t {
   heartbeat,
   gossip_addr,
@@ -63,9 +64,8 @@ inline constexpr std::uint8_t field_bit(Field f) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(f));
 }
 
-// An endpoint's field values: its heartbeat counter, where it gossips, what it says.
+// An endpoint's field values: where it gossips, what it says about itself.
 struct EndpointValues {
-  std::uint64_t heartbeat = 0;
   std::string gossip_addr;  // "ip:port" of its UDP socket
   AppState app;
 

@@ -76,7 +76,9 @@ bool parse_socket_addr(std::string_view text, sockaddr_storage* out) {
   std::memset(out, 0, sizeof *out);
   bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
   std::string ip(v6 ? host.substr(1, host.size() - 2) : host);
-  if (v6) return uv_ip6_addr(ip.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(out)) == 0;
+  if (v6)
+    return uv_ip6_addr(ip.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(out)) ==
+           0;
   return uv_ip4_addr(ip.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in*>(out)) == 0;
 }
 
@@ -115,6 +117,7 @@ Status UdpTransport::start(Config config, AppState self_state, std::uint64_t rng
                            RingChangedCallback on_ring_changed) {
   ASSERT(udp_ == nullptr);
   ASSERT(membership_ == nullptr);
+  if (Status s = check_config(config, self_state); !s.is_ok()) return s;
   sockaddr_storage bind_addr;
   if (!parse_socket_addr(config.self_addr, &bind_addr)) {
     return Status::invalid("gossip address is not ip:port: " + config.self_addr);
@@ -141,10 +144,12 @@ Status UdpTransport::start(Config config, AppState self_state, std::uint64_t rng
     return fail("uv_udp_getsockname", rc);
   }
   addr_ = format_socket_addr(reinterpret_cast<const sockaddr*>(&bound));
-  port_ = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
-                                      : ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+  port_ = bound.ss_family == AF_INET6
+              ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
+              : ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
   recv_buf_.resize(recv_buffer_bytes);
-  if (int rc = uv_udp_recv_start(udp_, on_alloc, on_recv); rc < 0) return fail("uv_udp_recv_start", rc);
+  if (int rc = uv_udp_recv_start(udp_, on_alloc, on_recv); rc < 0)
+    return fail("uv_udp_recv_start", rc);
 
   uv_timer_t* timer = new_handle<uv_timer_t>();
   if (int rc = uv_timer_init(loop_, timer); rc < 0) {
@@ -236,11 +241,11 @@ void UdpTransport::send_one(const Datagram& d) {
   }
   // The socket's buffer is full (or try_send is unsupported): queue a copy.
   auto* req = new SendReq{{}, d.bytes};
-  buf = uv_buf_init(reinterpret_cast<char*>(req->bytes.data()), static_cast<unsigned>(req->bytes.size()));
+  buf = uv_buf_init(reinterpret_cast<char*>(req->bytes.data()),
+                    static_cast<unsigned>(req->bytes.size()));
   req->req.data = req;
-  rc = uv_udp_send(&req->req, udp_, &buf, 1, dest, [](uv_udp_send_t* r, int) {
-    delete static_cast<SendReq*>(r->data);
-  });
+  rc = uv_udp_send(&req->req, udp_, &buf, 1, dest,
+                   [](uv_udp_send_t* r, int) { delete static_cast<SendReq*>(r->data); });
   if (rc < 0) {
     delete req;
     counters_.send_errors++;

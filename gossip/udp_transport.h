@@ -38,8 +38,9 @@ class UdpTransport {
 
   // Binds config.self_addr exactly ("ip:port" or "[ipv6]:port"; port 0 picks a free one,
   // and config.self_addr becomes the bound address), makes the Membership and starts
-  // ticking (the first tick runs on the next loop iteration). On error nothing is left
-  // open. REQUIRES: not started; the Membership's own REQUIRES on config and self_state.
+  // ticking (the first tick runs on the next loop iteration). On error (check_config()
+  // refused the settings, or the socket could not be bound) nothing is left open.
+  // REQUIRES: not started.
   Status start(Config config, AppState self_state, std::uint64_t rng_seed,
                RingChangedCallback on_ring_changed = nullptr);
 

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/assert.h"
@@ -44,10 +45,12 @@ class Writer {
     (*out_)[at] = static_cast<std::uint8_t>(v);
     (*out_)[at + 1] = static_cast<std::uint8_t>(v >> 8);
   }
-  void patch_id(std::size_t at, const NodeId& id) { std::memcpy(out_->data() + at, id.data(), id.size()); }
+  void patch_id(std::size_t at, const NodeId& id) {
+    std::memcpy(out_->data() + at, id.data(), id.size());
+  }
   std::size_t size() const { return out_->size(); }
   void str(const std::string& s, std::size_t max) {
-    ASSERT(s.size() <= max);
+    ASSERT(is_wire_string(s, max));
     u8(static_cast<std::uint8_t>(s.size()));
     bytes(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
   }
@@ -58,7 +61,7 @@ class Writer {
 
 void write_value(Writer& w, const EndpointValues& v, Field f) {
   switch (f) {
-    case Field::heartbeat: return w.varint(v.heartbeat);
+    case Field::heartbeat: return;  // a version, no value
     case Field::gossip_addr: return w.str(v.gossip_addr, limits::addr_bytes_max);
     case Field::http_addr: return w.str(v.app.http_addr, limits::addr_bytes_max);
     case Field::status: return w.u8(static_cast<std::uint8_t>(v.app.status));
@@ -122,11 +125,9 @@ class Reader {
     if (!ok_) return;
     if (n > max) return void(fail("string too long"));
     if (!need(n)) return;
-    for (std::size_t i = 0; i < n; i++) {
-      std::uint8_t c = b_[pos_ + i];
-      if (c < 0x20 || c > 0x7e) return void(fail("string not printable ASCII"));
-    }
-    out->assign(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    std::string_view s(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    if (!is_wire_string(s, max)) return void(fail("string not printable ASCII"));
+    out->assign(s);
     pos_ += n;
   }
 
@@ -152,7 +153,7 @@ bool read_digest(Reader& r, Digest* d) {
 
 bool read_value(Reader& r, Field f, EndpointValues* v) {
   switch (f) {
-    case Field::heartbeat: v->heartbeat = r.varint(); break;
+    case Field::heartbeat: break;  // a version, no value
     case Field::gossip_addr: r.str(&v->gossip_addr, limits::addr_bytes_max); break;
     case Field::http_addr: r.str(&v->app.http_addr, limits::addr_bytes_max); break;
     case Field::status: {
@@ -211,7 +212,8 @@ bool read_syn(Reader& r, Message* m) {
   for (std::size_t i = 0; i < count; i++) {
     if (!read_digest(r, &m->digests[i])) return false;
     const NodeId& id = m->digests[i].id;
-    if (id_less(id, m->range_lo) || id_less(m->range_hi, id)) return r.fail("digest outside its range");
+    if (id_less(id, m->range_lo) || id_less(m->range_hi, id))
+      return r.fail("digest outside its range");
     if (i > 0 && !id_less(m->digests[i - 1].id, id)) return r.fail("digests not ascending");
   }
   return true;
@@ -244,6 +246,11 @@ Status drop(DropReason why, DropReason* reason, std::string msg) {
 }
 
 }  // namespace
+
+bool is_wire_string(std::string_view s, std::size_t max) {
+  if (s.size() > max) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
+}
 
 MacKey::MacKey(std::string_view secret) {
   ctx_ = EVP_MAC_CTX_new(hmac_algorithm());
@@ -292,7 +299,8 @@ constexpr std::size_t ack_requests_count_at = limits::header_bytes;
 constexpr std::size_t ack2_deltas_count_at = limits::header_bytes;
 }  // namespace
 
-DatagramBuilder::DatagramBuilder(MessageType type, const NodeId& sender, std::vector<std::uint8_t>* out)
+DatagramBuilder::DatagramBuilder(MessageType type, const NodeId& sender,
+                                 std::vector<std::uint8_t>* out)
     : type_(type), out_(out) {
   out_->clear();
   out_->reserve(limits::datagram_bytes_max);
@@ -308,13 +316,17 @@ DatagramBuilder::DatagramBuilder(MessageType type, const NodeId& sender, std::ve
       w.u16(0);
       break;
     case MessageType::ack: w.u16(0); break;  // requests; the delta count follows them
-    case MessageType::ack2: w.u16(0); deltas_count_at_ = ack2_deltas_count_at; break;
+    case MessageType::ack2:
+      w.u16(0);
+      deltas_count_at_ = ack2_deltas_count_at;
+      break;
   }
 }
 
 bool DatagramBuilder::fits(std::size_t mark) {
   // An ACK without deltas yet still needs its 2-byte delta count.
-  std::size_t pending = type_ == MessageType::ack && deltas_count_at_ == 0 ? limits::count_bytes : 0;
+  std::size_t pending =
+      type_ == MessageType::ack && deltas_count_at_ == 0 ? limits::count_bytes : 0;
   if (out_->size() + pending + limits::mac_bytes <= limits::datagram_bytes_max) return true;
   out_->resize(mark);
   return false;
@@ -383,7 +395,9 @@ void DatagramBuilder::finish(const MacKey& key, const NodeId& range_lo, const No
         w.patch_u16(deltas_count_at_, static_cast<std::uint16_t>(deltas_));
       }
       break;
-    case MessageType::ack2: w.patch_u16(deltas_count_at_, static_cast<std::uint16_t>(deltas_)); break;
+    case MessageType::ack2:
+      w.patch_u16(deltas_count_at_, static_cast<std::uint16_t>(deltas_));
+      break;
   }
   ASSERT(out_->size() + limits::mac_bytes <= limits::datagram_bytes_max);
   MacKey::Mac mac = key.sign(*out_);

@@ -39,8 +39,8 @@ struct Digest {
 // one only updates an endpoint of the same generation.
 struct Delta {
   NodeId id{};
-  std::uint64_t generation = 0;  // >= 1
-  std::uint8_t field_mask = 0;   // bit i: Field(i) is present; never 0
+  std::uint64_t generation = 0;                       // >= 1
+  std::uint8_t field_mask = 0;                        // bit i: Field(i) is present; never 0
   std::array<std::uint64_t, field_count> versions{};  // >= 1 for each field present
   EndpointValues values;  // meaningful only for fields present (decoding reuses Deltas)
 
@@ -65,11 +65,14 @@ struct Message {
   bool operator==(const Message&) const = default;
 };
 
+// Whether `s` can travel as an address or a zone: at most `max` bytes of printable ASCII.
+bool is_wire_string(std::string_view s, std::size_t max);
+
 // Why a datagram was dropped. Each maps to one counter of Membership::Counters.
 enum class DropReason : std::uint8_t { none, oversize, malformed, bad_mac, bad_version };
 
 // An HMAC-SHA256 key ready to sign and verify datagrams.
-// Owns: one EVP_MAC_CTX keyed once, re-initialised per datagram (no allocation).
+// Owns: one EVP_MAC_CTX, keyed once and re-initialised (not re-keyed) per datagram.
 // Thread: one thread at a time (the context is reused); make one per thread.
 class MacKey {
  public:
@@ -103,8 +106,11 @@ class DatagramBuilder {
   // The fields of `mask` with their versions and values. REQUIRES: type ack or ack2;
   // mask != 0; generation >= 1; versions >= 1 for the fields in mask; strings in limits.
   bool add_delta(const NodeId& id, std::uint64_t generation, std::uint8_t mask,
-                 const std::array<std::uint64_t, field_count>& versions, const EndpointValues& values);
-  bool add_delta(const Delta& d) { return add_delta(d.id, d.generation, d.field_mask, d.versions, d.values); }
+                 const std::array<std::uint64_t, field_count>& versions,
+                 const EndpointValues& values);
+  bool add_delta(const Delta& d) {
+    return add_delta(d.id, d.generation, d.field_mask, d.versions, d.values);
+  }
 
   std::size_t digest_count() const { return digests_; }
   std::size_t delta_count() const { return deltas_; }
@@ -122,16 +128,17 @@ class DatagramBuilder {
   NodeId last_digest_{};
 };
 
-// Encodes and signs `m` (with DatagramBuilder). Appends to `out`.
+// Encodes and signs `m` (with DatagramBuilder) into `out`, replacing what it held.
 // REQUIRES: the encoding fits limits::datagram_bytes_max; ids of a SYN ascend within
 // its range; every delta has a non-empty mask, generation >= 1 and versions >= 1.
 void encode_datagram(const Message& m, const MacKey& key, std::vector<std::uint8_t>* out);
 
-// Decodes and authenticates one datagram. Checks, in order: size (oversize, or too short
-// for a frame: malformed), MAC (bad_mac), magic (malformed), version (bad_version), then
-// every length and value of the body, and that nothing trails it (malformed). Never
-// crashes and never asserts, whatever the bytes. On error `*reason` says which counter to
-// bump and `*out` is unspecified; `out` keeps its capacity between calls.
+// Decodes and authenticates one datagram. Checks, in order: size (oversize, or too
+// short for a frame: malformed), MAC (bad_mac), magic (malformed), version
+// (bad_version), then the type, every length and value of the body, and that nothing
+// trails it (malformed). Never crashes and never asserts, whatever the bytes. On error
+// `*reason` says which counter to bump and `*out` is unspecified; `out` keeps its
+// capacity between calls.
 Status decode_datagram(std::span<const std::uint8_t> bytes, const MacKey& key, Message* out,
                        DropReason* reason);
 // The same with a key made from `secret` (slower: for tests and fuzzing).

@@ -10,7 +10,8 @@ namespace {
 
 std::string node_addr(std::size_t i) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "10.%zu.%zu.%zu:7946", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+  std::snprintf(buf, sizeof buf, "10.%zu.%zu.%zu:7946", (i >> 16) & 0xff, (i >> 8) & 0xff,
+                i & 0xff);
   return buf;
 }
 
@@ -103,7 +104,8 @@ void GossipCluster::deliver_outbox(std::uint32_t from) {
       net_.lost++;
       continue;
     }
-    std::uint64_t delay = options_.delay_ms_min + rng_.uniform(options_.delay_ms_max - options_.delay_ms_min + 1);
+    std::uint64_t delay =
+        options_.delay_ms_min + rng_.uniform(options_.delay_ms_max - options_.delay_ms_min + 1);
     events_.push(Event{now_ms_ + delay, seq_++, to, from, false, std::move(d.bytes)});
   }
   outbox_.clear();
@@ -140,7 +142,9 @@ void GossipCluster::partition(std::vector<int> group_of) {
 
 void GossipCluster::heal() { group_of_.assign(nodes_.size(), 0); }
 
-bool GossipCluster::same_group(std::size_t a, std::size_t b) const { return group_of_[a] == group_of_[b]; }
+bool GossipCluster::same_group(std::size_t a, std::size_t b) const {
+  return group_of_[a] == group_of_[b];
+}
 
 bool GossipCluster::all_know_all() const {
   std::size_t up = 0;

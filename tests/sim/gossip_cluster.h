@@ -87,7 +87,9 @@ class GossipCluster {
     std::uint32_t from;  // == to for a tick
     bool tick;
     std::vector<std::uint8_t> bytes;
-    bool operator>(const Event& o) const { return at_ms != o.at_ms ? at_ms > o.at_ms : seq > o.seq; }
+    bool operator>(const Event& o) const {
+      return at_ms != o.at_ms ? at_ms > o.at_ms : seq > o.seq;
+    }
   };
 
   std::unique_ptr<gossip::Membership> make_membership(std::size_t i);
@@ -96,7 +98,7 @@ class GossipCluster {
   bool same_group(std::size_t a, std::size_t b) const;
 
   GossipClusterOptions options_;
-  gossip::Rng rng_;      // the network: loss and delay
+  gossip::Rng rng_;       // the network: loss and delay
   gossip::Rng tick_rng_;  // passed to on_tick
   std::vector<Node> nodes_;
   std::vector<std::string> seeds_;
