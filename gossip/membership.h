@@ -112,7 +112,8 @@ class Membership {
   bool is_alive(const NodeId& id, std::uint64_t now_ms) const;
 
   // Bumps when a member joins (is first heard of) or its status, vnodes, zone or
-  // http_addr change; not on heartbeats, disk usage, key counts or liveness.
+  // http_addr change (a restart that changes them included); not on heartbeats, disk
+  // usage, key counts, restarts that change none of them, or liveness.
   std::uint64_t ring_version() const { return ring_version_; }
 
   struct Counters {
@@ -126,10 +127,10 @@ class Membership {
   const Config& config() const { return config_; }
 
  private:
-  // A member's state. Its digest (id, generation, max version), which every SYN walks,
-  // lives apart in digests_ under the same slot.
-  // What a heartbeat touches: two cache lines. The field values, which change rarely,
-  // live apart in values_ under the same slot.
+  // A member's state is kept in three arrays under one slot: its digest (id,
+  // generation, max version) in digests_, which every SYN walks; what a heartbeat
+  // touches (two cache lines) in endpoints_; its field values, which rarely change,
+  // in values_.
   struct alignas(64) Endpoint {
     std::array<std::uint64_t, field_count> versions{};  // 0: not known
     ArrivalWindow arrivals;  // its last arrival is when we last heard of the member

@@ -67,12 +67,9 @@ std::vector<Replica> Cluster::preference_list(std::string_view key, std::size_t 
   return out;
 }
 
+// The ring walk is the preference list, only longer: its first n entries are the owners.
 std::vector<Replica> Cluster::walk(std::string_view key, std::size_t max) const {
-  if (max > ring::limits::replicas_max) max = ring::limits::replicas_max;
-  ring::PreferenceList p = ring_->preference_list_for_key(key, max);
-  std::vector<Replica> out;
-  for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
-  return out;
+  return preference_list(key, max);
 }
 
 const Replica* Cluster::find(const ring::NodeId& id) const {

@@ -175,12 +175,7 @@ void Connection::feed(const char* data, std::size_t n) {
       read_stop();
       return;
     }
-    if (!keep_alive_) {
-      close();
-      return;
-    }
-    reset_request();
-    llhttp_resume(&parser_);
+    if (!next_request()) return;
     data += used;
     n -= used;
   }
@@ -437,6 +432,17 @@ void Connection::on_part_written(Part part) {
   }
 }
 
+// After a response: close, or get ready to parse the next request on this connection.
+bool Connection::next_request() {
+  if (!keep_alive_) {
+    close();
+    return false;
+  }
+  reset_request();
+  llhttp_resume(&parser_);
+  return true;
+}
+
 void Connection::response_done() {
   server_->counters().requests++;
   double seconds = req_.started_ns ? static_cast<double>(uv_hrtime() - req_.started_ns) / 1e9 : 0;
@@ -445,12 +451,7 @@ void Connection::response_done() {
     done_during_dispatch_ = true;
     return;
   }
-  if (!keep_alive_) {
-    close();
-    return;
-  }
-  reset_request();
-  llhttp_resume(&parser_);
+  if (!next_request()) return;
   std::string p = std::move(pending_);
   pending_.clear();
   feed(p.data(), p.size());

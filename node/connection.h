@@ -111,6 +111,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void send(std::string bytes, Part part);
   void on_part_written(Part part);
   void response_done();
+  bool next_request();
   void reset_request();
   void read_start();
   void read_stop();
