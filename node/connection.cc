@@ -190,9 +190,7 @@ void Connection::fail(const Status& s) {
 void Connection::reset_request() {
   req_ = HttpRequest();
   header_bytes_ = 0;
-  field_.clear();
-  value_.clear();
-  in_value_ = false;
+  header_.clear();
   error_ = Status::ok();
   drop_stream();
   phase_ = Phase::idle;
@@ -230,46 +228,39 @@ int Connection::on_url(llhttp_t* p, const char* at, std::size_t n) {
 
 int Connection::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   Connection* self = self_of(p);
-  if (self->in_value_) {
-    self->field_.clear();
-    self->value_.clear();
-    self->in_value_ = false;
-  }
   if (int rc = self->count_header_bytes(n); rc != HPE_OK) return rc;
-  self->field_.append(at, n);
+  self->header_.add_field(at, n);
   return HPE_OK;
 }
 
 int Connection::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
   Connection* self = self_of(p);
-  self->in_value_ = true;
   if (int rc = self->count_header_bytes(n); rc != HPE_OK) return rc;
-  self->value_.append(at, n);
+  self->header_.add_value(at, n);
   return HPE_OK;
 }
 
 int Connection::on_header_value_complete(llhttp_t* p) {
   Connection* self = self_of(p);
   HttpRequest& r = self->req_;
-  const std::string& f = self->field_;
+  const std::string& f = self->header_.field;
+  const std::string& value = self->header_.value;
   if (header_is(f, "content-type")) {
-    r.content_type = self->value_;
+    r.content_type = value;
     r.has_content_type = true;
   } else if (header_is(f, "range")) {
-    r.range = self->value_;
+    r.range = value;
   } else if (header_is(f, "if-none-match")) {
-    r.if_none_match = self->value_;
+    r.if_none_match = value;
   } else if (f.size() > 12 && strncasecmp(f.c_str(), "x-ringstore-", 12) == 0) {
     // Bounded by header_bytes_max like every header.
     std::string name = f.substr(12);
     for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    r.ringstore_headers.emplace_back(std::move(name), self->value_);
+    r.ringstore_headers.emplace_back(std::move(name), value);
   } else if (header_is(f, "expect")) {
-    if (strcasecmp(self->value_.c_str(), "100-continue") == 0) r.expect_continue = true;
+    if (strcasecmp(value.c_str(), "100-continue") == 0) r.expect_continue = true;
   }
-  self->field_.clear();
-  self->value_.clear();
-  self->in_value_ = false;
+  self->header_.clear();
   return HPE_OK;
 }
 

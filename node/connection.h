@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "blobstore/blob_store.h"
+#include "node/header_pair.h"
 #include "node/request.h"
 
 namespace node {
@@ -129,8 +130,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Phase phase_ = Phase::idle;
   std::uint64_t deadline_ms_ = 0;
   std::size_t header_bytes_ = 0;
-  std::string field_, value_;
-  bool in_value_ = false;
+  HeaderPair header_;
   Status error_;  // set by a parser callback that rejects the request
   std::string pending_;  // bytes after the current request (pipelining)
   bool reading_ = false;

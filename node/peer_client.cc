@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "node/header_pair.h"
 #include "node/limits.h"
 
 namespace node {
@@ -47,8 +48,7 @@ struct PeerClient::Conn {
   llhttp_t parser;
   std::unique_ptr<PeerRequest> req;
   PeerResponse resp;
-  std::string field, value;
-  bool in_value = false;
+  HeaderPair header;
   bool connected = false;
   bool reused = false;
   bool retried = false;
@@ -64,29 +64,21 @@ struct PeerClient::Conn {
 
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
     auto* c = static_cast<Conn*>(p->data);
-    if (c->in_value) {
-      c->field.clear();
-      c->value.clear();
-      c->in_value = false;
-    }
-    c->field.append(at, n);
-    return c->field.size() > limits::header_bytes_max ? -1 : 0;
+    c->header.add_field(at, n);
+    return c->header.field.size() > limits::header_bytes_max ? -1 : 0;
   }
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
     auto* c = static_cast<Conn*>(p->data);
-    c->in_value = true;
-    c->value.append(at, n);
-    return c->value.size() > limits::header_bytes_max ? -1 : 0;
+    c->header.add_value(at, n);
+    return c->header.value.size() > limits::header_bytes_max ? -1 : 0;
   }
   static int on_header_value_complete(llhttp_t* p) {
     auto* c = static_cast<Conn*>(p->data);
-    std::string name = c->field;
+    std::string name = c->header.field;
     std::transform(name.begin(), name.end(), name.begin(),
                    [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    c->resp.headers[name] = c->value;
-    c->field.clear();
-    c->value.clear();
-    c->in_value = false;
+    c->resp.headers[name] = c->header.value;
+    c->header.clear();
     return 0;
   }
   static int on_headers_complete(llhttp_t* p) {
@@ -136,9 +128,7 @@ struct PeerClient::Conn {
     llhttp_init(&parser, HTTP_RESPONSE, settings());
     parser.data = this;
     resp = PeerResponse();
-    field.clear();
-    value.clear();
-    in_value = false;
+    header.clear();
     got_bytes = false;
     complete = false;
     keep_alive = true;
