@@ -39,6 +39,20 @@ Result<std::shared_ptr<const Ring>> Ring::build(std::vector<Member> members) {
     for (std::uint32_t i = 0; i < mem.vnodes; i++) ring->tokens_.push_back({token(mem.id, i), m});
   }
   std::sort(ring->tokens_.begin(), ring->tokens_.end());
+  // How many members and zones own tokens bounds the walk of a preference list: asking
+  // for more than there are must not walk the whole ring (12,288 tokens for 3 nodes).
+  std::set<std::uint32_t> owners;
+  for (const Token& t : ring->tokens_) owners.insert(t.member);
+  std::set<std::string> zones;
+  for (std::uint32_t m : owners) {
+    const Member& mem = ring->members_[m];
+    if (mem.zone.empty()) {
+      ring->zone_count_++;
+    } else if (zones.insert(mem.zone).second) {
+      ring->zone_count_++;
+    }
+  }
+  ring->owner_count_ = owners.size();
   return std::shared_ptr<const Ring>(std::move(ring));
 }
 
@@ -52,6 +66,7 @@ int Ring::index_of(const NodeId& id) const {
 void Ring::preference_list(std::uint64_t position, std::size_t n, PreferenceList* out) const {
   ASSERT(n <= limits::replicas_max);
   out->size = 0;
+  n = std::min(n, owner_count_);
   if (tokens_.empty() || n == 0) return;
   auto start = std::lower_bound(tokens_.begin(), tokens_.end(), Token{position, 0});
   std::size_t first = static_cast<std::size_t>(start - tokens_.begin()) % tokens_.size();
@@ -63,8 +78,10 @@ void Ring::preference_list(std::uint64_t position, std::size_t n, PreferenceList
   };
   // Pass 1 takes distinct zones (members without a zone count as their own); pass 2
   // fills what is left with distinct members in ring order.
+  // Pass 1 stops once every zone is taken.
   for (int pass = 0; pass < 2 && out->size < n; pass++) {
-    for (std::size_t k = 0; k < tokens_.size() && out->size < n; k++) {
+    std::size_t want = pass == 0 ? std::min(n, zone_count_) : n;
+    for (std::size_t k = 0; k < tokens_.size() && out->size < want; k++) {
       std::uint32_t m = tokens_[(first + k) % tokens_.size()].member;
       if (contains(m)) continue;
       if (pass == 0 && !members_[m].zone.empty()) {

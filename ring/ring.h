@@ -69,6 +69,8 @@ class Ring {
   };
   std::vector<Member> members_;
   std::vector<Token> tokens_;  // sorted by position
+  std::size_t owner_count_ = 0;  // members that own tokens
+  std::size_t zone_count_ = 0;   // distinct zones among them (no zone: one's own)
 };
 
 std::string hex_id(const NodeId& id);
