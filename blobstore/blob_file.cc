@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -109,6 +110,24 @@ Md5Digest md5_of(std::string_view bytes) {
 }
 
 std::string md5_hex(const Md5Digest& d) { return hex(d.data(), d.size()); }
+
+Status verify_body(int fd, const BlobMeta& meta) {
+  constexpr std::size_t chunk_bytes = 256 * 1024;
+  std::string buf(chunk_bytes, '\0');
+  Md5 md5;
+  std::uint64_t done = 0;
+  while (done < meta.size) {
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_bytes, meta.size - done));
+    ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::from_errno("read blob", errno);
+    if (n == 0) return Status::corruption("blob file truncated");
+    md5.update(buf.data(), static_cast<std::size_t>(n));
+    done += static_cast<std::uint64_t>(n);
+  }
+  if (md5.finish() != meta.md5) return Status::corruption("checksum mismatch");
+  return Status::ok();
+}
 
 std::string encode_footer(const BlobMeta& meta) {
   ASSERT(meta.key.size() <= limits::key_bytes_max);

@@ -52,6 +52,9 @@ std::string blob_relative_dir(std::string_view key);
 
 std::string md5_hex(const Md5Digest& d);
 
+// Reads the first meta.size bytes of an open blob file and checks them against meta.md5.
+Status verify_body(int fd, const BlobMeta& meta);
+
 // Streaming MD5 (the ETag): one per upload or verified read.
 class Md5 {
  public:

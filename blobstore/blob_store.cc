@@ -46,10 +46,25 @@ BlobWriter::~BlobWriter() {
 
 Status BlobWriter::append(const char* data, std::size_t n) {
   ASSERT(fd_ >= 0);
-  if (Status s = write_all(fd_, data, n, temp_path_); !s.is_ok()) return s;
+  if (!spilled_ && held_.size() + n > limits::small_value_bytes_max) {
+    if (Status s = spill(); !s.is_ok()) return s;
+  }
+  if (spilled_) {
+    if (Status s = write_all(fd_, data, n, temp_path_); !s.is_ok()) return s;
+  } else {
+    held_.append(data, n);
+  }
   md5_.update(data, n);
   meta_.size += n;
   return Status::ok();
+}
+
+Status BlobWriter::spill() {
+  if (spilled_) return Status::ok();
+  spilled_ = true;
+  Status s = write_all(fd_, held_.data(), held_.size(), temp_path_);
+  std::string().swap(held_);
+  return s;
 }
 
 BlobHandle::~BlobHandle() {
@@ -93,9 +108,15 @@ Status BlobStore::start(Options& options) {
     if (Status s = writer_.set_meta("node_id", v); !s.is_ok()) return s;
   }
   cache_ = ValueCache(options.cache_bytes);
+  pool_ = std::make_unique<FilePool>(disks_->size(), limits::pooled_files_max, options.pool_cool_ms);
   sweep();
-  temp_prefix_ = std::to_string(getpid()) + "-";
-  committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault);
+  // Names of this run's temp and pooled files: random, so that they never meet the
+  // pooled files a previous run left in DISK/tmp (in a container the pid is always 1).
+  std::array<std::uint8_t, 6> run{};
+  ASSERT(RAND_bytes(run.data(), static_cast<int>(run.size())) == 1);
+  temp_prefix_ = hex(run.data(), run.size()) + "-";
+  committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
+                                           pool_.get(), temp_prefix_ + "p");
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
@@ -107,17 +128,26 @@ BlobStore::~BlobStore() {
   if (committer_) committer_->stop();
 }
 
-// Temp files left by a crash were never acknowledged: remove them. Trash rows name
-// superseded versions whose unlink may not have happened.
+// Temp files left by a crash were never acknowledged, and pooled files hold nothing:
+// the small ones join the pool (ready at once: no reader can hold them), the rest are
+// removed. Trash rows name superseded versions whose unlink may not have happened.
 void BlobStore::sweep() {
   for (std::size_t i = 0; i < disks_->size(); i++) {
-    std::string tmp = disks_->path(static_cast<int>(i)) + "/tmp";
+    int disk = static_cast<int>(i);
+    std::string tmp = disks_->path(disk) + "/tmp";
     DIR* d = opendir(tmp.c_str());
     if (d == nullptr) continue;
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
       if (name == "." || name == "..") continue;
-      unlink((tmp + "/" + name).c_str());
+      std::string path = tmp + "/" + name;
+      struct stat st;
+      if (lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+          pool_->wants(disk, static_cast<std::uint64_t>(st.st_size))) {
+        pool_->add_ready(disk, std::move(path), static_cast<std::uint64_t>(st.st_size));
+        continue;
+      }
+      unlink(path.c_str());
     }
     closedir(d);
   }
@@ -140,6 +170,17 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
     w->meta_.key = std::string(key);
     w->meta_.content_type = std::string(content_type);
     w->meta_.disk = disk;
+    // A pooled file is overwritten from offset 0 (and truncated when sealed): no new inode.
+    FilePool::Taken reused = pool_->take(disk, monotonic_ms());
+    w->temp_path_ = std::move(reused.path);
+    if (!w->temp_path_.empty()) {
+      w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CLOEXEC);
+      if (w->fd_ >= 0) {
+        w->reused_bytes_ = reused.bytes;
+        return w;
+      }
+      unlink(w->temp_path_.c_str());
+    }
     w->temp_path_ = disks_->path(disk) + "/tmp/" + temp_prefix_ + std::to_string(++temp_seq_) + ".tmp";
     w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd_ >= 0) return w;
@@ -152,8 +193,14 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
 
 Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   std::string footer = encode_footer(w->meta_);
+  std::uint64_t file_bytes = w->meta_.size + footer.size();
+  // A small body and its footer reach the file in one write.
+  if (!w->spilled_) footer.insert(0, w->held_);
   if (Status s = write_all(w->fd_, footer.data(), footer.size(), w->temp_path_); !s.is_ok()) {
     return s;
+  }
+  if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
+    return Status::from_errno("truncate " + w->temp_path_, errno);
   }
   auto op = std::make_unique<CommitOp>();
   op->meta = w->meta_;
@@ -169,7 +216,8 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   return Status::ok();
 }
 
-int BlobWriter::open_read_fd() const {
+int BlobWriter::open_read_fd() {
+  if (!spill().is_ok()) return -1;
   return ::open(temp_path_.c_str(), O_RDONLY | O_CLOEXEC);
 }
 

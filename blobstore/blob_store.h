@@ -16,7 +16,9 @@
 #include "blobstore/blob_file.h"
 #include "blobstore/committer.h"
 #include "blobstore/disks.h"
+#include "blobstore/file_pool.h"
 #include "blobstore/index.h"
+#include "blobstore/limits.h"
 #include "blobstore/value_cache.h"
 
 namespace blobstore {
@@ -27,10 +29,15 @@ struct Options {
   std::function<void()> notify;    // called from the committer thread; may be empty
   FaultHook fault;                 // tests only
   std::uint64_t cache_bytes = 32ull << 20;  // hot small values kept in memory (0: none)
+  // How long a superseded file waits before it is reused (tests shorten it).
+  std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
-// computed. Dropping a writer without committing it removes the temp file.
+// computed. The first small_value_bytes_max bytes are held in memory, so a small value
+// reaches its file in one write with its footer, and a coordinator sends it to the
+// other replicas from memory; a larger one is written through as it arrives. Dropping a
+// writer without committing it removes the temp file.
 class BlobWriter {
  public:
   ~BlobWriter();
@@ -48,9 +55,12 @@ class BlobWriter {
   Md5Digest finish_md5();
   // What the writer holds so far (version and MD5 are set at commit).
   const BlobMeta& meta() const { return meta_; }
-  // A read-only descriptor of the temp file; it stays valid after the commit renames
-  // the file and after an abandoned writer unlinks it. -1 on failure.
-  int open_read_fd() const;
+  // A read-only descriptor of the temp file (the bytes held in memory are written to it
+  // first); it stays valid after the commit renames the file and after an abandoned
+  // writer unlinks it. -1 on failure.
+  int open_read_fd();
+  // The whole body when it is still held in memory (a small value), else nullptr.
+  const std::string* body_in_memory() const { return spilled_ ? nullptr : &held_; }
 
  private:
   friend class BlobStore;
@@ -58,6 +68,10 @@ class BlobWriter {
   BlobMeta meta_;
   std::string temp_path_;
   int fd_ = -1;
+  std::uint64_t reused_bytes_ = 0;  // a pooled file's old size: truncated when longer
+  std::string held_;               // the body while it is small
+  bool spilled_ = false;           // held_ went to the file; appends write through
+  Status spill();
   Md5 md5_;
   bool md5_done_ = false;
 };
@@ -144,6 +158,7 @@ class BlobStore {
   // Runs finished writes' callbacks, dropping each written key from the cache first.
   void run_completions();
   const ValueCache& cache() const { return cache_; }
+  std::size_t pooled_files(int disk) const { return pool_->size(disk); }
   const Committer& committer() const { return *committer_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
@@ -161,6 +176,7 @@ class BlobStore {
                  const Version& version, CommitCallback done);
 
   std::unique_ptr<Disks> disks_;
+  std::unique_ptr<FilePool> pool_;
   IndexWriter writer_;
   IndexReader reader_;
   IndexWriter meta_writer_;  // loop thread: meta rows only

@@ -1,6 +1,7 @@
 #include "blobstore/blob_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "blobstore/limits.h"
 #include "support/test_server.h"
 
 using namespace blobstore;
@@ -27,8 +29,12 @@ struct Store {
   testing::TempDir dir;
   std::unique_ptr<BlobStore> store;
   FaultHook fault;
+  std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
 
-  explicit Store(FaultHook f = nullptr) : fault(std::move(f)) { reopen(); }
+  explicit Store(FaultHook f = nullptr, std::uint64_t cool_ms = limits::pooled_file_cool_ms)
+      : fault(std::move(f)), pool_cool_ms(cool_ms) {
+    reopen();
+  }
   std::vector<std::string> disks() const { return {dir.path() + "/d1", dir.path() + "/d2"}; }
   void reopen() {
     store.reset();
@@ -36,6 +42,7 @@ struct Store {
     o.data_dir = dir.path() + "/data";
     o.disks = disks();
     o.fault = fault;
+    o.pool_cool_ms = pool_cool_ms;
     auto s = BlobStore::open(o);
     REQUIRE(s.is_ok());
     store = std::move(s.value());
@@ -95,6 +102,19 @@ struct Store {
       for (const auto& e : fs::recursive_directory_iterator(d + "/" + sub)) n += e.is_regular_file();
     }
     return n;
+  }
+  std::size_t pooled() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < disks().size(); i++) n += store->pooled_files(static_cast<int>(i));
+    return n;
+  }
+  // The inode of the file holding `key` at `v`, or 0.
+  ino_t inode_of(const std::string& key, Version v) const {
+    for (const auto& d : disks()) {
+      struct stat st;
+      if (stat((d + "/" + blob_relative_path(key, v)).c_str(), &st) == 0) return st.st_ino;
+    }
+    return 0;
   }
 };
 
@@ -166,8 +186,8 @@ TEST_CASE("writes submitted together commit together", "[blobstore]") {
 
 TEST_CASE("a failure or crash at any step of the write path leaves the key absent or whole",
           "[blobstore]") {
-  const WriteStep steps[] = {WriteStep::written, WriteStep::synced, WriteStep::renamed,
-                             WriteStep::dirs_synced, WriteStep::indexed};
+  const WriteStep steps[] = {WriteStep::written, WriteStep::renamed, WriteStep::synced,
+                             WriteStep::indexed};
   for (FaultAction action : {FaultAction::fail, FaultAction::crash}) {
     for (WriteStep step : steps) {
       for (bool overwrite : {false, true}) {
@@ -189,7 +209,8 @@ TEST_CASE("a failure or crash at any step of the write path leaves the key absen
         } else {
           CHECK(got == before);
         }
-        CHECK(s.files_under("tmp") == 0);
+        // What a crash leaves in tmp/ is reused, never read: every file there is pooled.
+        CHECK(s.files_under("tmp") == s.pooled());
         // The store still works after the restart.
         REQUIRE(s.put("k", "new", ver(3)).is_ok());
         CHECK(s.get("k") == "new");
@@ -210,12 +231,56 @@ TEST_CASE("an upload abandoned midway leaves nothing behind", "[blobstore]") {
   CHECK(s.get("k") == "<absent>");
 }
 
-TEST_CASE("orphan temp files from a crash are swept at start", "[blobstore]") {
+TEST_CASE("orphan temp files from a crash are reused when small and removed when large",
+          "[blobstore]") {
   Store s;
-  std::string orphan = s.disks()[1] + "/tmp/12345-1.tmp";
-  { std::FILE* f = std::fopen(orphan.c_str(), "w"); REQUIRE(f); std::fputs("junk", f); std::fclose(f); }
+  std::string small = s.disks()[1] + "/tmp/12345-1.tmp";
+  std::string large = s.disks()[1] + "/tmp/12345-2.tmp";
+  {
+    std::FILE* f = std::fopen(small.c_str(), "w");
+    REQUIRE(f);
+    std::fputs(std::string(5000, 'j').c_str(), f);  // longer than what will be written
+    std::fclose(f);
+    f = std::fopen(large.c_str(), "w");
+    REQUIRE(f);
+    std::fputs(std::string(limits::pooled_file_bytes_max + 1, 'j').c_str(), f);
+    std::fclose(f);
+  }
   s.reopen();
-  CHECK_FALSE(fs::exists(orphan));
+  CHECK_FALSE(fs::exists(large));
+  CHECK(fs::exists(small));
+  CHECK(s.pooled() == 1);
+  // Every key lands on disk 1 or 2; keep writing until one takes the pooled file.
+  int written = 0;
+  for (; written < 64 && s.pooled() == 1; written++) {
+    REQUIRE(s.put("k" + std::to_string(written), "short", ver(1)).is_ok());
+  }
+  CHECK(s.pooled() == 0);
+  CHECK(s.files_under("tmp") == 0);
+  for (int i = 0; i < written; i++) CHECK(s.get("k" + std::to_string(i)) == "short");
+}
+
+TEST_CASE("an overwrite reuses the superseded file once it has cooled", "[blobstore]") {
+  for (std::uint64_t cool_ms : {std::uint64_t{0}, limits::pooled_file_cool_ms}) {
+    INFO("cool_ms " << cool_ms);
+    Store s(nullptr, cool_ms);
+    REQUIRE(s.put("k", std::string(3000, 'a'), ver(1)).is_ok());
+    ino_t old_inode = s.inode_of("k", ver(1));
+    REQUIRE(old_inode != 0);
+    REQUIRE(s.put("k", "b", ver(2)).is_ok());  // v1 is superseded and pooled
+    CHECK(s.pooled() == 1);
+    CHECK(s.files_under("blobs") == 1);
+    // A write to the pooled file's disk takes it when it has cooled, else a new inode.
+    bool reused = false;
+    for (int i = 0; i < 64 && !reused; i++) {
+      std::string key = "j" + std::to_string(i);
+      REQUIRE(s.put(key, "c", ver(3)).is_ok());
+      CHECK(s.get(key) == "c");  // truncated: nothing of the old 3,000 bytes is left
+      reused = s.inode_of(key, ver(3)) == old_inode;
+    }
+    CHECK(reused == (cool_ms == 0));
+    CHECK(s.get("k") == "b");
+  }
 }
 
 TEST_CASE("a damaged blob is an error, never served", "[blobstore]") {

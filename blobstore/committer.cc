@@ -1,6 +1,7 @@
 #include "blobstore/committer.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,20 +40,21 @@ Status syncfs_path(const std::string& path) {
   return Status::ok();
 }
 
-// mkdir -p for the two levels under DISK/blobs; new directories are added to `created`
-// so that their parents' entries are made durable too.
+// mkdir -p for the two levels under DISK/blobs; the parents of new directories are added
+// to `created` so that the new entries are made durable with the batch.
 Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
                      std::unordered_set<std::string>* known) {
   if (known->count(dir)) return Status::ok();
   std::string parent = parent_of(dir);
   for (const std::string& d : {parent, dir}) {
+    if (known->count(d)) continue;  // the 256 first-level directories are made once
     if (mkdir(d.c_str(), 0755) == 0) {
       created->insert(parent_of(d));
     } else if (errno != EEXIST) {
       return Status::from_errno("mkdir " + d, errno);
     }
+    known->insert(d);  // at most 65,792 per disk
   }
-  known->insert(dir);  // at most 65,536 per disk
   return Status::ok();
 }
 
@@ -67,8 +69,13 @@ CommitOp::~CommitOp() {
 }
 
 Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> notify,
-                     FaultHook fault)
-    : index_(index), disks_(disks), notify_(std::move(notify)), fault_(std::move(fault)) {}
+                     FaultHook fault, FilePool* pool, std::string pool_prefix)
+    : index_(index),
+      disks_(disks),
+      notify_(std::move(notify)),
+      fault_(std::move(fault)),
+      pool_(pool),
+      pool_prefix_(std::move(pool_prefix)) {}
 
 Committer::~Committer() { stop(); }
 
@@ -128,14 +135,19 @@ void Committer::run() {
 }
 
 // Returns true when the batch must stop here. A simulated crash leaves every file where
-// it is, as a power cut would, and fails everything after it.
+// it is, as a power cut would, and fails everything after it. An injected failure
+// removes the batch's files, as the real error paths do.
 bool Committer::fault(WriteStep step, Batch& batch) {
   FaultAction a = fault_ ? fault_(step) : FaultAction::proceed;
   if (a == FaultAction::proceed) return false;
   for (auto& op : batch) {
     if (!op->status.is_ok()) continue;
     op->status = Status::io_error(a == FaultAction::crash ? "simulated crash" : "injected fault");
-    if (a == FaultAction::fail && step <= WriteStep::synced) unlink(op->temp_path.c_str());
+    if (a == FaultAction::fail && op->is_write() && step < WriteStep::indexed) {
+      unlink(op->temp_path.c_str());
+      if (op->result.applied) unlink(final_path(disks_, *op).c_str());
+    }
+    op->result.applied = false;
   }
   if (a == FaultAction::crash) crashed_ = true;
   return true;
@@ -147,54 +159,26 @@ void Committer::process(Batch& batch) {
     return;
   }
   if (fault(WriteStep::written, batch)) return;
-  sync_data(batch);
-  if (fault(WriteStep::synced, batch)) return;
-  std::vector<CommitOp*> winners, erases;
+  std::vector<CommitOp*> winners, others;
   for (auto& op : batch) {
-    if (!op->is_write()) erases.push_back(op.get());
+    if (!op->is_write()) others.push_back(op.get());
   }
+  // Deciding first means that a write which loses to a newer version is never synced.
   decide_winners(batch, &winners);
   rename_all(winners);
   if (fault(WriteStep::renamed, batch)) return;
-  sync_dirs(winners);
-  if (fault(WriteStep::dirs_synced, batch)) return;
-  index_all(winners, erases);
+  make_durable(winners);
+  if (fault(WriteStep::synced, batch)) return;
+  index_all(winners, others);
   if (fault(WriteStep::indexed, batch)) return;
   batches_.fetch_add(1, std::memory_order_relaxed);
-}
-
-void Committer::sync_data(Batch& batch) {
-  // One syncfs() per filesystem makes a larger batch durable in one call (~2-5 ms here,
-  // against ~0.3 ms per fsync of a new file, which adds up past a handful of files).
-  std::map<std::uint64_t, std::size_t> per_device;
-  for (auto& op : batch) {
-    if (op->is_write()) per_device[disks_->device(op->meta.disk)]++;
-  }
-  std::map<std::uint64_t, Status> synced;
-  for (auto& op : batch) {
-    if (!op->is_write()) continue;
-    std::uint64_t dev = disks_->device(op->meta.disk);
-    if (per_device[dev] >= limits::syncfs_batch_min && !synced.count(dev)) {
-      synced[dev] = syncfs_path(disks_->path(op->meta.disk));
-    }
-  }
-  for (auto& op : batch) {
-    if (!op->is_write()) continue;
-    auto it = synced.find(disks_->device(op->meta.disk));
-    if (it != synced.end()) {
-      op->status = it->second;
-    } else if (fsync(op->temp_fd) != 0) {
-      op->status = Status::from_errno("fsync " + op->temp_path, errno);
-    }
-    close(op->temp_fd);
-    op->temp_fd = -1;
-    if (!op->status.is_ok()) unlink(op->temp_path.c_str());
-  }
 }
 
 // Last writer wins: a write not newer than what the index (or an earlier write of this
 // batch) holds is dropped, and a stored version that loses becomes trash.
 void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
+  // One read transaction for the batch's lookups (a failed begin leaves each alone).
+  bool in_txn = index_->begin_read().is_ok();
   std::unordered_map<std::string, CommitOp*> newest;
   for (auto& op : batch) {
     if (!op->status.is_ok() || !op->is_write()) continue;
@@ -220,9 +204,9 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       continue;
     }
     unlink(prev->temp_path.c_str());
-    prev->result.applied = false;
     newest[op->meta.key] = op.get();
   }
+  if (in_txn) (void)index_->commit();
   for (auto& op : batch) {
     auto it = newest.find(op->meta.key);
     if (it != newest.end() && it->second == op.get()) {
@@ -233,10 +217,9 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
 }
 
 void Committer::rename_all(std::vector<CommitOp*>& winners) {
-  std::set<std::string> created;
   for (CommitOp* op : winners) {
     std::string dst = final_path(disks_, *op);
-    Status s = make_blob_dir(parent_of(dst), &created, &known_dirs_);
+    Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
       s = Status::from_errno("rename " + dst, errno);
     }
@@ -246,34 +229,54 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
       op->result.applied = false;
     }
   }
-  // New directories' own entries must be durable too: fsync their parents now.
-  for (const std::string& d : created) (void)fsync_path(d);
 }
 
-void Committer::sync_dirs(std::vector<CommitOp*>& winners) {
-  std::map<std::uint64_t, std::set<std::string>> dirs;  // per filesystem
-  std::map<std::uint64_t, int> any_disk;
+// One durability point per filesystem for the whole batch: the files' bytes and inodes,
+// the renames, and the directories just made. A batch of syncfs_batch_min or more
+// writes on one filesystem takes one syncfs() there: one journal commit (~2-5 ms here),
+// where an fsync per file and per directory costs a journal commit each (~1 ms apiece),
+// and with a new blob directory for most writes of a young store (65,536 of them per
+// disk) that was two or three per write. A smaller batch fsyncs each file, its
+// directory and the directories just made (whose entries syncfs covers otherwise).
+// The renames come before this point, so a crash can leave a file under its final name
+// whose bytes never reached the disk. Nothing trusts such a file: the index names it
+// only after this returns, and rebuild checks every file's MD5 before it uses it.
+void Committer::make_durable(std::vector<CommitOp*>& winners) {
+  std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok()) continue;
-    std::uint64_t dev = disks_->device(op->meta.disk);
-    dirs[dev].insert(parent_of(final_path(disks_, *op)));
-    any_disk[dev] = op->meta.disk;
+    if (op->status.is_ok()) per_device[disks_->device(op->meta.disk)].push_back(op);
   }
-  std::map<std::string, Status> st;
-  for (auto& [dev, set] : dirs) {
-    if (set.size() >= limits::syncfs_batch_min) {
-      Status s = syncfs_path(disks_->path(any_disk[dev]));
-      for (const std::string& d : set) st[d] = s;
-    } else {
-      for (const std::string& d : set) st[d] = fsync_path(d);
+  for (auto& [dev, ops] : per_device) {
+    if (ops.size() >= limits::syncfs_batch_min) {
+      Status s = syncfs_path(disks_->path(ops.front()->meta.disk));
+      for (CommitOp* op : ops) op->status = s;
+      continue;
+    }
+    std::set<std::string> dirs;
+    for (CommitOp* op : ops) {
+      if (fsync(op->temp_fd) != 0) op->status = Status::from_errno("fsync " + op->temp_path, errno);
+      dirs.insert(parent_of(final_path(disks_, *op)));
+    }
+    // A directory made for this batch has its own entry in its parent.
+    for (const std::string& d : new_dirs_[dev]) dirs.insert(d);
+    std::map<std::string, Status> st;
+    for (const std::string& d : dirs) st[d] = fsync_path(d);
+    Status made = Status::ok();
+    for (const std::string& d : new_dirs_[dev]) {
+      if (!st[d].is_ok()) made = st[d];
+    }
+    for (CommitOp* op : ops) {
+      const Status& ds = st[parent_of(final_path(disks_, *op))];
+      if (op->status.is_ok() && !ds.is_ok()) op->status = ds;
+      if (op->status.is_ok() && !made.is_ok()) op->status = made;
     }
   }
+  new_dirs_.clear();
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok()) continue;
-    const Status& s = st[parent_of(final_path(disks_, *op))];
-    if (!s.is_ok()) {
+    close(op->temp_fd);
+    op->temp_fd = -1;
+    if (!op->status.is_ok() && op->result.applied) {
       unlink(final_path(disks_, *op).c_str());
-      op->status = s;
       op->result.applied = false;
     }
   }
@@ -349,12 +352,36 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   live_keys_.fetch_add(static_cast<std::uint64_t>(live_delta), std::memory_order_relaxed);
 }
 
+// Moves a superseded file into the pool when it is small and the pool has room, else
+// unlinks it. True once nothing is left at `path`.
+bool Committer::retire(const std::string& path) {
+  int disk = -1;
+  for (std::size_t i = 0; i < disks_->size() && disk < 0; i++) {
+    const std::string& root = disks_->path(static_cast<int>(i));
+    if (path.compare(0, root.size(), root) == 0 && path.size() > root.size() && path[root.size()] == '/') {
+      disk = static_cast<int>(i);
+    }
+  }
+  struct stat st;
+  if (pool_ != nullptr && disk >= 0 && stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      pool_->wants(disk, static_cast<std::uint64_t>(st.st_size))) {
+    std::string dst = disks_->path(disk) + "/tmp/" + pool_prefix_ + std::to_string(++pool_seq_);
+    // RENAME_NOREPLACE: a pooled file of an earlier run with the same name stays whole.
+    if (renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, dst.c_str(), RENAME_NOREPLACE) == 0) {
+      pool_->add(disk, std::move(dst), static_cast<std::uint64_t>(st.st_size), monotonic_ms());
+      return true;
+    }
+  }
+  return unlink(path.c_str()) == 0 || errno == ENOENT;
+}
+
 void Committer::finish(Batch& batch) {
   if (!crashed_) {
-    // The superseded versions are no longer referenced: unlink them now, and clear their
-    // trash rows in the next transaction (at start, leftover rows are processed again).
+    // The superseded versions are no longer referenced: reuse or unlink them now, and
+    // clear their trash rows in the next transaction (at start, leftover rows are
+    // processed again).
     for (const std::string& p : superseded_) {
-      if (unlink(p.c_str()) == 0 || errno == ENOENT) unlinked_trash_.push_back(p);
+      if (retire(p)) unlinked_trash_.push_back(p);
     }
     superseded_.clear();
   }

@@ -1,13 +1,14 @@
 // Committer makes finished writes durable and visible in batches (group commit) on its
 // own thread:
-//   fsync the batch's temp files (one syncfs() per disk for larger batches) → rename each
-//   to its final name → make the directory entries durable → one SQLite transaction →
+//   drop the writes older than what is stored → rename each temp file to its final name
+//   → one durability point per filesystem for the files, their names and new directories
+//   (one syncfs() for a larger batch, fsyncs for a small one) → one SQLite transaction →
 //   acknowledge every write of the batch → unlink the files the batch superseded.
 // A write older than the stored version of its key is dropped (last writer wins), which
 // makes every write idempotent.
 // Owns: its thread and the queue. Thread: submit() and run_completions() from the loop
 // thread; everything else runs on the committer thread.
-// Lifetime: `index` and `disks` must outlive the Committer.
+// Lifetime: `index`, `disks` and `pool` must outlive the Committer.
 #pragma once
 
 #include <array>
@@ -16,6 +17,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,12 +28,13 @@
 
 #include "blobstore/blob_file.h"
 #include "blobstore/disks.h"
+#include "blobstore/file_pool.h"
 #include "blobstore/index.h"
 
 namespace blobstore {
 
 // Points of the write path where a test may inject a failure or a crash.
-enum class WriteStep { written, synced, renamed, dirs_synced, indexed };
+enum class WriteStep { written, renamed, synced, indexed };
 enum class FaultAction { proceed, fail, crash };
 using FaultHook = std::function<FaultAction(WriteStep)>;
 
@@ -66,7 +70,10 @@ struct CommitOp {
 
 class Committer {
  public:
-  Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault);
+  // `pool` (may be null) takes the files of superseded versions for reuse; they are
+  // moved to DISK/tmp/<pool_prefix><n>.
+  Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault,
+            FilePool* pool = nullptr, std::string pool_prefix = "");
   ~Committer();  // stops, after committing everything already submitted
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
@@ -94,17 +101,20 @@ class Committer {
   void run();
   void process(Batch& batch);
   bool fault(WriteStep step, Batch& batch);
-  void sync_data(Batch& batch);
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
   void rename_all(std::vector<CommitOp*>& winners);
-  void sync_dirs(std::vector<CommitOp*>& winners);
+  void make_durable(std::vector<CommitOp*>& winners);
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
+  bool retire(const std::string& path);
 
   IndexWriter* index_;
   Disks* disks_;
   std::function<void()> notify_;
   FaultHook fault_;
+  FilePool* pool_;
+  std::string pool_prefix_;
+  std::uint64_t pool_seq_ = 0;  // committer thread only
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -117,6 +127,8 @@ class Committer {
   std::vector<std::unique_ptr<CommitOp>> done_;  // guarded by done_mu_
 
   std::unordered_set<std::string> known_dirs_;  // committer thread only: blob dirs made
+  // Committer thread only: per filesystem, the parents of directories made by this batch.
+  std::map<std::uint64_t, std::set<std::string>> new_dirs_;
   std::vector<std::string> superseded_;      // committer thread only: this batch's trash
   std::vector<std::string> unlinked_trash_;  // committer thread only: rows to clear
   std::atomic<std::uint64_t> live_keys_{0};

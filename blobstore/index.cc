@@ -335,6 +335,7 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
       {&get_meta_, meta_get_sql},
       {&count_, count_sql},
       {&begin_, "BEGIN IMMEDIATE"},
+      {&begin_read_, "BEGIN"},
       {&commit_, "COMMIT"},
       {&rollback_, "ROLLBACK"},
   };
@@ -345,6 +346,7 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
 }
 
 Status IndexWriter::begin() { return step_done(db_, begin_.get(), "begin"); }
+Status IndexWriter::begin_read() { return step_done(db_, begin_read_.get(), "begin"); }
 Status IndexWriter::commit() { return step_done(db_, commit_.get(), "commit"); }
 Status IndexWriter::rollback() { return step_done(db_, rollback_.get(), "rollback"); }
 

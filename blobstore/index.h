@@ -96,6 +96,9 @@ class IndexWriter {
   Status open(const std::string& db_path, const std::vector<std::string>& disk_paths);
   const std::vector<int>& disk_ids() const { return disk_ids_; }
   Status begin();
+  // A read transaction (ended by commit()): its lookups share one snapshot and one set
+  // of WAL locks, where each lookup alone takes and drops them (two fcntl calls).
+  Status begin_read();
   Status commit();
   Status rollback();
   Result<std::optional<StoredVersion>> current(std::string_view key);
@@ -113,7 +116,7 @@ class IndexWriter {
  private:
   Db db_;
   Stmt current_, upsert_, erase_, add_hint_, drop_hint_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
-  Stmt begin_, commit_, rollback_;
+  Stmt begin_, begin_read_, commit_, rollback_;
   std::vector<int> disk_ids_;
 };
 

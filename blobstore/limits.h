@@ -25,6 +25,16 @@ inline constexpr std::size_t list_limit_default = 1'000;
 inline constexpr std::size_t syncfs_batch_min = 3;
 // Values up to this size are read whole, verified, and may be cached.
 inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
+// Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), and the
+// largest one kept: a small value with its footer (key, content type, 64 fixed bytes).
+// 4,096 of them bound a pool at ~270 MiB per disk; a pool of 1 KiB values holds 16 MiB
+// (one 4 KiB block each).
+inline constexpr std::size_t pooled_files_max = 4096;
+inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
+// A superseded file is reused only after this long: far longer than reading a small
+// value whole or sending one to a replica (replica_timeout_ms is 2 s).
+inline constexpr std::uint64_t pooled_file_cool_ms = 10'000;
+static_assert(pooled_file_bytes_max >= small_value_bytes_max + key_bytes_max + content_type_bytes_max + 64);
 static_assert(commit_batch_max <= commit_queue_max);
 static_assert(list_limit_default <= list_limit_max);
 }  // namespace blobstore::limits

@@ -31,13 +31,18 @@ std::vector<std::string> list_dir(const std::string& dir) {
   return out;
 }
 
-// Reads one blob file's footer and checks that its name agrees with it.
+// Reads one blob file's footer, checks that its name agrees with it and that its bytes
+// match their MD5: a crash can leave a file under its final name that never became
+// durable, and a damaged copy must not win over an older whole one.
 Result<BlobMeta> inspect(const std::string& path, const std::string& name) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::from_errno("open " + path, errno);
   struct stat st;
   Result<BlobMeta> m = Status::io_error("stat " + path);
   if (fstat(fd, &st) == 0) m = read_footer(fd, static_cast<std::uint64_t>(st.st_size));
+  if (m.is_ok() && !m.value().tombstone) {
+    if (Status s = verify_body(fd, m.value()); !s.is_ok()) m = Status::corruption(s.message() + ": " + path);
+  }
   close(fd);
   if (!m.is_ok()) return m;
   std::string expect = blob_relative_path(m.value().key, m.value().version);

@@ -57,7 +57,8 @@ struct Coordinator::WriteOp {
   std::weak_ptr<Connection> conn;
   blobstore::BlobMeta meta;
   std::unique_ptr<blobstore::BlobWriter> writer;  // until committed here or dropped
-  int body_fd = -1;
+  std::string body;  // a small value's bytes, sent to the remote replicas from memory
+  int body_fd = -1;  // else the spool file
   std::vector<Replica> candidates;  // ring order: the preference list, then stand-ins
   std::vector<bool> used;
   std::vector<Target> targets;
@@ -140,10 +141,15 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
   bool local = std::any_of(op->targets.begin(), op->targets.end(),
                            [](const WriteOp::Target& t) { return t.replica.self; });
   if (op->candidates.size() > 1 || !local) {
-    // Remote copies (and stand-ins for failed ones) are sent from the spool file; the
-    // descriptor outlives the rename of the local commit and the unlink of a dropped spool.
-    op->body_fd = op->writer->open_read_fd();
-    if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
+    // Remote copies (and stand-ins for failed ones) of a small value are sent from
+    // memory; a larger one from the spool file, whose descriptor outlives the rename of
+    // the local commit and the unlink of a dropped spool.
+    if (const std::string* b = op->writer->body_in_memory()) {
+      op->body = *b;
+    } else {
+      op->body_fd = op->writer->open_read_fd();
+      if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
+    }
   }
   if (!local) op->writer.reset();
   std::size_t initial = op->targets.size();
@@ -191,8 +197,12 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
   if (op->meta.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
   if (!op->meta.content_type.empty()) req->headers += "Content-Type: " + op->meta.content_type + "\r\n";
   if (target.hint) req->headers += "X-Ringstore-Hint-For: " + node_hex(target.owner) + "\r\n";
-  req->body_fd = dup(op->body_fd);
-  req->body_length = op->meta.size;
+  if (op->body_fd >= 0) {
+    req->body_fd = dup(op->body_fd);
+    req->body_length = op->meta.size;
+  } else {
+    req->body = op->body;
+  }
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, op->meta.size);
   req->done = [this, op, t](Status s, PeerResponse r) {
     if (s.is_ok() && r.status != 201) {

@@ -1,0 +1,62 @@
+// FilePool keeps the files of superseded versions for reuse as the temp files of new
+// writes. A store that overwrites keys then creates and deletes no inodes: an upload
+// overwrites a pooled file from offset 0 and truncates it to its length, and the
+// version it replaces goes back to the pool. On this machine's ext4 (no journal) new
+// inodes cost more than half of a node's CPU under a PUT load: the allocator skips every
+// inode freed in the last minute, with a buffer lookup each, so creating files while
+// deleting others slows down with the deletion rate.
+//
+// Pooled files live in DISK/tmp, so a restart finds them with the crash leftovers and
+// takes both into the pool (their content never matters: it is overwritten). A file is
+// handed out again only `cool_ms` (limits::pooled_file_cool_ms) after it was superseded: a reader
+// that opened the old version just before finishes long before (small values are read
+// whole at once, and every read checks the MD5, so a reused file is never served as the
+// old value). Only small files are pooled (limits::pooled_file_bytes_max).
+// Thread: take() from the loop thread, wants() and add() from the committer thread (and
+// at start); one mutex guards the lists.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace blobstore {
+
+class FilePool {
+ public:
+  FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t cool_ms);
+
+  // A pooled file of `disk` ready at now_ms and its size, or an empty path when there is
+  // none. The caller owns it.
+  struct Taken {
+    std::string path;
+    std::uint64_t bytes = 0;
+  };
+  Taken take(int disk, std::uint64_t now_ms);
+  // Whether `disk`'s pool takes one more file of `bytes` (the caller then moves the file
+  // under DISK/tmp and calls add()).
+  bool wants(int disk, std::uint64_t bytes) const;
+  // `path` (under DISK/tmp) may be handed out from now_ms + cool_ms on (monotonic_ms()).
+  void add(int disk, std::string path, std::uint64_t bytes, std::uint64_t now_ms);
+  // A file no reader can hold (found at start): ready at once.
+  void add_ready(int disk, std::string path, std::uint64_t bytes);
+  std::size_t size(int disk) const;
+
+ private:
+  struct Entry {
+    std::string path;
+    std::uint64_t bytes;
+    std::uint64_t ready_ms;
+  };
+  mutable std::mutex mu_;
+  std::vector<std::deque<Entry>> free_;  // per disk, oldest first; guarded by mu_
+  std::size_t files_max_;
+  std::uint64_t cool_ms_;
+};
+
+// Milliseconds on a monotonic clock, for FilePool's cooling.
+std::uint64_t monotonic_ms();
+
+}  // namespace blobstore
