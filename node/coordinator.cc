@@ -145,7 +145,9 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
     op->body_fd = op->writer->open_read_fd();
     if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
   }
-  if (!local) op->writer.reset();
+  // The spool stays until the write is decided even when this node holds no copy: it is
+  // a stand-in candidate for the key, so a replica that fails mid-write may need a hint
+  // kept here (dropping the spool early lost the hint: the owner never got the write).
   std::size_t initial = op->targets.size();
   for (std::size_t t = 0; t < initial; t++) send_write(op, t);
 }
