@@ -110,6 +110,7 @@ Status Coordinator::pick(const Target& t, const char* name, std::uint32_t def,
 
 void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
                         std::uint32_t w) {
+  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<WriteOp>();
   op->conn = c.weak_from_this();
   op->meta = writer->meta();
@@ -254,6 +255,7 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
 // ---- reads ----
 
 void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
+  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<ReadOp>();
   op->conn = c.weak_from_this();
   op->key = c.request().target.path;
