@@ -35,6 +35,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -173,7 +174,9 @@ def monkey(nodes, rng, seconds, t0, events):
                 print("  %5.1f s  n%d exited by itself (status %s)" % (t, i + 1, n.crashed()), flush=True)
         down = [i for i, n in enumerate(nodes) if not n.running() and i not in crashed]
         up = [i for i, n in enumerate(nodes) if n.running()]
-        if down and (len(down) >= DOWN_MAX or rng.random() < 0.5):
+        if not down and len(crashed) >= DOWN_MAX:
+            continue  # a crash already took the nodes this run may lose
+        if down and (len(down) + len(crashed) >= DOWN_MAX or rng.random() < 0.5):
             i = rng.choice(down)
             nodes[i].start()
             events.append((t, "restart", i))
@@ -420,4 +423,7 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM (ctest's timeout, the wrapper's trap) unwinds like an error, so that the
+    # nodes are killed and the temp dirs removed by the finally clauses.
+    signal.signal(signal.SIGTERM, lambda signo, frame: sys.exit(128 + signo))
     sys.exit(main())

@@ -18,6 +18,7 @@ Prints one PARTITIONRESULT line. Usage: partition_test.py PATH_TO_RINGSTORE NAME
 import http.client
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -278,4 +279,7 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM (ctest's timeout, the wrapper's trap) unwinds like an error, so that the
+    # nodes are killed and the temp dirs removed by the finally clauses.
+    signal.signal(signal.SIGTERM, lambda signo, frame: sys.exit(128 + signo))
     main()

@@ -27,8 +27,10 @@ for tool in ip iptables; do
 done
 [ -x "$binary" ] || fail "no ringstore binary at $binary"
 
+child=
 cleanup() {
   local pids
+  if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
   pids=$(ip netns pids "$ns" 2>/dev/null || true)
   # Only processes inside this test's own namespace: the nodes it started.
   [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
@@ -47,4 +49,11 @@ links=$(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
 [ "$links" = "lo " ] || fail "namespace $ns holds more than lo: $links"
 ip netns exec "$ns" iptables -S >/dev/null || fail "iptables does not work inside $ns"
 
-ip netns exec "$ns" /usr/bin/python3 "$here/partition_test.py" "$binary" "$ns"
+# In the background with `wait`, so that a signal runs the traps at once (bash defers
+# them until a foreground child exits).
+ip netns exec "$ns" /usr/bin/python3 "$here/partition_test.py" "$binary" "$ns" &
+child=$!
+rc=0
+wait "$child" || rc=$?
+child=
+exit "$rc"
