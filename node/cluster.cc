@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "node/limits.h"
+
 namespace node {
 
 namespace {
@@ -80,6 +82,21 @@ const Replica* Cluster::find(const ring::NodeId& id) const {
 bool Cluster::alive(const ring::NodeId& id) const {
   const Replica* r = find(id);
   return r != nullptr && r->alive;
+}
+
+void Cluster::set_unheard(std::size_t remembered_unheard, std::uint64_t now_ms) {
+  if (!learning_started_) {
+    learning_started_ = true;
+    learning_start_ms_ = now_ms;
+  }
+  bool learning = now_ms - learning_start_ms_ < limits::ring_learn_timeout_ms;
+  unheard_ = learning ? remembered_unheard : 0;
+}
+
+Status Cluster::check_ring_complete() const {
+  if (unheard_ == 0) return Status::ok();
+  return Status::unavailable("ring_incomplete: " + std::to_string(unheard_) +
+                             " known members not heard from since this node started");
 }
 
 }  // namespace node

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/status.h"
 #include "ring/ring.h"
 
 namespace node {
@@ -51,6 +52,16 @@ class Cluster {
   const Replica* find(const ring::NodeId& id) const;
   bool alive(const ring::NodeId& id) const;
 
+  // Members remembered from this node's last life (saved peers: id and address only)
+  // that gossip has not described yet, so they are not in the ring. Until they are,
+  // preference lists, N and W would come from too few members: a node restarted into a
+  // five-node cluster would see a ring of one, acknowledge writes at W=1 and keep them
+  // on a node that does not own them. Counted during limits::ring_learn_timeout_ms from
+  // the first call (the start); past that, a member no live peer knows of is gone.
+  void set_unheard(std::size_t remembered_unheard, std::uint64_t now_ms);
+  // ok, or unavailable (503) while the ring lacks remembered members.
+  Status check_ring_complete() const;
+
  private:
   Replica replica_of(std::uint32_t member) const;
   ring::NodeId self_;
@@ -58,6 +69,9 @@ class Cluster {
   std::shared_ptr<const ring::Ring> ring_;
   std::vector<MemberInfo> members_;  // same order as ring_->members()
   std::unordered_map<std::string, Replica> by_id_;  // key: raw id bytes
+  std::size_t unheard_ = 0;
+  bool learning_started_ = false;
+  std::uint64_t learning_start_ms_ = 0;
 };
 
 }  // namespace node

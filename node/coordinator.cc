@@ -111,6 +111,7 @@ Status Coordinator::pick(const Target& t, const char* name, std::uint32_t def,
 
 void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
                         std::uint32_t w) {
+  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<WriteOp>();
   op->conn = c.weak_from_this();
   op->meta = writer->meta();
@@ -151,7 +152,9 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
       if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
     }
   }
-  if (!local) op->writer.reset();
+  // The spool stays until the write is decided even when this node holds no copy: it is
+  // a stand-in candidate for the key, so a replica that fails mid-write may need a hint
+  // kept here (dropping the spool early lost the hint: the owner never got the write).
   std::size_t initial = op->targets.size();
   for (std::size_t t = 0; t < initial; t++) send_write(op, t);
 }
@@ -262,6 +265,7 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
 // ---- reads ----
 
 void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
+  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<ReadOp>();
   op->conn = c.weak_from_this();
   op->key = c.request().target.path;

@@ -35,6 +35,11 @@ inline constexpr std::uint32_t drain_timeout_ms = 10'000;
 inline constexpr std::size_t stream_chunk_bytes = 256 * 1024;
 // One read buffer per connection.
 inline constexpr std::size_t read_buffer_bytes = 64 * 1024;
+// A restarted node refuses client requests until gossip has described every member it
+// remembers (Cluster::set_unheard), for at most this long: one live peer's answer to the
+// first SYN (sent within one gossip interval, 1 s by default) carries them all, so ten
+// rounds without one mean no live peer knows of the missing members. → 503
+inline constexpr std::uint32_t ring_learn_timeout_ms = 10'000;
 static_assert(url_bytes_max < header_bytes_max, "the request line is part of the headers");
 static_assert(3 * key_bytes_max < url_bytes_max, "a fully percent-encoded key fits");
 static_assert(header_timeout_ms < idle_timeout_ms);

@@ -178,8 +178,12 @@ void Server::refresh_membership() {
   std::vector<MemberInfo> members;
   member_extra_.clear();
   std::uint64_t now = gossip_->now_ms();
+  std::size_t unheard = 0;  // known by id, not yet by state: not in the ring
   for (const gossip::MemberView& v : gossip_->membership().members(now)) {
-    if (v.generation == 0 || v.app.vnodes == 0 || v.app.http_addr.empty()) continue;
+    if (v.generation == 0 || v.app.vnodes == 0 || v.app.http_addr.empty()) {
+      unheard += !v.self;
+      continue;
+    }
     MemberInfo m;
     m.member.id = v.id;
     m.member.vnodes = v.app.vnodes;
@@ -199,6 +203,7 @@ void Server::refresh_membership() {
           {"gossip_addr", v.gossip_addr}}});
   }
   if (!members.empty()) cluster_->update(members);
+  cluster_->set_unheard(unheard, now);
   if (gossip_->membership().ring_version() != saved_ring_version_) save_peers();
 }
 
