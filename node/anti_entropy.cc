@@ -86,6 +86,14 @@ bool parse_leaf(const nlohmann::json& j, std::size_t at, blobstore::Leaf* out) {
   return true;
 }
 
+// Of two replicas, one compares (and pushes and pulls) for both, so that a difference
+// is found and moved once, not twice. Which one depends on both ids, so the work spreads
+// evenly over the nodes.
+bool compares_with(const ring::NodeId& self, const ring::NodeId& peer) {
+  bool smaller_works = ((self[15] ^ peer[15]) & 1) != 0;
+  return (self < peer) == smaller_works;
+}
+
 }  // namespace
 
 struct AntiEntropy::Transfer {
@@ -161,7 +169,12 @@ void AntiEntropy::tick() {
     resume_ = nullptr;
     f();
   }
-  if (!pass_running_ && config_.interval_ms > 0 && now >= next_pass_ms_ && summaries_) start_pass();
+  // A pass starts only once the last one's transfers are done: comparing again before
+  // that would queue the same differences twice.
+  if (!pass_running_ && config_.interval_ms > 0 && now >= next_pass_ms_ && summaries_ &&
+      queue_.empty() && in_flight_ == 0) {
+    start_pass();
+  }
 }
 
 // ---- summaries ----
@@ -303,6 +316,7 @@ void AntiEntropy::next_peer() {
   int self_idx = ring_->index_of(server_.cluster().self());
   while (pass_peer_ < pass_peers_.size()) {
     const ring::NodeId id = pass_peers_[pass_peer_++];
+    if (!compares_with(server_.cluster().self(), id)) continue;  // the peer compares with us
     const Replica* rep = server_.cluster().find(id);
     if (rep == nullptr || !rep->alive) continue;
     auto cmp = std::make_shared<Compare>();
@@ -640,10 +654,16 @@ void AntiEntropy::pump() {
     budget_ -= cost;
     auto t = std::make_shared<Transfer>(std::move(queue_.front()));
     queue_.pop_front();
+    if (t->kind == Transfer::Kind::pull && holds(t->key, t->version)) continue;  // came meanwhile
     in_flight_++;
     run_transfer(t);
   }
   pumping_ = false;
+}
+
+bool AntiEntropy::holds(const std::string& key, const blobstore::Version& v) {
+  auto m = server_.store().lookup(key);
+  return m.is_ok() && !m.value().is_hint && !(m.value().version < v);
 }
 
 void AntiEntropy::transfer_done(bool ok) {

@@ -149,6 +149,8 @@ class AntiEntropy {
   void pump();
   void run_transfer(const std::shared_ptr<Transfer>& t);
   void transfer_done(bool ok);
+  // This node holds `key` as a replica at `v` or newer.
+  bool holds(const std::string& key, const blobstore::Version& v);
   // Endpoint bodies.
   void serve_summary(Connection& c);
   void serve_keys(Connection& c);
