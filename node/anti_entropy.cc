@@ -329,6 +329,15 @@ void AntiEntropy::next_peer() {
   }
   local_phase_ = true;
   local_arc_ = 0;
+  // Finding purgeable tombstones reads every arc that holds one: a tenth of the grace
+  // between looks (at most an hour) purges within 1.1 × grace at a small fraction of
+  // the cost of looking every pass.
+  std::uint64_t now = uv_now(server_.loop());
+  purge_now_ = now >= next_purge_ms_;
+  if (purge_now_) {
+    std::uint64_t every = std::min<std::uint64_t>(config_.tombstone_grace_s * 100, 3'600'000);
+    next_purge_ms_ = now + every;
+  }
   local_step();
 }
 
@@ -596,7 +605,7 @@ void AntiEntropy::local_step() {
     const blobstore::Leaf& leaf = summaries_->leaf(local_arc_);
     if (leaf.empty()) continue;
     bool owned = owns(local_arc_, self_idx);
-    if (owned && leaf.tombstones == 0) continue;
+    if (owned && (leaf.tombstones == 0 || !purge_now_)) continue;
     std::vector<std::string> addrs;
     bool all_alive = true;
     for (std::size_t j = 0; j < n_; j++) {

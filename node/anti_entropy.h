@@ -182,6 +182,8 @@ class AntiEntropy {
   std::size_t pass_peer_ = 0;
   std::size_t local_arc_ = 0;
   bool local_phase_ = false;
+  bool purge_now_ = false;          // this pass looks for tombstones to purge
+  std::uint64_t next_purge_ms_ = 0;
   std::function<void()> resume_;  // a step waiting for the queue to drain
 
   std::deque<Transfer> queue_;
