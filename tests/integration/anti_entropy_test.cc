@@ -349,3 +349,34 @@ TEST_CASE("the anti-entropy endpoints demand the secret and check their paramete
                 {auth}).status == 400);
   CHECK(request("GET", n.url("k1")).status == 200);  // the node is fine
 }
+
+TEST_CASE("keys a node holds but no longer owns go to their owner and only then leave",
+          "[integration][anti-entropy]") {
+  // One copy per key: the first node owns everything until the second joins, then
+  // about half of its keys belong to the newcomer.
+  std::vector<std::string> one = {"--replicas", "1", "--read-quorum", "1", "--write-quorum", "1",
+                                  "--anti-entropy-interval-ms", "300"};
+  AeCluster c(1, one);
+  std::vector<std::string> versions = put_keys(c, "h-", 200, 100, 4);
+  REQUIRE(c.keys(0) == 200);
+  NodeOptions o;
+  o.disks = 2;
+  o.extra_args = one;
+  o.extra_args.push_back("--seeds");
+  o.extra_args.push_back("127.0.0.1:" + std::to_string(c.nodes[0]->port()));
+  c.nodes.push_back(std::make_unique<NodeProcess>(o));
+  REQUIRE(wait_for([&] { return c.agrees(2); }, 15) >= 0);
+  double s = wait_for([&] { return c.keys(1) > 0 && c.keys(0) + c.keys(1) == 200; }, 60, Millis(200));
+  std::printf("%llu of 200 keys handed to a new owner in %.2f s\n",
+              static_cast<unsigned long long>(c.keys(1)), s);
+  REQUIRE(s >= 0);
+  CHECK(c.keys(1) > 50);
+  CHECK(c.keys(1) < 150);
+  CHECK(c.sum("keys_handed_off", true) == c.keys(1));
+  for (int k = 0; k < 200; k += 5) {
+    std::string key = "h-" + std::to_string(k);
+    INFO(key);
+    CHECK(c.replicas_hold(key, versions[static_cast<std::size_t>(k)], false, 1));
+    CHECK(request("GET", c.nodes[static_cast<std::size_t>(k) % 2]->url(key)).status == 200);
+  }
+}

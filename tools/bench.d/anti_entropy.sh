@@ -3,6 +3,8 @@
 # repair, and on while it refills a node whose disks were wiped; prints p50/p99 of each
 # and the time the wiped node took to hold all its keys again.
 #   tools/bench.d/anti_entropy.sh [KEYS] [SECONDS]     (defaults 10000, 10)
+# AE_INTERVAL_MS=0 runs the same steps with anti-entropy off throughout: the control for
+# the refill step (GETs that find node 3 missing a key read-repair it either way).
 # Everything lives in a temporary directory removed on exit; the nodes listen on free
 # ports of 127.0.0.1 and no traffic goes anywhere else.
 set -euo pipefail
@@ -31,8 +33,8 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))')
 start_node() {  # index, anti-entropy interval
   local i=$1 d=$tmp/n$1
   mkdir -p "$d"
-  "$binary" serve --listen "127.0.0.1:${ports[i]}" --data "$d/data" --disk "$d/d0" --disk "$d/d1" \
-    --seeds "127.0.0.1:${ports[0]}" --anti-entropy-interval-ms "$2" --log-level warn \
+  "$binary" --log-level warn serve --listen "127.0.0.1:${ports[i]}" --data "$d/data" --disk "$d/d0" --disk "$d/d1" \
+    --seeds "127.0.0.1:${ports[0]}" --anti-entropy-interval-ms "$2" \
     2>>"$d/log" >/dev/null &
   pids[i]=$!
 }
@@ -61,13 +63,25 @@ measure() {  # label
 
 for i in 0 1 2; do start_node "$i" 0; done
 wait_members
-head -c 1024 /dev/urandom >"$tmp/value"
-seq 0 $((keys - 1)) | xargs -P 16 -I{} sh -c \
-  'curl -sf -o /dev/null -X PUT --data-binary @'"$tmp"'/value "127.0.0.1:'"${ports[0]}"'/k$(printf %06d {})"'
+python3 - "${ports[0]}" "$keys" <<'PY'
+import http.client, os, sys, threading
+port, keys = int(sys.argv[1]), int(sys.argv[2])
+value = os.urandom(1024)
+def load(start):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for k in range(start, keys, 8):
+        c.request("PUT", "/k%06d" % k, body=value)
+        r = c.getresponse(); r.read()
+        if r.status != 201: sys.exit("PUT failed: %d" % r.status)
+ts = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+PY
 echo "loaded $keys keys of 1 KiB"
 
 measure "anti-entropy off"
-for i in 0 1 2; do stop_node "$i"; start_node "$i" 1000; done
+on_ms=${AE_INTERVAL_MS:-1000}
+for i in 0 1 2; do stop_node "$i"; start_node "$i" "$on_ms"; done
 wait_members
 sleep 2
 measure "anti-entropy on, in step"
@@ -77,14 +91,14 @@ stop_node 2
 rm -rf "$tmp/n2/d0" "$tmp/n2/d1"
 mkdir -p "$tmp/n2/d0" "$tmp/n2/d1"
 "$binary" rebuild --data "$tmp/n2/data" --disk "$tmp/n2/d0" --disk "$tmp/n2/d1" >/dev/null
-start_node 2 1000
+start_node 2 "$on_ms"
 t0=$(date +%s.%N)
 measure "anti-entropy on, refilling node 3" &
 wrk_pid=$!
-until [[ $(node_keys 2 2>/dev/null || echo 0) == "$keys" ]]; do
+until [[ $on_ms == 0 || $(node_keys 2 2>/dev/null || echo 0) == "$keys" ]]; do
   sleep 0.2
   if (( $(echo "$(date +%s.%N) - $t0 > 300" | bc) )); then echo "node 3 did not refill" >&2; break; fi
 done
-printf 'node 3 held all %s keys again after %.1f s\n' "$keys" "$(echo "$(date +%s.%N) - $t0" | bc)"
 wait "$wrk_pid"
+[[ $on_ms == 0 ]] || printf 'node 3 held all %s keys again after %.1f s\n' "$keys" "$(echo "$(date +%s.%N) - $t0" | bc)"
 measure "anti-entropy on, after the refill"
