@@ -366,7 +366,16 @@ TEST_CASE("keys a node holds but no longer owns go to their owner and only then 
   o.extra_args.push_back("127.0.0.1:" + std::to_string(c.nodes[0]->port()));
   c.nodes.push_back(std::make_unique<NodeProcess>(o));
   REQUIRE(wait_for([&] { return c.agrees(2); }, 15) >= 0);
-  double s = wait_for([&] { return c.keys(1) > 0 && c.keys(0) + c.keys(1) == 200; }, 60, Millis(200));
+  // Done when nothing moves any more: 200 keys in all, as many on the newcomer as were
+  // handed off, and the same a second later (hand-offs go in batches).
+  std::uint64_t last = 0;
+  double s = wait_for([&] {
+    std::uint64_t k0 = c.keys(0), k1 = c.keys(1);
+    bool settled = k1 > 0 && k0 + k1 == 200 && c.sum("keys_handed_off", true) == k1;
+    bool same = settled && k1 == last;
+    last = settled ? k1 : 0;
+    return same;
+  }, 60, Millis(1000));
   std::printf("%llu of 200 keys handed to a new owner in %.2f s\n",
               static_cast<unsigned long long>(c.keys(1)), s);
   REQUIRE(s >= 0);
