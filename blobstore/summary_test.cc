@@ -42,7 +42,7 @@ TEST_CASE("a leaf's entries cancel out and do not depend on order", "[summary]")
   REQUIRE(ab.count == 0);
 }
 
-TEST_CASE("version, tombstone and key each change an entry's hash", "[summary]") {
+TEST_CASE("the version and the tombstone flag and the key each change an entry's hash", "[summary]") {
   Leaf base = blobstore::entry_leaf("k", version(5, 1), false);
   CHECK_FALSE(base.same(blobstore::entry_leaf("k", version(6, 1), false)));
   CHECK_FALSE(base.same(blobstore::entry_leaf("k", version(5, 2), false)));

@@ -197,7 +197,7 @@ double heal_wiped_node(int nodes, int count) {
 
 }  // namespace
 
-TEST_CASE("replicas that diverged converge without a client read; stale copies are replaced",
+TEST_CASE("replicas that diverged converge without a client read and stale copies are replaced",
           "[integration][anti-entropy]") {
   // Hints never go out here: only anti-entropy can bring the returning node up to date.
   AeCluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "300"});
