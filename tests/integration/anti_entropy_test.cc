@@ -245,7 +245,8 @@ TEST_CASE("replicas that diverged converge without a client read and stale copie
   }
   json st = c.status(2)["anti_entropy"];
   CHECK(st["passes"].get<std::uint64_t>() > 0);
-  CHECK(st["ranges_compared"].get<std::uint64_t>() > 0);
+  // Of two nodes only one compares (which one depends on their ids): count them all.
+  CHECK(c.sum("ranges_compared", true) > 0);
   Response m = request("GET", c.nodes[2]->url("_/metrics"));
   CHECK(m.body.find("ringstore_anti_entropy_keys_pulled_total") != std::string::npos);
 }
