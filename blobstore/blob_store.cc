@@ -276,6 +276,10 @@ Status BlobStore::erase_hint(std::string_view key, const Version& version, Commi
   return Status::ok();
 }
 
+Status BlobStore::purge(std::string_view key, const Version& version, CommitCallback done) {
+  return hint_op(CommitOp::Kind::purge, NodeId{}, key, version, std::move(done));
+}
+
 void BlobStore::report_damaged(const BlobMeta& m) {
   corrupt_reads_++;
   cache_.erase(m.key);
@@ -325,7 +329,12 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
 }
 
 void BlobStore::run_completions() {
-  committer_->run_completions([this](const std::string& key) { cache_.erase(key); });
+  committer_->run_completions([this](const CommitOp& op) {
+    cache_.erase(op.meta.key);
+    if (change_listener_ && op.status.is_ok() && op.result.replica_changed) {
+      change_listener_(op.meta.key, op.result);
+    }
+  });
 }
 
 Result<std::shared_ptr<const CachedValue>> BlobStore::read(std::string_view key,

@@ -112,6 +112,15 @@ class BlobStore {
   // Writes a tombstone for `key` at `version`, the same way.
   Status remove(std::string_view key, const Version& version, std::uint64_t now_ms,
                 CommitCallback done);
+  // Drops this node's replica copy of `key` (tombstone or value) if it is still at
+  // `version`: a tombstone past its grace that every replica holds, or a copy handed to
+  // the key's owners. `done` as for commit().
+  Status purge(std::string_view key, const Version& version, CommitCallback done);
+  // Called from run_completions() for every op that changed this node's replica row of
+  // a key (hint rows excluded), before the op's own callback: the anti-entropy
+  // summaries follow the index through it.
+  using ChangeListener = std::function<void(const std::string& key, const CommitResult& r)>;
+  void set_change_listener(ChangeListener l) { change_listener_ = std::move(l); }
   // Drops this node's copy of `key` if it is still a hint at `version`.
   Status erase_hint(std::string_view key, const Version& version, CommitCallback done);
   Result<std::vector<BlobMeta>> hints(std::string_view after, std::size_t limit) {
@@ -186,6 +195,7 @@ class BlobStore {
   std::uint64_t temp_seq_ = 0;
   std::string temp_prefix_;
   std::uint64_t corrupt_reads_ = 0;
+  ChangeListener change_listener_;
 };
 
 // Recreates DATA/index.db from the blob files on `disks` alone (the highest version of

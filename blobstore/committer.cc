@@ -105,14 +105,14 @@ bool Committer::submit(std::unique_ptr<CommitOp> op) {
   return true;
 }
 
-void Committer::run_completions(const std::function<void(const std::string&)>& before) {
+void Committer::run_completions(const std::function<void(const CommitOp&)>& before) {
   std::vector<std::unique_ptr<CommitOp>> done;
   {
     std::lock_guard<std::mutex> l(done_mu_);
     done.swap(done_);
   }
   for (auto& op : done) {
-    if (before) before(op->meta.key);
+    if (before) before(*op);
     op->done(std::move(op->status), op->result);
   }
 }
@@ -294,8 +294,12 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
       unlink(final_path(disks_, *op).c_str());
       op->status = s;
       op->result.applied = false;
+      op->result.replica_changed = false;
     }
-    for (CommitOp* op : erases) op->status = s;
+    for (CommitOp* op : erases) {
+      op->status = s;
+      op->result.replica_changed = false;
+    }
     trash.clear();
   };
   if (Status s = index_->begin(); !s.is_ok()) return fail_all(std::move(s));
@@ -317,6 +321,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
       trash.push_back(std::move(old_path));
     }
     if (Status s = index_->upsert(op->meta); !s.is_ok()) return fail_all(std::move(s));
+    note_replica_change(op, cur.value(), !op->meta.is_hint);
     live_delta += (op->meta.tombstone || op->meta.is_hint ? 0 : 1) - (was_live ? 1 : 0);
   }
   for (CommitOp* op : erases) {
@@ -332,8 +337,21 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     if (!cur.is_ok()) return fail_all(cur.take_status());
     const auto& c = cur.value();
     bool damaged = op->kind == CommitOp::Kind::drop_damaged;
-    if (!c || (!c->is_hint && !damaged) || c->version != op->meta.version || c->disk < 0) continue;
-    if (damaged && !c->is_hint && !c->tombstone) live_delta--;
+    bool purge = op->kind == CommitOp::Kind::purge;
+    if (!c || c->version != op->meta.version) continue;
+    if (purge) {
+      // A tombstone has no file: only its row goes.
+      if (c->is_hint) continue;
+    } else if ((!c->is_hint && !damaged) || c->disk < 0) {
+      continue;
+    }
+    if ((damaged || purge) && !c->is_hint && !c->tombstone) live_delta--;
+    note_replica_change(op, c, /*after=*/false);
+    if (c->disk < 0) {
+      if (Status s = index_->erase(op->meta.key); !s.is_ok()) return fail_all(std::move(s));
+      op->result.applied = true;
+      continue;
+    }
     std::string path = disks_->path(c->disk) + "/" + blob_relative_path(op->meta.key, c->version);
     if (Status s = index_->add_trash(path); !s.is_ok()) return fail_all(std::move(s));
     trash.push_back(std::move(path));
@@ -373,6 +391,21 @@ bool Committer::retire(const std::string& path) {
     }
   }
   return unlink(path.c_str()) == 0 || errno == ENOENT;
+}
+
+// Records the replica row before (when it was not a hint) and after the op (when
+// `after` is set, the op's own meta).
+void Committer::note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
+                                    bool after) {
+  if (before && !before->is_hint) op->result.replica_before = before;
+  if (after) {
+    StoredVersion now;
+    now.version = op->meta.version;
+    now.tombstone = op->meta.tombstone;
+    now.disk = op->meta.disk;
+    op->result.replica_after = now;
+  }
+  op->result.replica_changed = op->result.replica_before || op->result.replica_after;
 }
 
 void Committer::finish(Batch& batch) {

@@ -21,6 +21,7 @@
 #include <set>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -41,6 +42,10 @@ using FaultHook = std::function<FaultAction(WriteStep)>;
 struct CommitResult {
   bool applied = false;  // false: a newer or equal version was already stored
   Md5Digest md5{};
+  // How this node's replica row of the key (hint rows excluded) changed, for the
+  // anti-entropy summaries: set only when the op changed it.
+  bool replica_changed = false;
+  std::optional<StoredVersion> replica_before, replica_after;
 };
 using CommitCallback = std::function<void(Status, CommitResult)>;
 
@@ -56,7 +61,10 @@ struct CommitOp {
   //  drop_hint:  forget that (delivered).
   //  drop_damaged: forget this node's copy of meta.key at meta.version (it failed its
   //              checksum); the key reads as missing here until a replica repairs it.
-  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged };
+  //  purge:      forget this node's replica copy of meta.key if it is still at
+  //              meta.version (a tombstone every replica holds, or a copy handed to
+  //              the key's owners).
+  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged, purge };
   Kind kind = Kind::write;
   NodeId target{};
   bool is_write() const { return kind == Kind::write; }
@@ -82,9 +90,9 @@ class Committer {
   void stop();
   // False when the queue holds commit_queue_max writes (the caller answers 503).
   bool submit(std::unique_ptr<CommitOp> op);
-  // Runs the callbacks of finished writes, each after `before(key)`. Call from the
+  // Runs the callbacks of finished writes, each after `before(op)`. Call from the
   // thread that submits.
-  void run_completions(const std::function<void(const std::string&)>& before = nullptr);
+  void run_completions(const std::function<void(const CommitOp&)>& before = nullptr);
   // Live (non-tombstone) keys in the index, kept current by every batch.
   std::uint64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
   void set_live_keys(std::uint64_t n) { live_keys_.store(n); }
@@ -107,6 +115,8 @@ class Committer {
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
   bool retire(const std::string& path);
+  static void note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
+                                  bool after);
 
   IndexWriter* index_;
   Disks* disks_;

@@ -82,12 +82,21 @@ void scan_disk(const std::string& disk, int disk_index, std::map<std::string, Fo
   }
 }
 
-std::string read_old_node_id(const std::string& db_path) {
-  if (access(db_path.c_str(), F_OK) != 0) return "";
+// The node's identity outlives its index: its id, and its generation (peers take a
+// lower generation for a stale state and would ignore the node), plus the members it
+// knew. Only the keys are derived from the disks.
+std::vector<std::pair<std::string, std::string>> read_old_identity(const std::string& db_path) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (access(db_path.c_str(), F_OK) != 0) return out;
   IndexReader old;
-  if (!old.open(db_path).is_ok()) return "";
-  auto id = old.get_meta("node_id");
-  return id.is_ok() ? id.value() : "";
+  if (!old.open(db_path).is_ok()) return out;
+  for (const char* name : {"node_id", "generation", "peers"}) {
+    auto v = old.get_meta(name);
+    if (!v.is_ok()) continue;
+    if (std::string_view(name) == "node_id" && v.value().size() != 16) continue;
+    out.push_back({name, v.value()});
+  }
+  return out;
 }
 
 }  // namespace
@@ -104,7 +113,7 @@ Result<RebuildStats> rebuild_index(const std::string& data_dir,
     return Status::from_errno("mkdir " + data_dir, errno);
   }
   std::string db = data_dir + "/index.db";
-  std::string node_id = read_old_node_id(db);
+  auto identity = read_old_identity(db);
   for (const char* suffix : {"", "-wal", "-shm"}) {
     std::string from = db + suffix;
     std::string to = data_dir + "/index.db.old" + suffix;
@@ -115,8 +124,8 @@ Result<RebuildStats> rebuild_index(const std::string& data_dir,
   IndexWriter w;
   if (Status s = w.open(db, disks); !s.is_ok()) return s;
   if (Status s = w.begin(); !s.is_ok()) return s;
-  if (node_id.size() == 16) {
-    if (Status s = w.set_meta("node_id", node_id); !s.is_ok()) return s;
+  for (const auto& [name, value] : identity) {
+    if (Status s = w.set_meta(name, value); !s.is_ok()) return s;
   }
   for (auto& [key, f] : best) {
     if (Status s = w.upsert(f.meta); !s.is_ok()) return s;

@@ -238,6 +238,7 @@ Status Server::on_internal_headers(Connection& c) {
   if (auth == nullptr || *auth != auth_token_) {
     return Status(Code::unauthorized, "unauthorized: the cluster secret is required");
   }
+  if (AntiEntropy::handles(r.target.path)) return ae_->on_headers(c);
   if (starts_with(r.target.path, internal_blob)) {
     std::string key = r.target.path.substr(internal_blob.size());
     if (Status s = validate_key(key); !s.is_ok()) return s;
@@ -259,6 +260,7 @@ Status Server::on_internal_headers(Connection& c) {
 
 void Server::on_internal_request(Connection& c) {
   HttpRequest& r = c.request();
+  if (AntiEntropy::handles(r.target.path)) return ae_->on_request(c);
   if (starts_with(r.target.path, internal_push)) {
     std::weak_ptr<Connection> weak = c.weak_from_this();
     return coordinator_->push(r.target.path.substr(internal_push.size()), *r.target.get("to"),

@@ -230,6 +230,15 @@ int main(int argc, char** argv) {
       ->envname("RINGSTORE_PHI_CONVICT")->check(CLI::Range(1.0, 100.0));
   serve_cmd->add_option("--hint-interval-ms", config.hint_interval_ms, "how often hints are offered")
       ->envname("RINGSTORE_HINT_INTERVAL_MS")->check(CLI::Range(10, 600'000));
+  serve_cmd->add_option("--anti-entropy-interval-ms", config.anti_entropy.interval_ms,
+                        "pause between anti-entropy passes (0: off)")
+      ->envname("RINGSTORE_ANTI_ENTROPY_INTERVAL_MS")->check(CLI::Range(0, 86'400'000));
+  serve_cmd->add_option("--anti-entropy-keys-per-sec", config.anti_entropy.keys_per_sec,
+                        "keys anti-entropy may transfer per second")
+      ->envname("RINGSTORE_ANTI_ENTROPY_KEYS_PER_SEC")->check(CLI::Range(1, 1'000'000));
+  serve_cmd->add_option("--tombstone-grace-s", config.anti_entropy.tombstone_grace_s,
+                        "age after which a tombstone every replica holds is purged")
+      ->envname("RINGSTORE_TOMBSTONE_GRACE_S")->check(CLI::Range(0ull, 10ull * 365 * 86400));
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");

@@ -90,6 +90,14 @@ Status Server::start() {
   cluster_ = std::make_unique<Cluster>(store_->node_id(), address(), config_.vnodes, config_.zone);
   peers_ = std::make_unique<PeerClient>(loop_, config_.host, "X-Ringstore-Auth: " + auth_token_ + "\r\n");
   coordinator_ = std::make_unique<Coordinator>(*this, config_.quorum);
+  ae_ = std::make_unique<AntiEntropy>(*this, config_.anti_entropy);
+  store_->set_change_listener([ae = ae_.get()](const std::string& key, const blobstore::CommitResult& r) {
+    ae->on_change(key, r);
+  });
+  if (Status s = ae_->start(); !s.is_ok()) {
+    stop(nullptr);
+    return s;
+  }
   hint_timer_ = new uv_timer_t;
   uv_timer_init(loop_, hint_timer_);
   hint_timer_->data = this;
@@ -333,6 +341,7 @@ nlohmann::json Server::status_json() {
       {"read_repairs", cc.read_repairs},
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
+      {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},
       {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
                  {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
   };
@@ -428,6 +437,7 @@ void Server::maybe_finish_stop() {
   if (sweep_timer_ == nullptr && async_ == nullptr) return;  // already finished
   close_and_free(hint_timer_);
   close_and_free(membership_timer_);
+  if (ae_) ae_->stop();
   if (gossip_ && !gossip_stopping_) {
     gossip_stopping_ = true;
     gossip_->stop([this] {
@@ -498,6 +508,7 @@ std::string Server::metrics_text() {
   counter("ringstore_read_repairs_total", "Replicas repaired after a read found them stale.", cc.read_repairs);
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
   gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));
+  if (ae_) ae_->write_metrics(out);
   if (gossip_) {
     const auto& g = gossip_->membership().counters();
     metric_header(out, "ringstore_gossip_datagrams_total", "counter", "Gossip datagrams by direction.");

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gossip/udp_transport.h"
+#include "node/anti_entropy.h"
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/coordinator.h"
@@ -47,6 +48,7 @@ struct ServerConfig {
   std::uint32_t gossip_interval_ms = 1000;
   double phi_convict = 8.0;
   std::uint32_t hint_interval_ms = 1000;
+  AntiEntropyConfig anti_entropy;
 };
 
 struct ServerCounters {
@@ -99,6 +101,7 @@ class Server {
   PeerClient& peers() { return *peers_; }
   Hlc& hlc() { return hlc_; }
   Coordinator& coordinator() { return *coordinator_; }
+  AntiEntropy& anti_entropy() { return *ae_; }
   nlohmann::json status_json();
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.
@@ -133,6 +136,7 @@ class Server {
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<AntiEntropy> ae_;
   std::string auth_token_;
   uv_timer_t* hint_timer_ = nullptr;
   uv_timer_t* membership_timer_ = nullptr;

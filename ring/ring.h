@@ -49,6 +49,8 @@ class Ring {
 
   const std::vector<Member>& members() const { return members_; }
   std::size_t token_count() const { return tokens_.size(); }
+  // REQUIRES: i < token_count(). Tokens are in ascending position order.
+  std::uint64_t token_position(std::size_t i) const { return tokens_[i].position; }
   // -1 when the id is not a member.
   int index_of(const NodeId& id) const;
 

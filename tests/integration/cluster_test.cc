@@ -243,8 +243,9 @@ TEST_CASE("ringstore status prints the members like nodetool status", "[integrat
 
 TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
-  // Hints never go out here, so only read repair can bring the returning node up to date.
-  Cluster c(3, {"--hint-interval-ms", "600000"});
+  // Hints never go out here and anti-entropy is off, so only read repair can bring the
+  // returning node up to date.
+  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0"});
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
   c.nodes[2]->kill9();
   for (int k = 0; k < 20; k++) {

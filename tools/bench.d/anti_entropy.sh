@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Foreground GET latency on a 3-node cluster with anti-entropy off, on with nothing to
+# repair, and on while it refills a node whose disks were wiped; prints p50/p99 of each
+# and the time the wiped node took to hold all its keys again.
+#   tools/bench.d/anti_entropy.sh [KEYS] [SECONDS]     (defaults 10000, 10)
+# AE_INTERVAL_MS=0 runs the same steps with anti-entropy off throughout: the control for
+# the refill step (GETs that find node 3 missing a key read-repair it either way).
+# Everything lives in a temporary directory removed on exit; the nodes listen on free
+# ports of 127.0.0.1 and no traffic goes anywhere else.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+binary=${BINARY:-$repo/build/ringstore}
+keys=${1:-10000}
+seconds=${2:-10}
+tmp=$(mktemp -d /tmp/ringstore-ae-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+export RINGSTORE_SECRET=ae-bench-secret
+
+read -r -a ports < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+
+start_node() {  # index, anti-entropy interval
+  local i=$1 d=$tmp/n$1
+  mkdir -p "$d"
+  "$binary" --log-level warn serve --listen "127.0.0.1:${ports[i]}" --data "$d/data" --disk "$d/d0" --disk "$d/d1" \
+    --seeds "127.0.0.1:${ports[0]}" --anti-entropy-interval-ms "$2" \
+    2>>"$d/log" >/dev/null &
+  pids[i]=$!
+}
+stop_node() { kill "${pids[$1]}"; wait "${pids[$1]}" 2>/dev/null || true; }
+status() { curl -sf "127.0.0.1:${ports[$1]}/_/status"; }
+wait_members() {
+  for _ in $(seq 1 150); do
+    local ok=1
+    for i in 0 1 2; do
+      [[ $(status "$i" 2>/dev/null | python3 -c 'import json,sys; print(sum(m["alive"] for m in json.load(sys.stdin)["members"]))' 2>/dev/null) == 3 ]] || ok=0
+    done
+    [[ $ok == 1 ]] && return 0
+    sleep 0.2
+  done
+  echo "cluster did not form" >&2; exit 1
+}
+node_keys() { status "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"])'; }
+measure() {  # label
+  local out
+  out=$(BENCH_METHOD=GET BENCH_PREFIX=k BENCH_KEYS=$keys BENCH_WIDTH=6 \
+        wrk -t2 -c32 -d"${seconds}s" --latency -s "$here/workload.lua" "http://127.0.0.1:${ports[0]}")
+  printf '%-34s req/s %8s  p50 %8s  p99 %8s\n' "$1" \
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+    "$(awk '$1 == "50%" {print $2}' <<<"$out")" "$(awk '$1 == "99%" {print $2}' <<<"$out")"
+}
+
+for i in 0 1 2; do start_node "$i" 0; done
+wait_members
+python3 - "${ports[0]}" "$keys" <<'PY'
+import http.client, os, sys, threading
+port, keys = int(sys.argv[1]), int(sys.argv[2])
+value = os.urandom(1024)
+def load(start):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for k in range(start, keys, 8):
+        c.request("PUT", "/k%06d" % k, body=value)
+        r = c.getresponse(); r.read()
+        if r.status != 201: sys.exit("PUT failed: %d" % r.status)
+ts = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+PY
+echo "loaded $keys keys of 1 KiB"
+
+measure "anti-entropy off"
+on_ms=${AE_INTERVAL_MS:-1000}
+for i in 0 1 2; do stop_node "$i"; start_node "$i" "$on_ms"; done
+wait_members
+sleep 2
+measure "anti-entropy on, in step"
+measure "anti-entropy off -> on, in step (2)"
+
+stop_node 2
+rm -rf "$tmp/n2/d0" "$tmp/n2/d1"
+mkdir -p "$tmp/n2/d0" "$tmp/n2/d1"
+"$binary" rebuild --data "$tmp/n2/data" --disk "$tmp/n2/d0" --disk "$tmp/n2/d1" >/dev/null
+start_node 2 "$on_ms"
+t0=$(date +%s.%N)
+measure "anti-entropy on, refilling node 3" &
+wrk_pid=$!
+until [[ $on_ms == 0 || $(node_keys 2 2>/dev/null || echo 0) == "$keys" ]]; do
+  sleep 0.2
+  if (( $(echo "$(date +%s.%N) - $t0 > 300" | bc) )); then echo "node 3 did not refill" >&2; break; fi
+done
+wait "$wrk_pid"
+[[ $on_ms == 0 ]] || printf 'node 3 held all %s keys again after %.1f s\n' "$keys" "$(echo "$(date +%s.%N) - $t0" | bc)"
+measure "anti-entropy on, after the refill"
