@@ -136,12 +136,23 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<Connection*>(s->data);
   if (self == nullptr || self->closing_) return;
   if (nread == 0) return;  // EAGAIN
+  if (nread == UV_EOF && self->answering_) {
+    // A client may shut its side after its last request: answer it, then close.
+    self->peer_eof_ = true;
+    self->read_stop();
+    return;
+  }
   if (nread < 0) {
     // EOF or reset. A request in progress is abandoned: an upload's temp file goes with it.
     self->close();
     return;
   }
   self->server_->metrics().bytes_in += static_cast<std::uint64_t>(nread);
+  if (self->answering_) {
+    self->pending_.append(buf->base, static_cast<std::size_t>(nread));
+    if (self->pending_.size() >= limits::pending_bytes_max) self->read_stop();
+    return;
+  }
   self->feed(buf->base, static_cast<std::size_t>(nread));
 }
 
@@ -151,6 +162,7 @@ void Connection::feed(const char* data, std::size_t n) {
     llhttp_errno_t err = llhttp_execute(&parser_, data, n);
     if (closing_) return;
     if (err == HPE_OK) {
+      if (peer_eof_) return close();  // nothing more will come
       read_start();
       return;
     }
@@ -172,7 +184,8 @@ void Connection::feed(const char* data, std::size_t n) {
     if (closing_) return;
     if (!done_during_dispatch_) {
       pending_.assign(data + used, n - used);
-      read_stop();
+      answering_ = true;
+      if (pending_.size() >= limits::pending_bytes_max) read_stop();
       return;
     }
     if (!next_request()) return;
@@ -442,6 +455,7 @@ void Connection::response_done() {
     done_during_dispatch_ = true;
     return;
   }
+  answering_ = false;
   if (!next_request()) return;
   std::string p = std::move(pending_);
   pending_.clear();

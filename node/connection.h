@@ -133,6 +133,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   HeaderPair header_;
   Status error_;  // set by a parser callback that rejects the request
   std::string pending_;  // bytes after the current request (pipelining)
+  // A request is being answered: bytes that arrive meanwhile go to pending_ unparsed.
+  // Reading goes on (stopping and restarting costs two epoll_ctl calls per request)
+  // until pending_ holds pending_bytes_max.
+  bool answering_ = false;
+  bool peer_eof_ = false;  // the client shut its side while a request was answered
   bool reading_ = false;
   bool closing_ = false;
   bool keep_alive_ = true;

@@ -114,6 +114,43 @@ TEST_CASE("pipelined requests are answered in order", "[http]") {
   CHECK(c.read_response().status == 404);
 }
 
+TEST_CASE("bytes sent while a request is answered wait their turn", "[http]") {
+  TestServer srv;
+  SECTION("pipelined behind a PUT that waits for its commit") {
+    RawClient c(srv.port());
+    REQUIRE(c.send(put_request("q1", "one")));
+    // The PUT is answered after its group commit; these arrive meanwhile.
+    REQUIRE(c.send(get_request("q1") + put_request("q2", "two") + get_request("q2")));
+    CHECK(c.read_response().status == 201);
+    auto r = c.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.body == "one");
+    CHECK(c.read_response().status == 201);
+    CHECK(c.read_response().body == "two");
+  }
+  SECTION("a client that shuts its side after the request still gets its answer") {
+    RawClient c(srv.port());
+    REQUIRE(c.send(put_request("q3", "three") + get_request("q3")));
+    c.shutdown_send();
+    CHECK(c.read_response().status == 201);
+    auto r = c.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.body == "three");
+    CHECK(c.closed_by_peer());
+  }
+  SECTION("more than pending_bytes_max ahead: reading pauses, nothing is lost") {
+    RawClient c(srv.port());
+    std::string batch = put_request("q4", "four");
+    std::size_t gets = node::limits::pending_bytes_max / get_request("q4").size() + 100;
+    for (std::size_t i = 0; i < gets; i++) batch += get_request("q4");
+    REQUIRE(c.send(batch));
+    CHECK(c.read_response().status == 201);
+    std::size_t ok = 0;
+    for (std::size_t i = 0; i < gets; i++) ok += c.read_response().body == "four";
+    CHECK(ok == gets);
+  }
+}
+
 TEST_CASE("Expect: 100-continue is answered before the body is sent", "[http]") {
   TestServer srv;
   RawClient c(srv.port());

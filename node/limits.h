@@ -19,6 +19,9 @@ inline constexpr std::size_t url_bytes_max = 4 * key_bytes_max + 1024;
 inline constexpr std::uint64_t body_bytes_max = blobstore::limits::body_bytes_max_default;
 // Open client connections; one more is answered 503 and closed.
 inline constexpr std::uint32_t connections_max = 1024;
+// Bytes a client may send ahead while its request is answered (pipelining) before the
+// node stops reading from it: the next request's head, and then some.
+inline constexpr std::size_t pending_bytes_max = 64 * 1024;
 // A keep-alive connection with no request in progress is closed after this long.
 inline constexpr std::uint32_t idle_timeout_ms = 60'000;
 // A request's line and headers must arrive within this long of its first byte. → 408

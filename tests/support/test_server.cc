@@ -152,6 +152,8 @@ HttpResponse RawClient::read_response(int timeout_ms, bool head) {
   return r;
 }
 
+void RawClient::shutdown_send() { ::shutdown(fd_, SHUT_WR); }
+
 bool RawClient::closed_by_peer(int timeout_ms) {
   for (;;) {
     pollfd p{fd_, POLLIN, 0};

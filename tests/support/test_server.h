@@ -64,6 +64,8 @@ class RawClient {
   HttpResponse read_response(int timeout_ms = 5000, bool head = false);
   // True when the server closed the connection within timeout_ms.
   bool closed_by_peer(int timeout_ms = 5000);
+  // Shuts the sending side (the server reads EOF); responses can still be read.
+  void shutdown_send();
 
  private:
   bool fill(int timeout_ms);
