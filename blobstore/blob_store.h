@@ -113,6 +113,12 @@ class BlobStore {
     return hint_op(CommitOp::Kind::drop_hint, target, key, v, std::move(done));
   }
   Result<std::vector<MissedWrite>> missed(std::size_t limit) { return reader_.missed(limit); }
+  // Drops this node's copy of `key` if it is still at `version` (a membership change
+  // handed it to its new owners, which acknowledged it). A newer write in between keeps it.
+  Status drop_handed_off(std::string_view key, const Version& version, CommitCallback done) {
+    cache_.erase(key);
+    return hint_op(CommitOp::Kind::drop_handed_off, NodeId{}, key, version, std::move(done));
+  }
   Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
                         std::vector<BlobMeta>* out) {
     return reader_.scan_positions(from, to, limit, out);

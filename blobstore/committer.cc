@@ -328,7 +328,8 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     auto cur = index_->current(op->meta.key);
     if (!cur.is_ok()) return fail_all(cur.take_status());
     const auto& c = cur.value();
-    bool damaged = op->kind == CommitOp::Kind::drop_damaged;
+    bool damaged = op->kind == CommitOp::Kind::drop_damaged ||
+                   op->kind == CommitOp::Kind::drop_handed_off;
     if (!c || (!c->is_hint && !damaged) || c->version != op->meta.version || c->disk < 0) continue;
     if (damaged && !c->is_hint && !c->tombstone) live_delta--;
     std::string path = disks_->path(c->disk) + "/" + blob_relative_path(op->meta.key, c->version);

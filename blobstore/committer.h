@@ -52,7 +52,11 @@ struct CommitOp {
   //  drop_hint:  forget that (delivered).
   //  drop_damaged: forget this node's copy of meta.key at meta.version (it failed its
   //              checksum); the key reads as missing here until a replica repairs it.
-  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged };
+  //  drop_handed_off: forget this node's copy of meta.key at meta.version (this node no
+  //              longer owns the key and its owners have acknowledged it).
+  enum class Kind : std::uint8_t {
+    write, erase_hint, add_hint, drop_hint, drop_damaged, drop_handed_off
+  };
   Kind kind = Kind::write;
   NodeId target{};
   bool is_write() const { return kind == Kind::write; }

@@ -90,6 +90,7 @@ Status Server::start() {
   cluster_ = std::make_unique<Cluster>(store_->node_id(), address(), config_.vnodes, config_.zone);
   peers_ = std::make_unique<PeerClient>(loop_, config_.host, "X-Ringstore-Auth: " + auth_token_ + "\r\n");
   coordinator_ = std::make_unique<Coordinator>(*this, config_.quorum);
+  transfers_ = std::make_unique<Transfers>(*this);
   hint_timer_ = new uv_timer_t;
   uv_timer_init(loop_, hint_timer_);
   hint_timer_->data = this;
@@ -106,6 +107,7 @@ Status Server::start() {
 // so that a restarted node finds the cluster even when its seeds are down.
 Status Server::start_gossip() {
   auto g = store_->get_meta("generation");
+  gossip::NodeStatus status = transfers_->initial_status(config_.seeds, address(), !g.is_ok());
   generation_ = 1;
   if (g.is_ok()) {
     if (auto v = parse_u64(g.value())) generation_ = *v + 1;
@@ -121,6 +123,7 @@ Status Server::start_gossip() {
   gc.phi_convict = config_.phi_convict;
   gossip::AppState app;
   app.http_addr = address();
+  app.status = status;
   app.vnodes = config_.vnodes;
   app.zone = config_.zone;
   app.key_count = store_->live_keys();
@@ -157,18 +160,27 @@ void Server::on_membership_timer(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
   if (self == nullptr || self->stopping_) return;
   // Every 5 s our key count and disk use go out with the heartbeats.
-  if (++self->app_state_ticks_ % 25 == 0) {
-    gossip::AppState app;
-    app.http_addr = self->address();
-    app.vnodes = self->config_.vnodes;
-    app.zone = self->config_.zone;
-    app.key_count = self->store_->live_keys();
-    for (const auto& d : self->store_->disks_info(Hlc::wall_clock_ms())) {
-      app.disk_used_bytes += d.total_bytes - d.free_bytes;
-    }
-    self->gossip_->membership().set_app_state(app);
-  }
+  if (++self->app_state_ticks_ % 25 == 0) self->publish_app_state();
   self->refresh_membership();
+}
+
+gossip::AppState Server::app_state() {
+  gossip::AppState app;
+  app.http_addr = address();
+  app.status = transfers_->status();
+  app.vnodes = config_.vnodes;
+  app.zone = config_.zone;
+  app.key_count = store_->live_keys();
+  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+    app.disk_used_bytes += d.total_bytes - d.free_bytes;
+  }
+  return app;
+}
+
+void Server::publish_app_state() {
+  if (!gossip_) return;
+  gossip_->membership().set_app_state(app_state());
+  refresh_membership();
 }
 
 // The ring follows gossip: members we have heard of, with their status, vnodes, zone and
@@ -200,6 +212,7 @@ void Server::refresh_membership() {
   }
   if (!members.empty()) cluster_->update(members);
   if (gossip_->membership().ring_version() != saved_ring_version_) save_peers();
+  if (transfers_) transfers_->on_membership();
 }
 
 void Server::save_peers() {
@@ -316,6 +329,8 @@ nlohmann::json Server::status_json() {
       {"generation", generation_},
       {"gossip", gossip_counters},
       {"addr", address()},
+      {"state", transfers_->status_json()["state"]},
+      {"transfers", transfers_->status_json()},
       {"keys", store_->live_keys()},
       {"hints", hints.is_ok() ? hints.value() : 0},
       {"hints_delivered", hints_delivered_},
@@ -421,6 +436,7 @@ void Server::stop(std::function<void()> done) {
 void Server::maybe_finish_stop() {
   if (!conns_.empty()) return;
   if (sweep_timer_ == nullptr && async_ == nullptr) return;  // already finished
+  if (transfers_) transfers_->stop();
   close_and_free(hint_timer_);
   close_and_free(membership_timer_);
   if (gossip_ && !gossip_stopping_) {

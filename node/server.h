@@ -26,6 +26,7 @@
 #include "node/limits.h"
 #include "node/metrics.h"
 #include "node/peer_client.h"
+#include "node/transfers.h"
 
 namespace node {
 
@@ -99,6 +100,11 @@ class Server {
   PeerClient& peers() { return *peers_; }
   Hlc& hlc() { return hlc_; }
   Coordinator& coordinator() { return *coordinator_; }
+  // Membership changes (node/transfers.h). REQUIRES: started.
+  gossip::Membership& membership() { return gossip_->membership(); }
+  std::uint64_t gossip_now_ms() const { return gossip_->now_ms(); }
+  // Gossips what this node says about itself now (address, status, vnodes, zone, usage).
+  void publish_app_state();
   nlohmann::json status_json();
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.
@@ -126,6 +132,7 @@ class Server {
   static void on_membership_timer(uv_timer_t* t);
   void refresh_membership();
   void save_peers();
+  gossip::AppState app_state();
 
   uv_loop_t* loop_;
   ServerConfig config_;
@@ -133,6 +140,7 @@ class Server {
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<Transfers> transfers_;
   std::string auth_token_;
   uv_timer_t* hint_timer_ = nullptr;
   uv_timer_t* membership_timer_ = nullptr;

@@ -45,14 +45,17 @@ struct Cluster {
     if (r.status != 200) return json();
     return json::parse(r.body, nullptr, false);
   }
-  // Every running node sees `alive` members alive and `dead` members down.
+  // Every running node sees `alive` members alive (and done joining) and `dead` members down.
   bool agrees(std::size_t alive, std::size_t dead) {
     for (std::size_t i = 0; i < nodes.size(); i++) {
       if (!nodes[i]->running()) continue;
       json s = status(static_cast<int>(i));
       if (!s.is_object()) return false;
       std::size_t a = 0, d = 0;
-      for (const auto& m : s["members"]) (m["alive"].get<bool>() ? a : d)++;
+      for (const auto& m : s["members"]) {
+        if (m["alive"].get<bool>() && m.value("state", "normal") != "normal") return false;
+        (m["alive"].get<bool>() ? a : d)++;
+      }
       if (a != alive || d != dead) return false;
     }
     return true;
