@@ -231,6 +231,9 @@ int main(int argc, char** argv) {
       ->envname("RINGSTORE_PHI_CONVICT")->check(CLI::Range(1.0, 100.0));
   serve_cmd->add_option("--hint-interval-ms", config.hint_interval_ms, "how often hints are offered")
       ->envname("RINGSTORE_HINT_INTERVAL_MS")->check(CLI::Range(10, 600'000));
+  serve_cmd->add_option("--transfer-keys-per-s", config.transfer_keys_per_s,
+                        "keys a membership transfer sends per second (0: no limit)")
+      ->envname("RINGSTORE_TRANSFER_KEYS_PER_S");
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");

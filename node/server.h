@@ -48,6 +48,7 @@ struct ServerConfig {
   std::uint32_t gossip_interval_ms = 1000;
   double phi_convict = 8.0;
   std::uint32_t hint_interval_ms = 1000;
+  std::uint32_t transfer_keys_per_s = 0;  // membership transfers; 0: no limit
 };
 
 struct ServerCounters {
@@ -105,6 +106,7 @@ class Server {
   std::uint64_t gossip_now_ms() const { return gossip_->now_ms(); }
   // Gossips what this node says about itself now (address, status, vnodes, zone, usage).
   void publish_app_state();
+  const ServerConfig& config() const { return config_; }
   nlohmann::json status_json();
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.

@@ -248,9 +248,9 @@ void Transfers::start_pass(PassKind kind) {
   if (!p.active) {
     p.active = true;
     p.started_ms = Hlc::wall_clock_ms();
-    log::info(std::string(pass_name(kind)) + " pass starts at range " +
-              std::to_string(p.ranges_done()));
   }
+  log::info(std::string(pass_name(kind)) + " pass starts at range " +
+            std::to_string(p.ranges_done()) + "/" + std::to_string(transfer_limits::ranges_total));
   running_ = true;
   kind_ = kind;
   attempts_ = 0;
@@ -369,6 +369,7 @@ void Transfers::plan_window() {
   listed_.clear();
   next_work_ = work_in_flight_ = 0;
   work_left_ = work_.size();
+  window_started_ms_ = uv_now(server_.loop());
   window_failed_ = false;
   if (work_.empty()) return window_done();
   pump();
@@ -480,11 +481,28 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
 
 // ---- one window: act ----
 
+// At most keys_in_flight_max keys at once and, with --transfer-keys-per-s, no more
+// started than the rate allows since the window began (checked again every 20 ms).
 void Transfers::pump() {
+  const std::uint32_t rate = server_.config().transfer_keys_per_s;
+  std::uint64_t allowed = UINT64_MAX;
+  if (rate > 0) {
+    std::uint64_t elapsed = uv_now(server_.loop()) - window_started_ms_;
+    allowed = 1 + elapsed * rate / 1000;
+  }
   while (running_ && work_in_flight_ < transfer_limits::keys_in_flight_max &&
-         next_work_ < work_.size()) {
+         next_work_ < work_.size() && next_work_ < allowed) {
     run_key(next_work_++);
   }
+  if (running_ && work_in_flight_ == 0 && next_work_ < work_.size() && timer_ != nullptr) {
+    uv_timer_start(timer_, on_pump_timer, 20, 0);
+  }
+}
+
+void Transfers::on_pump_timer(uv_timer_t* t) {
+  auto* self = static_cast<Transfers*>(t->data);
+  if (self == nullptr || self->stopped_ || !self->running_) return;
+  self->pump();
 }
 
 void Transfers::run_key(std::size_t index) {

@@ -152,6 +152,7 @@ class Transfers {
   void finish_pass();
   void retry_later();
   static void on_timer(uv_timer_t* t);
+  static void on_pump_timer(uv_timer_t* t);
 
   void list_range(Connection& c);
   void start_leave(Connection& c);
@@ -176,6 +177,7 @@ class Transfers {
   std::vector<KeyWork> work_;
   std::size_t next_work_ = 0, work_in_flight_ = 0, work_left_ = 0;
   bool window_failed_ = false;
+  std::uint64_t window_started_ms_ = 0;
 
   std::uint64_t last_signature_ = 0, signature_since_ms_ = 0;
   uv_timer_t* timer_ = nullptr;
