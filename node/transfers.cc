@@ -83,6 +83,7 @@ nlohmann::json PassState::to_json() const {
           {"keys_dropped", keys_dropped},
           {"keys_failed", keys_failed},
           {"listed", listed},
+          {"waits", waits},
           {"started_ms", started_ms},
           {"finished_ms", finished_ms},
           {"deferred", deferred},
@@ -101,6 +102,7 @@ PassState PassState::from_json(const nlohmann::json& j) {
   p.keys_dropped = json_u64(j, "keys_dropped");
   p.keys_failed = json_u64(j, "keys_failed");
   p.listed = json_u64(j, "listed");
+  p.waits = json_u64(j, "waits");
   p.started_ms = json_u64(j, "started_ms");
   p.finished_ms = json_u64(j, "finished_ms");
   p.signature = json_u64(j, "signature");
@@ -353,7 +355,10 @@ void Transfers::on_listing(std::uint64_t epoch, std::size_t source, Status s,
     }
   }
   if (listings_pending_ > 0) return;
-  if (listing_failed_ || disagreement_) return retry_later();  // gossip converges meanwhile
+  if (listing_failed_ || disagreement_) {  // gossip converges meanwhile
+    pass(kind_).waits++;
+    return retry_later();
+  }
   plan_window();
 }
 

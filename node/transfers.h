@@ -47,9 +47,9 @@ inline constexpr std::uint32_t ranges_total = 64;
 // listing_bytes_max.
 inline constexpr std::size_t listing_entries_max = 1'000;
 inline constexpr std::size_t listing_bytes_max = 4u << 20;
-// Keys being sent at once. Each costs one or two internal requests; 16 keeps the
+// Keys being sent at once. Each costs one or two internal requests; 32 keeps the
 // committer's batches full without crowding out client requests.
-inline constexpr std::size_t keys_in_flight_max = 16;
+inline constexpr std::size_t keys_in_flight_max = 32;
 // A window that failed (a member unreachable, a send refused) is tried again after
 // this; one whose members disagree on the ring waits for gossip to converge.
 inline constexpr std::uint32_t retry_delay_ms = 500;
@@ -73,6 +73,7 @@ struct PassState {
   std::uint64_t keys_dropped = 0;   // copies dropped here once their owners held them
   std::uint64_t keys_failed = 0;    // sends given up (window_attempts_max)
   std::uint64_t listed = 0;         // entries listed by members
+  std::uint64_t waits = 0;          // windows retried: a member unreachable or of another view
   std::uint64_t started_ms = 0, finished_ms = 0;  // wall clock
   std::uint64_t signature = 0;      // handoff: the ring it ran for
   std::uint64_t deferred = 0;       // handoff: stray copies kept while another node sent them

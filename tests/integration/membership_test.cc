@@ -307,7 +307,9 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   // every coordinator saw it joining): those are streamed too.
   std::size_t optimum_all = optimum;
   for (const std::string& k : during) optimum_all += owners(after, k).count(j);
-  std::uint64_t received = c.status(j)["transfers"]["join"].value("keys_received", 0ull);
+  json join_pass = c.status(j)["transfers"]["join"];
+  std::printf("join pass: %s\n", join_pass.dump().c_str());
+  std::uint64_t received = join_pass.value("keys_received", 0ull);
   std::uint64_t sent = sum_transfers(c, "join", "keys_sent") + sum_transfers(c, "handoff", "keys_sent");
   std::uint64_t dropped = sum_transfers(c, "handoff", "keys_dropped");
   std::printf("join of a 5th node with %zu keys: serving after %.2f s, every copy in place after "
