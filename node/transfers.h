@@ -51,8 +51,10 @@ inline constexpr std::size_t listing_bytes_max = 4u << 20;
 // committer's batches full without crowding out client requests.
 inline constexpr std::size_t keys_in_flight_max = 32;
 // A window that failed (a member unreachable, a send refused) is tried again after
-// this; one whose members disagree on the ring waits for gossip to converge.
-inline constexpr std::uint32_t retry_delay_ms = 500;
+// this; one whose members disagree on the ring waits for gossip to converge (a new
+// state reaches everyone in a few gossip rounds, 1 s each by default), asking again
+// this often: a listing request costs well under a millisecond.
+inline constexpr std::uint32_t retry_delay_ms = 250;
 // A window whose sends keep failing is left behind after this many attempts (counted
 // in keys_failed); the handoff pass after the change and anti-entropy cover it.
 inline constexpr std::uint32_t window_attempts_max = 20;
