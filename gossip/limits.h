@@ -114,6 +114,10 @@ static_assert(phi_initial_interval_factor <= phi_sample_factor_max);
 static_assert(phi_sample_factor_max < 1 + 5 * phi_stddev_min_factor,
               "a gap long enough to be ignored is not already a conviction at phi 8");
 
+// A removal announced by another node takes the removed member's generation plus this:
+// a node's generation grows by one per restart, so a retired node would have to restart
+// four billion times before its own word outranked the removal again.
+inline constexpr std::uint64_t removal_generation_step = 1ull << 32;
 inline constexpr std::uint32_t interval_ms_min = 10;
 inline constexpr std::uint32_t interval_ms_max = 30'000;
 static_assert(phi_sample_factor_max * interval_ms_max <= UINT16_MAX, "samples fit u16 ms");

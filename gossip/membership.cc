@@ -247,6 +247,25 @@ bool Membership::add_known(const NodeId& id, std::string gossip_addr) {
   return true;
 }
 
+Status Membership::announce_removed(const NodeId& id) {
+  std::uint32_t slot = find(id);
+  if (slot == self_slot_) return Status::invalid("a node cannot remove itself");
+  if (slot == no_slot || digests_[slot].generation == 0) {
+    return Status::not_found("unknown_node: not a member heard of");
+  }
+  Digest& digest = digests_[slot];
+  Endpoint& e = endpoints_[slot];
+  bool changed = values_[slot].app.status != NodeStatus::removed;
+  digest.generation += limits::removal_generation_step;
+  // A new generation starts its versions over: every field 1..field_count, so that
+  // the state is full (all mask bits) and any peer takes it whole.
+  for (std::size_t i = 0; i < field_count; i++) e.versions[i] = i + 1;
+  digest.max_version = field_count;
+  values_[slot].app.status = NodeStatus::removed;
+  if (changed) ring_version_++;
+  return Status::ok();
+}
+
 // ---- Views -------------------------------------------------------------------------------
 
 MemberView Membership::view(std::uint32_t slot, std::uint64_t now_ms) const {
@@ -516,7 +535,15 @@ void Membership::apply_deltas(std::uint64_t now_ms, const std::vector<Delta>& de
 
 void Membership::apply_delta(std::uint64_t now_ms, const Delta& d) {
   std::uint32_t slot = find(d.id);
-  if (slot == self_slot_) return;  // we are the only authority on our own state
+  if (slot == self_slot_) {
+    // We are the only authority on our own state, except for one word: a removal
+    // announced on our behalf (announce_removed) under a higher generation.
+    if (d.generation > digests_[slot].generation && d.has(Field::status) &&
+        d.values.app.status == NodeStatus::removed) {
+      removed_by_peer_ = true;
+    }
+    return;
+  }
   if (slot == no_slot) {
     if (!d.full()) return;  // a partial state cannot start a member; we request it whole
     slot = insert(d.id);

@@ -101,6 +101,17 @@ class Membership {
   // comes from disk: checked, not asserted), the member is already known or is
   // ourselves, or limits::members_max is reached.
   bool add_known(const NodeId& id, std::string gossip_addr);
+  // Retires a dead member on its behalf: its state is given status `removed` under the
+  // generation limits::removal_generation_step above the one we hold, with every field
+  // versioned anew, so that the whole state replaces every older copy in the cluster
+  // (a higher generation always wins whole) and a restart of the retired node, which
+  // only bumps its generation by one, is ignored as an earlier life. This is how one
+  // node changes a field that another node owns (Cassandra's removenode does the same).
+  // Fails, changing nothing, for ourselves, an unknown member, or one not yet heard of.
+  Status announce_removed(const NodeId& id);
+  // True once a peer told us that we were removed (a state of ours with status removed
+  // under a higher generation than ours). The node then stays out of the ring.
+  bool removed_by_peer() const { return removed_by_peer_; }
 
   // Every member, ourselves included, in id order.
   std::vector<MemberView> members(std::uint64_t now_ms) const;
@@ -182,6 +193,7 @@ class Membership {
   std::uint64_t own_version_ = 0;  // the last version given to one of our fields
   std::uint64_t ring_version_ = 1;
   std::size_t heard_count_ = 0;
+  bool removed_by_peer_ = false;
   Counters counters_;
   // Scratch, reused so that their vectors keep their capacity between datagrams.
   Message scratch_;

@@ -426,4 +426,42 @@ TEST_CASE("members beyond members_max are refused and counted", "[gossip][member
   for (const Datagram& d : out) CHECK(d.bytes.size() <= limits::datagram_bytes_max);
 }
 
+TEST_CASE("a dead member is retired by another node's word, and stays retired",
+          "[gossip][membership]") {
+  Net net;
+  Membership& a = net.add(1, {"n2:1"});
+  Membership& b = net.add(2, {"n1:1"});
+  net.add(3, {"n1:1"});
+  for (int i = 0; i < 5; i++) net.round();
+  REQUIRE(b.member_count() == 3);
+  REQUIRE(a.generation_of(make_id(3)) == 1);
+
+  // Node 3 dies; node 1 announces its removal.
+  net.nodes.erase("n3:1");
+  CHECK(a.announce_removed(make_id(1)).code() == Code::invalid_argument);  // not ourselves
+  CHECK(a.announce_removed(make_id(9)).code() == Code::not_found);         // unknown
+  const std::uint64_t ring = a.ring_version();
+  REQUIRE(a.announce_removed(make_id(3)).is_ok());
+  CHECK(a.ring_version() == ring + 1);
+  CHECK(a.member(make_id(3), net.now_ms)->app.status == NodeStatus::removed);
+  CHECK(a.generation_of(make_id(3)) == 1 + limits::removal_generation_step);
+
+  // The others take the whole state: a higher generation replaces what they held.
+  for (int i = 0; i < 3; i++) net.round();
+  auto seen = b.member(make_id(3), net.now_ms);
+  REQUIRE(seen.has_value());
+  CHECK(seen->app.status == NodeStatus::removed);
+  CHECK(seen->generation == 1 + limits::removal_generation_step);
+  CHECK(seen->app.http_addr == app_for(3).http_addr);  // the rest of its state is kept
+
+  // The retired node restarts (generation 2): its own word is an earlier life now, and
+  // it learns that it was removed.
+  Membership& c = net.add(3, {"n1:1"}, 2);
+  for (int i = 0; i < 3; i++) net.round();
+  CHECK(a.member(make_id(3), net.now_ms)->app.status == NodeStatus::removed);
+  CHECK(b.member(make_id(3), net.now_ms)->app.status == NodeStatus::removed);
+  CHECK(c.removed_by_peer());
+  CHECK_FALSE(a.removed_by_peer());
+}
+
 }  // namespace gossip

@@ -39,17 +39,45 @@ void Cluster::update(const std::vector<MemberInfo>& in) {
   std::sort(members.begin(), members.end(),
             [](const MemberInfo& a, const MemberInfo& b) { return a.member.id < b.member.id; });
   if (!ring_ || !same_ownership(members, members_)) {
-    std::vector<ring::Member> ms;
-    for (const MemberInfo& m : members) ms.push_back(m.member);
-    auto built = ring::Ring::build(std::move(ms));
-    if (!built.is_ok()) return;  // keep the last good ring
-    ring_ = built.value();
+    if (!build_rings(members)) return;  // keep the last good rings
   }
   members_ = std::move(members);
   by_id_.clear();
   for (std::uint32_t i = 0; i < members_.size(); i++) {
     by_id_[id_key(members_[i].member.id)] = replica_of(i);
   }
+}
+
+// The future ring is the current one with every change in progress done: joining
+// members become owners, leaving ones give up their tokens. Same member order, so that
+// indices into either ring name the same member.
+bool Cluster::build_rings(const std::vector<MemberInfo>& members) {
+  std::vector<ring::Member> now, later;
+  bool changing = false;
+  std::size_t owners = 0, future_owners = 0;
+  for (const MemberInfo& m : members) {
+    now.push_back(m.member);
+    ring::Member f = m.member;
+    if (f.state == ring::MemberState::joining) f.state = ring::MemberState::normal;
+    if (f.state == ring::MemberState::leaving) f.state = ring::MemberState::left;
+    changing |= f.state != m.member.state;
+    owners += ring::owns_tokens(m.member.state);
+    future_owners += ring::owns_tokens(f.state);
+    later.push_back(std::move(f));
+  }
+  auto built = ring::Ring::build(std::move(now));
+  if (!built.is_ok()) return false;
+  std::shared_ptr<const ring::Ring> future;
+  if (changing) {
+    auto f = ring::Ring::build(std::move(later));
+    if (!f.is_ok()) return false;
+    future = f.value();
+  }
+  ring_ = built.value();
+  future_ = std::move(future);
+  owner_count_ = owners;
+  future_owner_count_ = future_owners;
+  return true;
 }
 
 Replica Cluster::replica_of(std::uint32_t m) const {
@@ -72,6 +100,28 @@ std::vector<Replica> Cluster::preference_list(std::string_view key, std::size_t 
 // The ring walk is the preference list, only longer: its first n entries are the owners.
 std::vector<Replica> Cluster::walk(std::string_view key, std::size_t max) const {
   return preference_list(key, max);
+}
+
+std::vector<Replica> Cluster::future_preference_list(std::string_view key, std::size_t n) const {
+  if (!future_) return preference_list(key, n);
+  if (n > ring::limits::replicas_max) n = ring::limits::replicas_max;
+  ring::PreferenceList p = future_->preference_list_for_key(key, n);
+  std::vector<Replica> out;
+  for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
+  return out;
+}
+
+std::vector<Replica> Cluster::pending(std::string_view key, std::size_t n) const {
+  std::vector<Replica> out;
+  if (!future_) return out;
+  if (n > ring::limits::replicas_max) n = ring::limits::replicas_max;
+  ring::PreferenceList now = ring_->preference_list_for_key(key, n);
+  ring::PreferenceList later = future_->preference_list_for_key(key, n);
+  for (std::uint32_t m : later.view()) {
+    auto current = now.view();
+    if (std::find(current.begin(), current.end(), m) == current.end()) out.push_back(replica_of(m));
+  }
+  return out;
 }
 
 const Replica* Cluster::find(const ring::NodeId& id) const {

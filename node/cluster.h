@@ -1,6 +1,11 @@
 // Cluster is this node's view of the cluster: the current ring (rebuilt when membership
 // changes) and each member's liveness (a local opinion from gossip that never changes
 // ownership). The coordinator asks it where a key lives.
+// While a member is joining or leaving there is also a future ring: the one that will
+// hold once every change in progress is done (joining members own their tokens, leaving
+// ones do not). Reads use the current ring only; writes also go to the members that
+// the future ring adds to a key's preference list (pending(), as Cassandra's pending
+// ranges), so that a node streaming its new ranges misses no write made meanwhile.
 // Thread: the loop thread only. The ring snapshot is immutable and may be handed to
 // other threads through ring().
 #pragma once
@@ -41,13 +46,23 @@ class Cluster {
   const ring::NodeId& self() const { return self_; }
   const std::string& self_addr() const { return self_addr_; }
   std::shared_ptr<const ring::Ring> ring() const { return ring_; }
-  std::size_t member_count() const { return ring_->members().size(); }
+  // Members that own tokens now (normal and leaving ones): how many replicas there can be.
+  std::size_t member_count() const { return owner_count_; }
+  // The ring once the joins and leaves in progress are done; the current ring when none is.
+  std::shared_ptr<const ring::Ring> future_ring() const { return future_ ? future_ : ring_; }
+  bool changing() const { return future_ != nullptr; }
+  std::size_t future_member_count() const { return future_owner_count_; }
 
   // The first n distinct members clockwise from the key (its preference list).
   std::vector<Replica> preference_list(std::string_view key, std::size_t n) const;
   // The preference list followed by further distinct members in ring order: where
   // sloppy quorum looks for stand-ins. At most `max` entries.
   std::vector<Replica> walk(std::string_view key, std::size_t max) const;
+  // Members of the key's future preference list of n that are not on its current one:
+  // they get every write too while they take the key over. Empty when nothing changes.
+  std::vector<Replica> pending(std::string_view key, std::size_t n) const;
+  // The key's preference list in the future ring.
+  std::vector<Replica> future_preference_list(std::string_view key, std::size_t n) const;
   // A member's HTTP address and liveness; nullptr when unknown.
   const Replica* find(const ring::NodeId& id) const;
   bool alive(const ring::NodeId& id) const;
@@ -64,9 +79,12 @@ class Cluster {
 
  private:
   Replica replica_of(std::uint32_t member) const;
+  bool build_rings(const std::vector<MemberInfo>& members);
   ring::NodeId self_;
   std::string self_addr_;
   std::shared_ptr<const ring::Ring> ring_;
+  std::shared_ptr<const ring::Ring> future_;  // null unless a member joins or leaves
+  std::size_t owner_count_ = 0, future_owner_count_ = 0;
   std::vector<MemberInfo> members_;  // same order as ring_->members()
   std::unordered_map<std::string, Replica> by_id_;  // key: raw id bytes
   std::size_t unheard_ = 0;

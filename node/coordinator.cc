@@ -133,6 +133,7 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
     }
   }
   for (const ring::NodeId& owner : down) replace_failed(op, owner);
+  add_pending_targets(op);
   if (op->targets.size() < op->w) {
     counters_.writes_unavailable++;
     return c.respond_error(Status::unavailable(
@@ -157,6 +158,26 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
   // kept here (dropping the spool early lost the hint: the owner never got the write).
   std::size_t initial = op->targets.size();
   for (std::size_t t = 0; t < initial; t++) send_write(op, t);
+}
+
+// A member taking the key over (joining, or next in line for a leaving one) gets the
+// write as well, and the write waits for it too (Cassandra adds pending ranges to the
+// nodes it blocks for): its copy of the range is complete once its transfer ends.
+void Coordinator::add_pending_targets(const std::shared_ptr<WriteOp>& op) {
+  const Cluster& cluster = server_.cluster();
+  if (!cluster.changing()) return;
+  auto n = std::min<std::uint32_t>(config_.n, static_cast<std::uint32_t>(cluster.future_member_count()));
+  for (const Replica& p : cluster.pending(op->meta.key, n)) {
+    for (std::size_t i = 0; i < op->candidates.size(); i++) {
+      if (op->candidates[i].id == p.id) op->used[i] = true;  // not also a stand-in
+    }
+    if (!p.alive) {
+      replace_failed(op, p.id);  // a stand-in keeps a hint for it
+      continue;
+    }
+    op->targets.push_back({p, false, p.id});
+    op->w++;
+  }
 }
 
 // A stand-in for `owner`: the next unused live member in ring order keeps a hint.

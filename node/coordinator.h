@@ -69,6 +69,7 @@ class Coordinator {
   void send_write(const std::shared_ptr<WriteOp>& op, std::size_t target);
   void on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t target, Status s);
   void replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner);
+  void add_pending_targets(const std::shared_ptr<WriteOp>& op);
   void remember_missed(const std::shared_ptr<WriteOp>& op);
   void finish_write_if_decided(const std::shared_ptr<WriteOp>& op);
 

@@ -255,6 +255,7 @@ Status Server::on_internal_headers(Connection& c) {
     if (!r.target.has("to")) return Status::invalid("missing_to");
     return Status::ok();
   }
+  if (Transfers::handles(r.target.path)) return transfers_->check_headers(c);
   return Status::not_found("no_such_endpoint");
 }
 
@@ -272,6 +273,7 @@ void Server::on_internal_request(Connection& c) {
                                               "{\"pushed\":true}\n");
                               });
   }
+  if (Transfers::handles(r.target.path)) return transfers_->on_request(c);
   std::string key = r.target.path.substr(internal_blob.size());
   if (r.method == HTTP_PUT) return internal_put(c);
   auto h = store_->open_read(key);

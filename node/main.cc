@@ -18,6 +18,7 @@
 #include <iostream>
 
 #include "blobstore/blob_store.h"
+#include "node/admin_cli.h"
 #include "node/log.h"
 #include "node/server.h"
 
@@ -239,6 +240,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--tombstone-grace-s", config.anti_entropy.tombstone_grace_s,
                         "age after which a tombstone every replica holds is purged")
       ->envname("RINGSTORE_TOMBSTONE_GRACE_S")->check(CLI::Range(0ull, 10ull * 365 * 86400));
+  serve_cmd->add_option("--transfer-keys-per-s", config.transfer_keys_per_s,
+                        "keys a membership transfer sends per second (0: no limit)")
+      ->envname("RINGSTORE_TRANSFER_KEYS_PER_S");
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");
@@ -269,6 +273,22 @@ int main(int argc, char** argv) {
   std::string status_node = "127.0.0.1:3000";
   auto* status_cmd = app.add_subcommand("status", "print the members as one node sees them");
   status_cmd->add_option("--node", status_node, "HOST:PORT of any node")->envname("RINGSTORE_NODE");
+
+  std::string member_node, member_host = "127.0.0.1:3000", member_secret_file;
+  unsigned leave_timeout_s = 3600;
+  auto* leave_cmd = app.add_subcommand("leave", "stream a node's ranges to their next owners, "
+                                       "then retire it (waits until it has left)");
+  leave_cmd->add_option("--node", member_node, "HOST:PORT of the node that leaves")->required();
+  leave_cmd->add_option("--timeout-s", leave_timeout_s, "how long to wait for the transfer");
+  auto* remove_cmd = app.add_subcommand("remove", "retire a dead node; the others "
+                                        "re-replicate its keys from the remaining copies");
+  remove_cmd->add_option("--node", member_node, "id of the dead node (32 hex digits, as in status)")
+      ->required();
+  remove_cmd->add_option("--host", member_host, "HOST:PORT of any live node")->envname("RINGSTORE_NODE");
+  for (auto* cmd : {leave_cmd, remove_cmd}) {
+    cmd->add_option("--secret-file", member_secret_file, "file holding the cluster secret "
+                    "(else RINGSTORE_SECRET)")->envname("RINGSTORE_SECRET_FILE");
+  }
 
   CLI11_PARSE(app, argc, argv);
   node::log::Level level;
@@ -325,6 +345,15 @@ int main(int argc, char** argv) {
     return serve(std::move(config));
   }
   if (status_cmd->parsed()) return print_status(status_node);
+  if (leave_cmd->parsed() || remove_cmd->parsed()) {
+    std::string secret, error;
+    if (!node::load_secret(member_secret_file, &secret, &error)) {
+      std::fprintf(stderr, "ringstore: %s\n", error.c_str());
+      return 2;
+    }
+    if (leave_cmd->parsed()) return node::leave_command(member_node, secret, leave_timeout_s);
+    return node::remove_command(member_node, member_host, secret);
+  }
   if (rebuild_cmd->parsed()) {
     auto r = blobstore::rebuild_index(rebuild_data, rebuild_disks);
     if (!r.is_ok()) {

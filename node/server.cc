@@ -98,6 +98,7 @@ Status Server::start() {
     stop(nullptr);
     return s;
   }
+  transfers_ = std::make_unique<Transfers>(*this);
   hint_timer_ = new uv_timer_t;
   uv_timer_init(loop_, hint_timer_);
   hint_timer_->data = this;
@@ -114,6 +115,7 @@ Status Server::start() {
 // so that a restarted node finds the cluster even when its seeds are down.
 Status Server::start_gossip() {
   auto g = store_->get_meta("generation");
+  gossip::NodeStatus status = transfers_->initial_status(config_.seeds, address(), !g.is_ok());
   generation_ = 1;
   if (g.is_ok()) {
     if (auto v = parse_u64(g.value())) generation_ = *v + 1;
@@ -129,6 +131,7 @@ Status Server::start_gossip() {
   gc.phi_convict = config_.phi_convict;
   gossip::AppState app;
   app.http_addr = address();
+  app.status = status;
   app.vnodes = config_.vnodes;
   app.zone = config_.zone;
   app.key_count = store_->live_keys();
@@ -165,18 +168,27 @@ void Server::on_membership_timer(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
   if (self == nullptr || self->stopping_) return;
   // Every 5 s our key count and disk use go out with the heartbeats.
-  if (++self->app_state_ticks_ % 25 == 0) {
-    gossip::AppState app;
-    app.http_addr = self->address();
-    app.vnodes = self->config_.vnodes;
-    app.zone = self->config_.zone;
-    app.key_count = self->store_->live_keys();
-    for (const auto& d : self->store_->disks_info(Hlc::wall_clock_ms())) {
-      app.disk_used_bytes += d.total_bytes - d.free_bytes;
-    }
-    self->gossip_->membership().set_app_state(app);
-  }
+  if (++self->app_state_ticks_ % 25 == 0) self->publish_app_state();
   self->refresh_membership();
+}
+
+gossip::AppState Server::app_state() {
+  gossip::AppState app;
+  app.http_addr = address();
+  app.status = transfers_->status();
+  app.vnodes = config_.vnodes;
+  app.zone = config_.zone;
+  app.key_count = store_->live_keys();
+  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+    app.disk_used_bytes += d.total_bytes - d.free_bytes;
+  }
+  return app;
+}
+
+void Server::publish_app_state() {
+  if (!gossip_) return;
+  gossip_->membership().set_app_state(app_state());
+  refresh_membership();
 }
 
 // The ring follows gossip: members we have heard of, with their status, vnodes, zone and
@@ -213,6 +225,7 @@ void Server::refresh_membership() {
   if (!members.empty()) cluster_->update(members);
   cluster_->set_unheard(unheard, now);
   if (gossip_->membership().ring_version() != saved_ring_version_) save_peers();
+  if (transfers_) transfers_->on_membership();
 }
 
 void Server::save_peers() {
@@ -329,6 +342,8 @@ nlohmann::json Server::status_json() {
       {"generation", generation_},
       {"gossip", gossip_counters},
       {"addr", address()},
+      {"state", transfers_->status_json()["state"]},
+      {"transfers", transfers_->status_json()},
       {"keys", store_->live_keys()},
       {"hints", hints.is_ok() ? hints.value() : 0},
       {"hints_delivered", hints_delivered_},
@@ -435,6 +450,7 @@ void Server::stop(std::function<void()> done) {
 void Server::maybe_finish_stop() {
   if (!conns_.empty()) return;
   if (sweep_timer_ == nullptr && async_ == nullptr) return;  // already finished
+  if (transfers_) transfers_->stop();
   close_and_free(hint_timer_);
   close_and_free(membership_timer_);
   if (ae_) ae_->stop();

@@ -27,6 +27,7 @@
 #include "node/limits.h"
 #include "node/metrics.h"
 #include "node/peer_client.h"
+#include "node/transfers.h"
 
 namespace node {
 
@@ -49,6 +50,7 @@ struct ServerConfig {
   double phi_convict = 8.0;
   std::uint32_t hint_interval_ms = 1000;
   AntiEntropyConfig anti_entropy;
+  std::uint32_t transfer_keys_per_s = 0;  // membership transfers; 0: no limit
 };
 
 struct ServerCounters {
@@ -102,6 +104,12 @@ class Server {
   Hlc& hlc() { return hlc_; }
   Coordinator& coordinator() { return *coordinator_; }
   AntiEntropy& anti_entropy() { return *ae_; }
+  // Membership changes (node/transfers.h). REQUIRES: started.
+  gossip::Membership& membership() { return gossip_->membership(); }
+  std::uint64_t gossip_now_ms() const { return gossip_->now_ms(); }
+  // Gossips what this node says about itself now (address, status, vnodes, zone, usage).
+  void publish_app_state();
+  const ServerConfig& config() const { return config_; }
   nlohmann::json status_json();
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.
@@ -129,6 +137,7 @@ class Server {
   static void on_membership_timer(uv_timer_t* t);
   void refresh_membership();
   void save_peers();
+  gossip::AppState app_state();
 
   uv_loop_t* loop_;
   ServerConfig config_;
@@ -137,6 +146,7 @@ class Server {
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<AntiEntropy> ae_;
+  std::unique_ptr<Transfers> transfers_;
   std::string auth_token_;
   uv_timer_t* hint_timer_ = nullptr;
   uv_timer_t* membership_timer_ = nullptr;

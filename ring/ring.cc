@@ -35,7 +35,7 @@ Result<std::shared_ptr<const Ring>> Ring::build(std::vector<Member> members) {
   ring->members_ = std::move(members);
   for (std::uint32_t m = 0; m < ring->members_.size(); m++) {
     const Member& mem = ring->members_[m];
-    if (mem.state == MemberState::left || mem.state == MemberState::removed) continue;
+    if (!owns_tokens(mem.state)) continue;
     for (std::uint32_t i = 0; i < mem.vnodes; i++) ring->tokens_.push_back({token(mem.id, i), m});
   }
   std::sort(ring->tokens_.begin(), ring->tokens_.end());

@@ -24,6 +24,11 @@ namespace ring {
 using NodeId = std::array<std::uint8_t, 16>;
 
 enum class MemberState : std::uint8_t { joining, normal, leaving, left, removed };
+// A joining member does not serve yet (it streams its ranges first); a leaving one still
+// does until its ranges have been streamed out; left and removed ones are gone.
+inline bool owns_tokens(MemberState s) {
+  return s == MemberState::normal || s == MemberState::leaving;
+}
 
 struct Member {
   NodeId id{};
@@ -42,9 +47,9 @@ struct PreferenceList {
 
 class Ring {
  public:
-  // Members in state left or removed own no tokens. Invalid input (duplicate ids, a
-  // vnode count of 0 or over the limit) is an error, not an assertion: it comes from
-  // the network.
+  // Members in state joining, left or removed own no tokens (owns_tokens()). Invalid
+  // input (duplicate ids, a vnode count of 0 or over the limit) is an error, not an
+  // assertion: it comes from the network.
   static Result<std::shared_ptr<const Ring>> build(std::vector<Member> members);
 
   const std::vector<Member>& members() const { return members_; }

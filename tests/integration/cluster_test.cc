@@ -45,14 +45,18 @@ struct Cluster {
     if (r.status != 200) return json();
     return json::parse(r.body, nullptr, false);
   }
-  // Every running node sees `alive` members alive and `dead` members down.
-  bool agrees(std::size_t alive, std::size_t dead) {
+  // Every running node sees `alive` members alive (and, with `joined`, done joining) and
+  // `dead` members down.
+  bool agrees(std::size_t alive, std::size_t dead, bool joined = true) {
     for (std::size_t i = 0; i < nodes.size(); i++) {
       if (!nodes[i]->running()) continue;
       json s = status(static_cast<int>(i));
       if (!s.is_object()) return false;
       std::size_t a = 0, d = 0;
-      for (const auto& m : s["members"]) (m["alive"].get<bool>() ? a : d)++;
+      for (const auto& m : s["members"]) {
+        if (joined && m["alive"].get<bool>() && m.value("state", "normal") != "normal") return false;
+        (m["alive"].get<bool>() ? a : d)++;
+      }
       if (a != alive || d != dead) return false;
     }
     return true;
@@ -87,10 +91,13 @@ TEST_CASE("five nodes converge, place every key on exactly three, survive a kill
           "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
   Cluster c(5, secure());
-  double converge_s = wait_for([&] { return c.agrees(5, 0); }, 10);
+  double converge_s = wait_for([&] { return c.agrees(5, 0, /*joined=*/false); }, 10);
   std::printf("membership of 5 nodes converged in %.2f s\n", converge_s);
   REQUIRE(converge_s >= 0);
   REQUIRE(converge_s < 5);
+  double joined_s = wait_for([&] { return c.agrees(5, 0); }, 20);
+  std::printf("all 5 nodes done joining after %.2f s\n", joined_s);
+  REQUIRE(joined_s >= 0);
 
   std::mt19937 rng(42);
   for (int k = 0; k < 300; k++) {
