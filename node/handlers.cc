@@ -304,6 +304,9 @@ void Server::internal_put(Connection& c) {
   if (const std::string* hint = r.ringstore_header("hint-for")) {
     ring::NodeId owner{};
     if (!blobstore::unhex(*hint, owner.data(), owner.size())) return c.respond_error(Status::invalid("bad_hint_for"));
+    if (!hint_policy_->admit(owner)) {  // the coordinator leaves this miss to anti-entropy
+      return c.respond_error(Status::unavailable("hint_cap: this node holds its cap of hints"));
+    }
     r.writer->set_hint_for(owner);
   }
   std::weak_ptr<Connection> weak = c.weak_from_this();

@@ -22,10 +22,12 @@
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/coordinator.h"
+#include "node/hints.h"
 #include "node/hlc.h"
 #include "node/limits.h"
 #include "node/metrics.h"
 #include "node/peer_client.h"
+#include "node/repair.h"
 
 namespace node {
 
@@ -47,6 +49,9 @@ struct ServerConfig {
   std::uint32_t gossip_interval_ms = 1000;
   double phi_convict = 8.0;
   std::uint32_t hint_interval_ms = 1000;
+  HintConfig hints;            // window, caps, delivery rate
+  RepairConfig repair;         // refetch of lost copies
+  blobstore::ScrubConfig scrub;  // background MD5 scrub (on by default)
 };
 
 struct ServerCounters {
@@ -99,7 +104,12 @@ class Server {
   PeerClient& peers() { return *peers_; }
   Hlc& hlc() { return hlc_; }
   Coordinator& coordinator() { return *coordinator_; }
+  HintPolicy& hint_policy() { return *hint_policy_; }
   nlohmann::json status_json();
+  // Hints, repair and scrub in /_/status and /_/metrics (healing_status.cc).
+  nlohmann::json healing_policy_json();
+  nlohmann::json scrub_json();
+  void healing_metrics(std::string& out);
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.
   static std::string auth_token_for(const std::string& secret);
@@ -133,6 +143,8 @@ class Server {
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<HintPolicy> hint_policy_;
+  std::unique_ptr<Repairer> repairer_;
   std::string auth_token_;
   uv_timer_t* hint_timer_ = nullptr;
   uv_timer_t* membership_timer_ = nullptr;
