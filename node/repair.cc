@@ -101,10 +101,18 @@ void Repairer::tick() {
     queue_.push_back(std::move(*it));
     it = retry_.erase(it);
   }
-  if (config_.keys_per_s == 0) return;
+  pump();
+}
+
+// Starts fetches while the rate and repair_in_flight_max allow: from the timer, and
+// again as each fetch finishes, so a fast peer is not held to one batch per tick.
+void Repairer::pump() {
+  if (config_.keys_per_s == 0 || closed_ || pumping_) return;
+  pumping_ = true;  // start_one may finish synchronously and call back here
+  std::uint64_t now = server_.now_ms();
   // Token bucket: keys_per_s on average, bursts of at most one tick's worth (or one key).
   double burst = std::max(1.0, config_.keys_per_s * limits::repair_tick_ms / 1000.0);
-  tokens_ = std::min(burst, tokens_ + (now - tokens_at_ms_) * config_.keys_per_s / 1000.0);
+  tokens_ = std::min(burst, tokens_ + static_cast<double>(now - tokens_at_ms_) * config_.keys_per_s / 1000.0);
   tokens_at_ms_ = now;
   while (!queue_.empty() && in_flight_ < limits::repair_in_flight_max && tokens_ >= 1) {
     tokens_ -= 1;
@@ -112,6 +120,7 @@ void Repairer::tick() {
     queue_.pop_front();
     start_one(std::move(item));
   }
+  pumping_ = false;
 }
 
 // Rows on a failed disk join the queue a page at a time while it has room. A walk that
@@ -137,7 +146,9 @@ void Repairer::enumerate_failed_disks(std::uint64_t now) {
       continue;
     }
     if (w.done) {
-      if (now < w.restart_at_ms) continue;
+      // The walk is over; its rows are counted once none is in flight any more (one
+      // count scans the index: at most every repair_tick_ms, only while a disk drains).
+      if (now < w.restart_at_ms || pending() > 0) continue;
       auto n = store.count_on_disk(disk);
       w.rows_left = n.is_ok() ? n.value() : w.rows_left;
       if (w.rows_left == 0) {
@@ -149,7 +160,7 @@ void Repairer::enumerate_failed_disks(std::uint64_t now) {
         w.restart_at_ms = now + limits::repair_retry_ms;
         continue;
       }
-      w.done = false;
+      w.done = false;  // rows left behind (fetches that gave up): walk again
       w.after.clear();
     }
     if (queue_.size() + limits::repair_page_rows > limits::repair_queue_max) continue;
@@ -157,7 +168,7 @@ void Repairer::enumerate_failed_disks(std::uint64_t now) {
     if (!store.rows_on_disk(disk, w.after, limits::repair_page_rows, &rows).is_ok()) continue;
     if (rows.empty()) {
       w.done = true;
-      w.restart_at_ms = now + limits::repair_retry_ms;
+      w.restart_at_ms = now;  // counted again at once: drained when nothing is left
       continue;
     }
     w.after = rows.back().key;
@@ -281,7 +292,11 @@ void Repairer::write_tombstone(const std::shared_ptr<Fetch>& f, const blobstore:
 void Repairer::finish(const std::shared_ptr<Fetch>& f, Status s) {
   in_flight_--;
   if (closed_) return;
-  Item& item = f->item;
+  finish_item(f->item, std::move(s));
+  pump();
+}
+
+void Repairer::finish_item(Item& item, Status s) {
   if (s.is_ok()) {
     queued_keys_.erase(item.lost.key);
     std::size_t disk = static_cast<std::size_t>(item.lost.disk);

@@ -72,7 +72,9 @@ class Repairer {
   void tick();
   void enumerate_failed_disks(std::uint64_t now_ms);
   void enqueue(Item item);
+  void pump();
   void start_one(Item item);
+  void finish_item(Item& item, Status s);
   void on_versions(const std::shared_ptr<Fetch>& f);
   void fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder);
   void write_tombstone(const std::shared_ptr<Fetch>& f, const blobstore::BlobMeta& m);
@@ -82,6 +84,7 @@ class Repairer {
   RepairConfig config_;
   uv_timer_t* timer_ = nullptr;
   bool closed_ = false;
+  bool pumping_ = false;
   std::deque<Item> queue_;
   std::vector<Item> retry_;
   std::unordered_set<std::string> queued_keys_;  // queue_, retry_ and in flight
