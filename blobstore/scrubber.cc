@@ -206,7 +206,9 @@ void Scrubber::run() {
       // The slower of the two rates sets the pace: each file costs its share of both.
       double cost_s = std::max(static_cast<double>(m.size) / static_cast<double>(config_.bytes_per_s),
                                1.0 / static_cast<double>(config_.files_per_s));
-      next_at = std::max(next_at, Clock::now()) +
+      // Time lost to a slow file or index write is made up, but never more than one
+      // second of it: the pace stays an average, not a burst after a stall.
+      next_at = std::max(next_at, Clock::now() - std::chrono::seconds(1)) +
                 std::chrono::microseconds(static_cast<std::int64_t>(cost_s * 1e6));
       position = m.key;
       int disk = disk_index_of(disk_ids_, m.disk);

@@ -302,7 +302,8 @@ TEST_CASE("the scrub keeps to its rate and resumes where it stopped", "[integrat
   NodeOptions by_bytes;
   by_bytes.extra_args = {"--scrub-files-per-s", "1000", "--scrub-bytes-per-s", "262144"};
   NodeProcess b(by_bytes);
-  for (int k = 0; k < 200; k++) REQUIRE(request("PUT", a.url("f-" + std::to_string(k)), "x").status == 201);
+  // 400 files at 20/s: one pass takes 20 s, longer than this test looks.
+  for (int k = 0; k < 400; k++) REQUIRE(request("PUT", a.url("f-" + std::to_string(k)), "x").status == 201);
   for (int k = 0; k < 40; k++) {
     REQUIRE(request("PUT", b.url("b-" + std::to_string(k)), value_of(k, 64 * 1024)).status == 201);
   }
