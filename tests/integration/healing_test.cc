@@ -353,6 +353,8 @@ TEST_CASE("hints respect their caps and window, and /_/status lists them per tar
   for (int k = 0; k < 40; k++) {
     REQUIRE(request("PUT", c.nodes[k % 3]->url("hint-" + std::to_string(k)), "v").status == 201);
   }
+  // W=2 answers before the third copy (or its hint) lands: let those settle first.
+  std::this_thread::sleep_for(Millis(1000));
   std::uint64_t held = 0, dropped_cap = 0;
   for (std::size_t i = 0; i < 3; i++) {
     json t = pending_for_down(i);
@@ -371,12 +373,13 @@ TEST_CASE("hints respect their caps and window, and /_/status lists them per tar
   CHECK(held > 0);
   CHECK(dropped_cap > 0);
   // Past the window the target gets no new hints at all.
-  std::this_thread::sleep_for(Millis(4500));
+  std::this_thread::sleep_for(Millis(3500));
   std::uint64_t window_before = 0, window_after = 0;
   for (std::size_t i = 0; i < 3; i++) window_before += c.status(i)["hint_policy"]["dropped_window"].get<std::uint64_t>();
   for (int k = 100; k < 120; k++) {
     REQUIRE(request("PUT", c.nodes[k % 3]->url("late-" + std::to_string(k)), "v").status == 201);
   }
+  std::this_thread::sleep_for(Millis(1000));
   std::uint64_t held_after = 0;
   for (std::size_t i = 0; i < 3; i++) {
     json t = pending_for_down(i);
