@@ -149,6 +149,13 @@ Status BlobStore::rows_on_disk(int disk, std::string_view after, std::size_t lim
   return s;
 }
 
+bool BlobStore::held_on_failed_disk(std::string_view key) {
+  auto m = reader_.lookup(key);
+  if (!m.is_ok() || m.value().tombstone) return false;
+  int disk = disk_index_of(writer_.disk_ids(), m.value().disk);
+  return disk >= 0 && !disks_->healthy(disk);
+}
+
 Status BlobStore::forget(const BlobMeta& m, CommitCallback done) {
   cache_.erase(m.key);
   return hint_op(CommitOp::Kind::drop_damaged, NodeId{}, m.key, m.version, std::move(done));

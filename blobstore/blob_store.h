@@ -169,6 +169,8 @@ class BlobStore {
   // Rows stored on disk `disk` (--disk index) with key > after; meta.disk is the index.
   Status rows_on_disk(int disk, std::string_view after, std::size_t limit,
                       std::vector<BlobMeta>* out);
+  // Whether the index holds `key` on a failed disk (it reads as missing until refetched).
+  bool held_on_failed_disk(std::string_view key);
   Result<std::uint64_t> count_on_disk(int disk) {
     return reader_.count_disk(writer_.disk_ids().at(disk));
   }

@@ -272,8 +272,9 @@ void Server::deliver_hints() {
     coordinator_->push(m.key, owner->addr, nullptr, [this, m](Status s) {
       hint_sweep_done(s.is_ok());
       if (!store_) return;
-      // A key deleted and purged here meanwhile has nothing left to hand over.
-      if (!s.is_ok() && s.code() != Code::not_found) return;
+      // A key deleted and purged here meanwhile has nothing left to hand over; one on a
+      // failed disk is handed over once the repair fetched it back.
+      if (!s.is_ok() && (s.code() != Code::not_found || store_->held_on_failed_disk(m.key))) return;
       if (s.is_ok()) hints_delivered_++;
       Status e = store_->drop_missed(m.target, m.key, m.version, [](Status, blobstore::CommitResult) {});
       if (!e.is_ok()) log::warn("dropping a delivered hint failed: " + e.message());
