@@ -200,10 +200,14 @@ void Repairer::start_one(Item item) {
     return write_tombstone(f, f->item.lost);
   }
   Coordinator& coord = server_.coordinator();
+  std::size_t others = 0;
   for (const Replica& r : server_.cluster().preference_list(f->item.lost.key, coord.effective_n())) {
+    others += !r.self;
     if (!r.self && r.alive) f->peers.push_back(r);
   }
   in_flight_++;
+  // Alone in the preference list (N=1, or a one-node ring): no other copy exists.
+  if (others == 0) return finish(f, Status::not_found("no other replica holds the key"));
   if (f->peers.empty()) return finish(f, Status::unavailable("no other replica is alive"));
   f->answers.resize(f->peers.size());
   f->present.assign(f->peers.size(), false);

@@ -393,3 +393,40 @@ TEST_CASE("hints respect their caps and window, and /_/status lists them per tar
   CHECK(m.body.find("ringstore_hints_dropped_total{reason=\"window\"}") != std::string::npos);
   CHECK(m.body.find("ringstore_hints_pending_by_target{target=\"" + down_id + "\"}") != std::string::npos);
 }
+
+TEST_CASE("a lone node that loses a disk keeps serving the other and counts what is gone",
+          "[integration][disks]") {
+  setenv("RINGSTORE_SECRET", "healing-test-secret", 1);
+  NodeOptions o;
+  o.disks = 2;
+  o.extra_args = {"--scrub-files-per-s", "0"};
+  NodeProcess n(o);
+  for (int k = 0; k < 40; k++) REQUIRE(request("PUT", n.url("solo-" + std::to_string(k)), "v" + std::to_string(k)).status == 201);
+  std::size_t lost = files_under(n.disks()[1] + "/blobs").size();
+  REQUIRE(lost > 0);
+  fs::remove_all(n.disks()[1]);
+  auto status = [&] { return json::parse(request("GET", n.url("_/status")).body, nullptr, false); };
+  double s = wait_for([&] {
+    json st = status();
+    return st.is_object() && st["repair"]["unrecoverable"].get<std::uint64_t>() == lost;
+  }, 15);
+  json st = status();
+  INFO(st["repair"].dump());
+  REQUIRE(s >= 0);
+  CHECK_FALSE(st["disks"][1]["healthy"].get<bool>());
+  std::size_t ok = 0, missing = 0;
+  for (int k = 0; k < 40; k++) {
+    Response r = request("GET", n.url("solo-" + std::to_string(k)));
+    if (r.status == 200) {
+      CHECK(r.body == "v" + std::to_string(k));
+      ok++;
+    } else {
+      CHECK(r.status == 404);
+      missing++;
+    }
+  }
+  CHECK(missing == lost);
+  CHECK(ok + missing == 40);
+  CHECK(request("PUT", n.url("solo-new"), "w").status == 201);  // onto the healthy disk
+  CHECK(request("GET", n.url("solo-new")).body == "w");
+}
