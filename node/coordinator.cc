@@ -170,8 +170,13 @@ void Coordinator::remember_missed(const std::shared_ptr<WriteOp>& op) {
     if (!server_.hint_policy().admit(owner)) continue;  // over a cap: counted there
     counters_.hints_stored++;
     Status s = server_.store().add_missed(owner, op->meta.key, op->meta.version,
-                                          [](Status, blobstore::CommitResult) {});
-    if (!s.is_ok()) log::warn("recording a hint failed: " + s.message());
+        [this, owner](Status st, blobstore::CommitResult) {
+          server_.hint_policy().release(owner, st.is_ok());
+        });
+    if (!s.is_ok()) {
+      server_.hint_policy().release(owner, false);
+      log::warn("recording a hint failed: " + s.message());
+    }
   }
   op->unplaced.clear();
 }
@@ -185,9 +190,17 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
       return on_write_result(op, t, Status::unavailable("hint_cap: this node holds its cap of hints"));
     }
     if (target.hint) op->writer->set_hint_for(target.owner);
+    const bool hint = target.hint;
+    const ring::NodeId owner = target.owner;
     Status s = server_.store().commit(std::move(op->writer), op->meta.version,
-        [this, op, t](Status st, blobstore::CommitResult) { on_write_result(op, t, std::move(st)); });
-    if (!s.is_ok()) on_write_result(op, t, std::move(s));
+        [this, op, t, hint, owner](Status st, blobstore::CommitResult) {
+          if (hint) server_.hint_policy().release(owner, st.is_ok());
+          on_write_result(op, t, std::move(st));
+        });
+    if (!s.is_ok()) {
+      if (hint) server_.hint_policy().release(owner, false);
+      on_write_result(op, t, std::move(s));
+    }
     return;
   }
   auto req = std::make_unique<PeerRequest>();

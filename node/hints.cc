@@ -1,6 +1,7 @@
 #include "node/hints.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace node {
 
@@ -24,13 +25,23 @@ bool HintPolicy::window_open(const ring::NodeId& target, std::uint64_t now_ms) {
 
 bool HintPolicy::admit(const ring::NodeId& target) {
   Pending& p = pending_[target];
-  if (p.count + p.taken >= config_.per_target_max || total_ + taken_total_ >= config_.total_max) {
+  if (p.total() >= config_.per_target_max || pending_total() >= config_.total_max) {
     counters_.dropped_cap++;
     return false;
   }
-  p.taken++;
-  taken_total_++;
+  p.in_flight++;
+  in_flight_total_++;
   return true;
+}
+
+void HintPolicy::release(const ring::NodeId& target, bool stored) {
+  Pending& p = pending_[target];
+  ASSERT(p.in_flight > 0 && in_flight_total_ > 0);
+  p.in_flight--;
+  in_flight_total_--;
+  if (!stored) return;
+  p.since++;
+  since_total_++;
 }
 
 void HintPolicy::refresh(blobstore::BlobStore& store, std::uint64_t now_ms) {
@@ -39,10 +50,16 @@ void HintPolicy::refresh(blobstore::BlobStore& store, std::uint64_t now_ms) {
   if (!rows.is_ok()) return;  // keep the last count
   counted_ = true;
   counted_at_ms_ = now_ms;
-  pending_.clear();
-  total_ = taken_total_ = 0;
+  // Hints still in flight stay; the committed ones are all in the new count.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    it->second.count = it->second.since = 0;
+    it = it->second.in_flight == 0 ? pending_.erase(it) : std::next(it);
+  }
+  total_ = since_total_ = 0;
   for (const auto& t : rows.value()) {
-    pending_[t.target] = Pending{t.count, 0, t.oldest_hlc};
+    Pending& p = pending_[t.target];
+    p.count = t.count;
+    p.oldest_hlc = t.oldest_hlc;
     total_ += t.count;
   }
 }
@@ -58,11 +75,11 @@ std::size_t HintPolicy::deliverable(std::uint64_t now_ms) {
 nlohmann::json HintPolicy::targets_json(const Cluster& cluster, std::uint64_t wall_ms) const {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [id, p] : pending_) {
-    if (p.count + p.taken == 0) continue;
+    if (p.total() == 0) continue;
     const Replica* r = cluster.find(id);
     std::uint64_t oldest_ms = p.oldest_hlc >> 16;  // the HLC's wall-clock part
     out.push_back({{"id", ring::hex_id(id)}, {"addr", r ? r->addr : std::string()},
-                   {"alive", r ? r->alive : false}, {"count", p.count + p.taken},
+                   {"alive", r ? r->alive : false}, {"count", p.total()},
                    {"oldest_age_ms", oldest_ms && wall_ms > oldest_ms ? wall_ms - oldest_ms : 0}});
   }
   return out;

@@ -6,9 +6,10 @@
 //    a write beyond a cap stores no hint (counted), and the miss is left to anti-entropy;
 //  - a delivery rate: at most deliveries_per_s hints handed over per second.
 // Pending hints per target come from the index (stand-in copies and missed-write
-// records together), recounted every hint_count_interval_ms; the hints taken since the
-// last count are added, so a burst of writes cannot overshoot a cap by more than the
-// writes of one interval that raced each other.
+// records together), recounted every hint_count_interval_ms; hints admitted but not yet
+// committed, and those committed since the count, are added. A commit that lands just
+// after a recount is counted twice until the next one: the cap errs on the safe side
+// and is never exceeded.
 // Thread: the loop thread only. Lifetime: owned by the Server.
 #pragma once
 
@@ -44,8 +45,10 @@ class HintPolicy {
   void observe(const Cluster& cluster, std::uint64_t now_ms);
   // False when `target` has been down longer than the window (counted).
   bool window_open(const ring::NodeId& target, std::uint64_t now_ms);
-  // Takes one hint for `target` if no cap is reached; false (counted) otherwise.
+  // Takes one hint for `target` if no cap is reached; false (counted) otherwise. Every
+  // true is followed by one release() when the hint's commit finished.
   bool admit(const ring::NodeId& target);
+  void release(const ring::NodeId& target, bool stored);
   // Recounts pending hints per target from the index (paced).
   void refresh(blobstore::BlobStore& store, std::uint64_t now_ms);
   // Hints that may be handed over now (token bucket); take() spends them.
@@ -56,18 +59,20 @@ class HintPolicy {
   nlohmann::json targets_json(const Cluster& cluster, std::uint64_t wall_ms) const;
   const HintCounters& counters() const { return counters_; }
   const HintConfig& config() const { return config_; }
-  std::uint64_t pending_total() const { return total_ + taken_total_; }
+  std::uint64_t pending_total() const { return total_ + since_total_ + in_flight_total_; }
 
  private:
   struct Pending {
-    std::uint64_t count = 0;  // at the last recount
-    std::uint64_t taken = 0;  // admitted since
+    std::uint64_t count = 0;     // committed, at the last recount
+    std::uint64_t since = 0;     // committed since the recount
+    std::uint64_t in_flight = 0; // admitted, commit not finished
     std::uint64_t oldest_hlc = 0;
+    std::uint64_t total() const { return count + since + in_flight; }
   };
   HintConfig config_;
   HintCounters counters_;
   std::map<ring::NodeId, Pending> pending_;
-  std::uint64_t total_ = 0, taken_total_ = 0;
+  std::uint64_t total_ = 0, since_total_ = 0, in_flight_total_ = 0;
   std::uint64_t counted_at_ms_ = 0;
   bool counted_ = false;
   std::map<ring::NodeId, std::uint64_t> last_alive_ms_;  // loop clock

@@ -22,6 +22,11 @@ TEST_CASE("hints stop at the per-target and total caps, counted", "[hints]") {
   CHECK_FALSE(p.admit(id_of(3)));  // in all
   CHECK(p.counters().dropped_cap == 2);
   CHECK(p.pending_total() == 3);
+  p.release(id_of(2), false);  // its commit failed: room for one more
+  CHECK(p.pending_total() == 2);
+  CHECK(p.admit(id_of(3)));
+  p.release(id_of(3), true);  // committed: still counted until the next recount
+  CHECK_FALSE(p.admit(id_of(4)));
 }
 
 TEST_CASE("a target down longer than the window gets no new hints", "[hints]") {
