@@ -185,9 +185,6 @@ Status IndexReader::open(const std::string& db_path) {
       !s.is_ok()) return s;
   if (Status s = count_disk_.prepare(db_.get(), "SELECT count(*) FROM blobs WHERE disk=?1");
       !s.is_ok()) return s;
-  if (Status s = scan_files_.prepare(db_.get(), ("SELECT key," + cols +
-          " FROM blobs WHERE key>?1 AND tombstone=0 ORDER BY key LIMIT ?2").c_str());
-      !s.is_ok()) return s;
   // Both kinds of hint per target; the partial index blobs_hint_for keeps the first
   // half proportional to the hints held, not to the keys.
   if (Status s = by_target_.prepare(db_.get(),
@@ -226,15 +223,6 @@ Status IndexReader::scan_disk(int disk_id, std::string_view after, std::size_t l
 Result<std::uint64_t> IndexReader::count_disk(int disk_id) {
   sqlite3_bind_int(count_disk_.get(), 1, disk_id);
   return read_count(db_, count_disk_.get());
-}
-
-Status IndexReader::scan_files(std::string_view after, std::size_t limit,
-                               std::vector<BlobMeta>* out) {
-  sqlite3_stmt* s = scan_files_.get();
-  Reset r{s};
-  bind_blob(s, 1, after);
-  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit));
-  return scan_rows(s, out);
 }
 
 Result<std::vector<IndexReader::TargetHints>> IndexReader::hints_by_target() {

@@ -84,8 +84,6 @@ class IndexReader {
   Status scan_disk(int disk_id, std::string_view after, std::size_t limit,
                    std::vector<BlobMeta>* out);
   Result<std::uint64_t> count_disk(int disk_id);
-  // Rows that are not tombstones with key > after, in key order (the scrub's walk).
-  Status scan_files(std::string_view after, std::size_t limit, std::vector<BlobMeta>* out);
   // Pending hints per target: stand-in copies and missed-write records together.
   struct TargetHints {
     NodeId target{};
@@ -97,7 +95,7 @@ class IndexReader {
  private:
   Status scan_rows(sqlite3_stmt* s, std::vector<BlobMeta>* out);
   Db db_;
-  Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, scan_files_, by_target_;
+  Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, by_target_;
   Stmt lookup_;
   Stmt list_;
   Stmt count_;
