@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "blobstore/limits.h"
 
@@ -50,7 +51,7 @@ Status BlobWriter::append(const char* data, std::size_t n) {
     if (Status s = spill(); !s.is_ok()) return s;
   }
   if (spilled_) {
-    if (Status s = write_all(fd_, data, n, temp_path_); !s.is_ok()) return s;
+    if (Status s = write_through(data, n); !s.is_ok()) return s;
   } else {
     held_.append(data, n);
   }
@@ -62,8 +63,15 @@ Status BlobWriter::append(const char* data, std::size_t n) {
 Status BlobWriter::spill() {
   if (spilled_) return Status::ok();
   spilled_ = true;
-  Status s = write_all(fd_, held_.data(), held_.size(), temp_path_);
+  Status s = write_through(held_.data(), held_.size());
   std::string().swap(held_);
+  return s;
+}
+
+// A write error that points at the device (EIO, ENOSPC, ...) marks the disk failed.
+Status BlobWriter::write_through(const char* data, std::size_t n) {
+  Status s = write_all(fd_, data, n, temp_path_);
+  if (!s.is_ok() && disks_ != nullptr && is_disk_error(errno)) disks_->mark_failed(meta_.disk, s.message());
   return s;
 }
 
@@ -121,11 +129,61 @@ Status BlobStore::start(Options& options) {
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
   committer_->start();
+  notify_ = options.notify;
+  if (options.scrub.enabled()) {
+    scrubber_ = std::make_unique<Scrubber>(db_path, disks_.get(), writer_.disk_ids(), options.scrub,
+                                           [this](const BlobMeta& m) {
+                                             {
+                                               std::lock_guard<std::mutex> l(damaged_mu_);
+                                               if (damaged_.size() >= limits::damaged_queue_max) return;
+                                               damaged_.push_back(m);
+                                             }
+                                             if (notify_) notify_();
+                                           });
+    scrubber_->start();
+  }
   return Status::ok();
 }
 
 BlobStore::~BlobStore() {
+  if (scrubber_) scrubber_->stop();
   if (committer_) committer_->stop();
+}
+
+bool BlobStore::check_disks(std::uint64_t now_ms) {
+  if (disks_checked_ms_ != 0 && now_ms - disks_checked_ms_ < limits::disk_check_interval_ms) {
+    return false;
+  }
+  disks_checked_ms_ = now_ms;
+  bool changed = disks_->check(now_ms);
+  for (std::size_t i = 0; i < disks_->size(); i++) {
+    int d = static_cast<int>(i);
+    if (disks_->healthy(d)) continue;
+    std::vector<BlobMeta> rows;
+    bool drained = rows_on_disk(d, "", 1, &rows).is_ok() && rows.empty();
+    changed |= disks_->recheck(d, drained);
+  }
+  return changed;
+}
+
+Status BlobStore::rows_on_disk(int disk, std::string_view after, std::size_t limit,
+                               std::vector<BlobMeta>* out) {
+  ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < writer_.disk_ids().size());
+  Status s = reader_.scan_disk(writer_.disk_ids()[disk], after, limit, out);
+  for (BlobMeta& m : *out) m.disk = disk;
+  return s;
+}
+
+bool BlobStore::held_on_failed_disk(std::string_view key) {
+  auto m = reader_.lookup(key);
+  if (!m.is_ok() || m.value().tombstone) return false;
+  int disk = disk_index_of(writer_.disk_ids(), m.value().disk);
+  return disk >= 0 && !disks_->healthy(disk);
+}
+
+Status BlobStore::forget(const BlobMeta& m, CommitCallback done) {
+  cache_.erase(m.key);
+  return hint_op(CommitOp::Kind::drop_damaged, NodeId{}, m.key, m.version, std::move(done));
 }
 
 // Temp files left by a crash were never acknowledged, and pooled files hold nothing:
@@ -170,6 +228,7 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
     w->meta_.key = std::string(key);
     w->meta_.content_type = std::string(content_type);
     w->meta_.disk = disk;
+    w->disks_ = disks_.get();
     // A pooled file is overwritten from offset 0 (and truncated when sealed): no new inode.
     FilePool::Taken reused = pool_->take(disk, monotonic_ms());
     w->temp_path_ = std::move(reused.path);
@@ -186,7 +245,8 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
     if (w->fd_ >= 0) return w;
     int err = errno;
     if (err == EMFILE || err == ENFILE) return Status::unavailable("out of file descriptors");
-    disks_->mark_failed(disk);  // the disk cannot create files: use the others
+    // The disk cannot create files: use the others.
+    disks_->mark_failed(disk, std::string("cannot create a file: ") + std::strerror(err));
   }
   return Status::unavailable("no healthy disk");
 }
@@ -196,7 +256,7 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   std::uint64_t file_bytes = w->meta_.size + footer.size();
   // A small body and its footer reach the file in one write.
   if (!w->spilled_) footer.insert(0, w->held_);
-  if (Status s = write_all(w->fd_, footer.data(), footer.size(), w->temp_path_); !s.is_ok()) {
+  if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) {
     return s;
   }
   if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
@@ -226,6 +286,11 @@ Result<BlobMeta> BlobStore::lookup(std::string_view key) {
   auto m = reader_.lookup(key);
   if (!m.is_ok()) return m;
   m.value().disk = disk_index_of(writer_.disk_ids(), m.value().disk);
+  // A copy on a failed disk is not there to serve: the key reads as missing here, the
+  // coordinator serves another replica, and the disk repair fetches it back.
+  if (!m.value().tombstone && m.value().disk >= 0 && !disks_->healthy(m.value().disk)) {
+    return Status::not_found("on a failed disk");
+  }
   return m;
 }
 
@@ -285,6 +350,7 @@ void BlobStore::report_damaged(const BlobMeta& m) {
   cache_.erase(m.key);
   (void)hint_op(CommitOp::Kind::drop_damaged, NodeId{}, m.key, m.version,
                 [](Status, CommitResult) {});
+  if (on_damaged_) on_damaged_(m);
 }
 
 std::string BlobStore::blob_path(const BlobMeta& m) const {
@@ -308,12 +374,17 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     h.meta.disk = disk_index_of(writer_.disk_ids(), h.meta.disk);
     if (h.meta.disk < 0) return Status::io_error("blob on a disk that is not configured");
     if (h.meta.tombstone) return h;
-    if (!disks_->healthy(h.meta.disk)) return Status::io_error("blob on a failed disk");
+    if (!disks_->healthy(h.meta.disk)) return Status::not_found("on a failed disk");
     std::string path = disks_->path(h.meta.disk) + "/" + blob_relative_path(key, h.meta.version);
     h.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (h.fd_ < 0) {
       if (errno == ENOENT) continue;  // replaced meanwhile: look again
-      return Status::from_errno("open " + path, errno);
+      Status s = Status::from_errno("open " + path, errno);
+      if (is_disk_error(errno)) {
+        disks_->mark_failed(h.meta.disk, s.message());
+        return Status::corruption("disk failed: " + s.message());  // serve another replica
+      }
+      return s;
     }
     struct stat st;
     if (fstat(h.fd_, &st) != 0) return Status::from_errno("stat " + path, errno);
@@ -325,7 +396,14 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     }
     return h;
   }
-  return Status::io_error("blob file missing");
+  // The index names a file that is not there (and no newer version replaced it): the
+  // copy is lost, which is damage like any other.
+  auto m = reader_.lookup(key);
+  if (m.is_ok()) {
+    m.value().disk = disk_index_of(writer_.disk_ids(), m.value().disk);
+    report_damaged(m.value());
+  }
+  return Status::corruption("blob file missing");
 }
 
 void BlobStore::run_completions() {
@@ -335,6 +413,12 @@ void BlobStore::run_completions() {
       change_listener_(op.meta.key, op.result);
     }
   });
+  std::vector<BlobMeta> damaged;
+  {
+    std::lock_guard<std::mutex> l(damaged_mu_);
+    damaged.swap(damaged_);
+  }
+  for (const BlobMeta& m : damaged) report_damaged(m);
 }
 
 Result<std::shared_ptr<const CachedValue>> BlobStore::read(std::string_view key,
@@ -364,8 +448,16 @@ Result<std::string> BlobStore::read_verified(const BlobHandle& h) {
   while (done < body.size()) {
     ssize_t n = pread(h.fd(), body.data() + done, body.size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && is_disk_error(errno)) {
+      Status s = Status::from_errno("read blob", errno);
+      if (h.meta.disk >= 0) disks_->mark_failed(h.meta.disk, s.message());
+      return Status::corruption("disk failed: " + s.message());
+    }
     if (n < 0) return Status::from_errno("read blob", errno);
-    if (n == 0) return Status::corruption("blob file truncated");
+    if (n == 0) {
+      report_damaged(h.meta);
+      return Status::corruption("blob file truncated");
+    }
     done += static_cast<std::size_t>(n);
   }
   if (md5_of(body) != h.meta.md5) {

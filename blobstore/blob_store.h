@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "blobstore/file_pool.h"
 #include "blobstore/index.h"
 #include "blobstore/limits.h"
+#include "blobstore/scrubber.h"
 #include "blobstore/value_cache.h"
 
 namespace blobstore {
@@ -31,6 +33,7 @@ struct Options {
   std::uint64_t cache_bytes = 32ull << 20;  // hot small values kept in memory (0: none)
   // How long a superseded file waits before it is reused (tests shorten it).
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
+  ScrubConfig scrub{0, 0};  // the background scrub; off unless the node turns it on
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
@@ -67,11 +70,13 @@ class BlobWriter {
   BlobWriter() = default;
   BlobMeta meta_;
   std::string temp_path_;
+  Disks* disks_ = nullptr;  // to mark the disk failed when a write says it is bad
   int fd_ = -1;
   std::uint64_t reused_bytes_ = 0;  // a pooled file's old size: truncated when longer
   std::string held_;               // the body while it is small
   bool spilled_ = false;           // held_ went to the file; appends write through
   Status spill();
+  Status write_through(const char* data, std::size_t n);
   Md5 md5_;
   bool md5_done_ = false;
 };
@@ -174,7 +179,29 @@ class BlobStore {
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }
   // A copy failed its checksum: count it, and drop it from the index (its file goes to
   // the trash) so that this node reads as missing the key and a replica repairs it.
+  // The damage listener hears of it (the node fetches a good copy at once).
   void report_damaged(const BlobMeta& m);
+  void set_damage_listener(std::function<void(const BlobMeta&)> fn) { on_damaged_ = std::move(fn); }
+  // Drops this node's row of `m.key` if it is still at m.version (a copy on a failed
+  // disk that no replica has any more), without counting it as damage.
+  Status forget(const BlobMeta& m, CommitCallback done);
+
+  // Disks: looks for disks that failed or came back (paced to disk_check_interval_ms).
+  // Returns true when a disk changed state.
+  bool check_disks(std::uint64_t now_ms);
+  bool disk_healthy(int disk) const { return disks_->healthy(disk); }
+  std::size_t disk_count() const { return disks_->size(); }
+  // Rows stored on disk `disk` (--disk index) with key > after; meta.disk is the index.
+  Status rows_on_disk(int disk, std::string_view after, std::size_t limit,
+                      std::vector<BlobMeta>* out);
+  // Whether the index holds `key` on a failed disk (it reads as missing until refetched).
+  bool held_on_failed_disk(std::string_view key);
+  Result<std::uint64_t> count_on_disk(int disk) {
+    return reader_.count_disk(writer_.disk_ids().at(disk));
+  }
+  Result<std::vector<IndexReader::TargetHints>> hints_by_target() { return reader_.hints_by_target(); }
+  // The background scrub; null when it is off.
+  const Scrubber* scrubber() const { return scrubber_.get(); }
 
  private:
   BlobStore() = default;
@@ -196,6 +223,13 @@ class BlobStore {
   std::string temp_prefix_;
   std::uint64_t corrupt_reads_ = 0;
   ChangeListener change_listener_;
+  std::function<void(const BlobMeta&)> on_damaged_;
+  std::uint64_t disks_checked_ms_ = 0;
+  std::unique_ptr<Scrubber> scrubber_;
+  // Damaged copies the scrub found, for the loop thread (run_completions).
+  std::mutex damaged_mu_;
+  std::vector<BlobMeta> damaged_;  // guarded by damaged_mu_
+  std::function<void()> notify_;
 };
 
 // Recreates DATA/index.db from the blob files on `disks` alone (the highest version of

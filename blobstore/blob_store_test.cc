@@ -439,3 +439,106 @@ TEST_CASE("the value cache evicts the least recently used within its budget", "[
   cache.erase("k0");
   CHECK(cache.get("k0") == nullptr);
 }
+
+TEST_CASE("a hinted write onto a replica's own copy keeps one file and records the miss",
+          "[blobstore][hints]") {
+  Store s;
+  REQUIRE(s.put("k", "first", ver(1)).is_ok());
+  NodeId owner{};
+  owner[0] = 0xbb;
+  auto w = s.store->begin_write("k", "text/plain", 0);
+  REQUIRE(w.is_ok());
+  REQUIRE(w.value()->append("second", 6).is_ok());
+  w.value()->set_hint_for(owner);
+  bool ran = false;
+  Status st;
+  REQUIRE(s.store->commit(std::move(w.value()), ver(2), [&](Status r, CommitResult) {
+    ran = true;
+    st = std::move(r);
+  }).is_ok());
+  REQUIRE(s.wait(ran, st).is_ok());
+  auto m = s.store->lookup("k");
+  REQUIRE(m.is_ok());
+  CHECK_FALSE(m.value().is_hint);  // still this node's replica
+  CHECK(m.value().version == ver(2));
+  auto missed = s.store->missed(10);
+  REQUIRE(missed.is_ok());
+  REQUIRE(missed.value().size() == 1);  // the owner is owed the same file, not a copy
+  CHECK(missed.value()[0].target == owner);
+  CHECK(missed.value()[0].version == ver(2));
+  CHECK(s.files_under("blobs") == 1);
+  auto by_target = s.store->hints_by_target();
+  REQUIRE(by_target.is_ok());
+  REQUIRE(by_target.value().size() == 1);
+  CHECK(by_target.value()[0].count == 1);
+  CHECK(by_target.value()[0].oldest_hlc == ver(2).hlc);
+}
+
+TEST_CASE("a disk that disappears is marked failed, reads as missing, and returns once drained",
+          "[blobstore][disks]") {
+  Store s;
+  for (int i = 0; i < 40; i++) REQUIRE(s.put("k" + std::to_string(i), "v" + std::to_string(i), ver(1)).is_ok());
+  REQUIRE(s.store->check_disks(1'000) == false);
+  fs::remove_all(s.disks()[1]);
+  REQUIRE(s.store->check_disks(10'000));
+  CHECK(s.store->disk_healthy(0));
+  CHECK_FALSE(s.store->disk_healthy(1));
+  std::vector<BlobMeta> lost;
+  REQUIRE(s.store->rows_on_disk(1, "", 100, &lost).is_ok());
+  REQUIRE(!lost.empty());
+  REQUIRE(s.store->count_on_disk(1).value() == lost.size());
+  for (const BlobMeta& m : lost) {
+    CHECK(s.get(m.key) == "<absent>");
+    CHECK(s.store->lookup(m.key).status().code() == Code::not_found);
+  }
+  // The same version written again (what a refetch does) replaces the lost row.
+  for (const BlobMeta& m : lost) {
+    bool applied = false;
+    REQUIRE(s.put(m.key, "v" + m.key.substr(1), m.version, &applied).is_ok());
+    CHECK(applied);
+    CHECK(s.get(m.key) == "v" + m.key.substr(1));
+  }
+  CHECK(s.store->count_on_disk(1).value() == 0);
+  // Not back while its directory is missing; back once it exists again and is drained.
+  CHECK_FALSE(s.store->check_disks(20'000));
+  fs::create_directories(s.disks()[1]);
+  CHECK(s.store->check_disks(30'000));
+  CHECK(s.store->disk_healthy(1));
+  CHECK(fs::exists(s.disks()[1] + "/" + Disks::marker_name));
+}
+
+TEST_CASE("a replaced marker fails a disk that still holds rows", "[blobstore][disks]") {
+  Store s;
+  for (int i = 0; i < 20; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(1)).is_ok());
+  {
+    std::FILE* f = std::fopen((s.disks()[0] + "/" + Disks::marker_name).c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("another disk", f);
+    std::fclose(f);
+  }
+  REQUIRE(s.store->check_disks(10'000));
+  CHECK_FALSE(s.store->disk_healthy(0));
+  CHECK_FALSE(s.store->check_disks(20'000));  // rows still point at it: stays out
+  auto info = s.store->disks_info(0);
+  CHECK(info[0].failure == "marker file missing or changed");
+}
+
+TEST_CASE("the scrub's file check tells whole, damaged and missing files apart", "[blobstore][scrub]") {
+  Store s;
+  REQUIRE(s.put("k", std::string(5000, 'x'), ver(1)).is_ok());
+  auto h = s.store->open_read("k");
+  REQUIRE(h.is_ok());
+  std::string path = s.store->blob_path(h.value().meta);
+  int err = 0;
+  CHECK(Scrubber::verify_file(path, h.value().meta, &err).is_ok());
+  {
+    int fd = ::open(path.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "y", 1, 4000) == 1);
+    ::close(fd);
+  }
+  CHECK(Scrubber::verify_file(path, h.value().meta, &err).code() == Code::corruption);
+  ::unlink(path.c_str());
+  CHECK(Scrubber::verify_file(path, h.value().meta, &err).code() == Code::corruption);
+  CHECK(err == ENOENT);
+}

@@ -192,7 +192,10 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
         continue;
       }
       const auto& stored = cur.value();
-      if (stored && stored->version >= op->meta.version) {
+      // A stored copy on a failed disk is lost: the same version written again (the
+      // disk repair, read repair) replaces it on a healthy disk.
+      bool stored_lost = stored && stored->disk >= 0 && !disks_->healthy(stored->disk);
+      if (stored && !stored_lost && stored->version >= op->meta.version) {
         unlink(op->temp_path.c_str());  // older than what we hold: ignored, still ok
         continue;
       }
@@ -222,6 +225,7 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
       s = Status::from_errno("rename " + dst, errno);
+      if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, s.message());
     }
     if (!s.is_ok()) {
       unlink(op->temp_path.c_str());
@@ -254,7 +258,10 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
     }
     std::set<std::string> dirs;
     for (CommitOp* op : ops) {
-      if (fsync(op->temp_fd) != 0) op->status = Status::from_errno("fsync " + op->temp_path, errno);
+      if (fsync(op->temp_fd) != 0) {
+        op->status = Status::from_errno("fsync " + op->temp_path, errno);
+        if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, op->status.message());
+      }
       dirs.insert(parent_of(final_path(disks_, *op)));
     }
     // A directory made for this batch has its own entry in its parent.
@@ -311,14 +318,32 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     auto cur = index_->current(op->meta.key);
     if (!cur.is_ok()) return fail_all(cur.take_status());
     bool was_live = cur.value() && !cur.value()->tombstone && !cur.value()->is_hint;
+    const bool hinted = op->meta.is_hint;
     // A copy this node already holds as a replica stays one when a hinted write updates it.
     if (cur.value() && !cur.value()->is_hint) op->meta.is_hint = false;
     if (cur.value() && cur.value()->disk >= 0) {
       Version old = cur.value()->version;
       std::string old_path = disks_->path(cur.value()->disk) + "/" +
                              blob_relative_path(op->meta.key, old);
-      if (Status s = index_->add_trash(old_path); !s.is_ok()) return fail_all(std::move(s));
-      trash.push_back(std::move(old_path));
+      // The same version rewritten on the same disk has the same name: the rename just
+      // replaced the old file, which must not go to the trash.
+      if (old_path != final_path(disks_, *op)) {
+        if (Status s = index_->add_trash(old_path); !s.is_ok()) return fail_all(std::move(s));
+        trash.push_back(std::move(old_path));
+      }
+    }
+    // This node now keeps the key for two reasons. One file serves both: the other
+    // owner gets a missed-write record pointing at this copy (delivered like any hint),
+    // never a second copy of the bytes.
+    if (hinted && !op->meta.is_hint) {
+      if (Status s = index_->add_hint(op->meta.hint_for, op->meta.key, op->meta.version); !s.is_ok()) {
+        return fail_all(std::move(s));
+      }
+    }
+    if (hinted && cur.value() && cur.value()->is_hint && cur.value()->hint_for != op->meta.hint_for) {
+      if (Status s = index_->add_hint(cur.value()->hint_for, op->meta.key, op->meta.version); !s.is_ok()) {
+        return fail_all(std::move(s));
+      }
     }
     if (Status s = index_->upsert(op->meta); !s.is_ok()) return fail_all(std::move(s));
     note_replica_change(op, cur.value(), !op->meta.is_hint);

@@ -1,47 +1,174 @@
 #include "blobstore/disks.h"
 
+#include <fcntl.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 
 #include "blobstore/limits.h"
+#include "blobstore/version.h"
 #include "ring/hash.h"
 
 namespace blobstore {
 
 namespace {
 bool make_dir(const std::string& p) { return mkdir(p.c_str(), 0755) == 0 || errno == EEXIST; }
+
+std::uint64_t wall_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+// The marker's contents, or "" when it cannot be read.
+std::string read_marker(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[64];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
+// Writes `bytes` to a new file at `path` and makes it durable (file and directory).
+bool write_synced(const std::string& path, const std::string& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+            fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
 }  // namespace
+
+bool is_disk_error(int err) {
+  switch (err) {
+    case EIO: case ENOSPC: case EROFS: case EDQUOT: case ENXIO: case ENODEV:
+    case ESTALE: case EUCLEAN:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Result<std::unique_ptr<Disks>> Disks::open(const std::vector<std::string>& paths) {
   if (paths.empty()) return Status::invalid("no disk given");
   auto d = std::make_unique<Disks>();
+  d->state_ = std::make_unique<std::atomic<std::uint8_t>[]>(paths.size());
+  d->tokens_.resize(paths.size());
   int healthy = 0;
-  for (const std::string& p : paths) {
+  for (std::size_t i = 0; i < paths.size(); i++) {
     DiskInfo info;
-    info.path = p;
-    info.healthy = make_dir(p) && make_dir(p + "/tmp") && make_dir(p + "/blobs");
-    struct stat st;
-    if (info.healthy && stat(p.c_str(), &st) == 0) info.device = st.st_dev;
-    healthy += info.healthy;
+    info.path = paths[i];
     d->disks_.push_back(info);
+    bool ok = d->prepare(&d->disks_.back());
+    if (ok) d->tokens_[i] = read_marker(paths[i] + "/" + marker_name);
+    d->state_[i] = static_cast<std::uint8_t>(ok ? DiskState::healthy : DiskState::failed);
+    if (!ok) d->disks_.back().failure = "cannot be prepared";
+    healthy += ok;
   }
   if (healthy == 0) return Status::io_error("no disk could be prepared: " + paths[0]);
   return d;
 }
 
-void Disks::mark_failed(int disk) { disks_.at(disk).healthy = false; }
+// The directories, and the marker when there is none yet (a new disk gets a new token).
+bool Disks::prepare(DiskInfo* d) {
+  const std::string& p = d->path;
+  if (!make_dir(p) || !make_dir(p + "/tmp") || !make_dir(p + "/blobs")) return false;
+  std::string marker = p + "/" + marker_name;
+  if (read_marker(marker).empty()) {
+    std::uint8_t raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) return false;
+    if (!write_synced(marker, hex(raw, sizeof raw))) return false;
+    int dfd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  struct stat st;
+  if (stat(p.c_str(), &st) != 0) return false;
+  d->device = st.st_dev;
+  return true;
+}
+
+bool Disks::healthy(int disk) const {
+  ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < disks_.size());
+  return state_[disk].load(std::memory_order_acquire) == static_cast<std::uint8_t>(DiskState::healthy);
+}
+
+void Disks::mark_failed(int disk, const std::string& why) {
+  ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < disks_.size());
+  std::uint8_t was = state_[disk].exchange(static_cast<std::uint8_t>(DiskState::failed));
+  if (was == static_cast<std::uint8_t>(DiskState::failed)) return;
+  std::lock_guard<std::mutex> l(why_mu_);
+  disks_[disk].failure = why;
+  disks_[disk].failed_at_ms = wall_ms();
+  disks_[disk].failures++;
+}
+
+std::string Disks::missing_reason(std::size_t i) const {
+  const DiskInfo& d = disks_[i];
+  struct stat st;
+  if (stat(d.path.c_str(), &st) != 0) return "directory gone";
+  if (!S_ISDIR(st.st_mode)) return "not a directory";
+  if (st.st_dev != d.device) return "another device is mounted there";
+  if (read_marker(d.path + "/" + marker_name) != tokens_[i]) return "marker file missing or changed";
+  if (stat((d.path + "/blobs").c_str(), &st) != 0) return "blobs directory gone";
+  return "";
+}
+
+bool Disks::check(std::uint64_t now_ms) {
+  (void)now_ms;
+  bool changed = false;
+  for (std::size_t i = 0; i < disks_.size(); i++) {
+    if (!healthy(static_cast<int>(i))) continue;
+    std::string why = missing_reason(i);
+    if (why.empty()) continue;
+    mark_failed(static_cast<int>(i), why);
+    changed = true;
+  }
+  return changed;
+}
+
+bool Disks::recheck(int disk, bool drained) {
+  ASSERT(!healthy(disk));
+  DiskInfo& d = disks_.at(disk);
+  struct stat st;
+  if (stat(d.path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+  std::string marker = read_marker(d.path + "/" + marker_name);
+  bool same = !marker.empty() && marker == tokens_[disk] && st.st_dev == d.device;
+  if (!same && !drained) return false;  // its rows must move to other disks first
+  if (!same) {
+    ::unlink((d.path + "/" + marker_name).c_str());
+    if (!prepare(&d)) return false;
+    tokens_[disk] = read_marker(d.path + "/" + marker_name);
+  } else if (!make_dir(d.path + "/tmp") || !make_dir(d.path + "/blobs")) {
+    return false;
+  }
+  std::string probe = d.path + "/tmp/probe";
+  bool ok = write_synced(probe, "probe");
+  ::unlink(probe.c_str());
+  if (!ok || tokens_[disk].empty()) return false;
+  state_[disk].store(static_cast<std::uint8_t>(DiskState::healthy), std::memory_order_release);
+  std::lock_guard<std::mutex> l(why_mu_);
+  d.failure.clear();
+  return true;
+}
 
 void Disks::refresh_free_space(std::uint64_t now_ms) {
   if (stat_done_ && now_ms - stat_at_ms_ < limits::disk_stat_interval_ms) return;
   stat_done_ = true;
   stat_at_ms_ = now_ms;
-  for (DiskInfo& d : disks_) {
+  for (std::size_t i = 0; i < disks_.size(); i++) {
+    DiskInfo& d = disks_[i];
     struct statvfs s;
     if (statvfs(d.path.c_str(), &s) != 0) {
-      d.healthy = false;  // a missing mount
+      mark_failed(static_cast<int>(i), "statvfs failed: a missing mount");
       continue;
     }
     d.free_bytes = static_cast<std::uint64_t>(s.f_bavail) * s.f_frsize;
@@ -51,7 +178,10 @@ void Disks::refresh_free_space(std::uint64_t now_ms) {
 
 std::vector<DiskInfo> Disks::info(std::uint64_t now_ms) {
   refresh_free_space(now_ms);
-  return disks_;
+  std::lock_guard<std::mutex> l(why_mu_);
+  std::vector<DiskInfo> out = disks_;
+  for (std::size_t i = 0; i < out.size(); i++) out[i].healthy = healthy(static_cast<int>(i));
+  return out;
 }
 
 double Disks::score(std::string_view disk_path, std::string_view key, double weight) {
@@ -72,7 +202,7 @@ int Disks::choose(std::string_view key, std::uint64_t now_ms) {
   double best_score = -1;
   for (std::size_t i = 0; i < disks_.size(); i++) {
     const DiskInfo& d = disks_[i];
-    if (!d.healthy) continue;
+    if (!healthy(static_cast<int>(i))) continue;
     // A full disk still gets a tiny weight so a lone full disk reports ENOSPC itself.
     double weight = static_cast<double>(d.free_bytes >> 20) + 1.0;
     double s = score(d.path, key, weight);

@@ -1,13 +1,23 @@
 // Disks is the set of local disks a node stores blobs on. It picks the disk for a new
 // blob by rendezvous hashing of the key over healthy disks weighted by free space, and
-// remembers which disks have failed.
-// Thread: choose() and mark_failed() from the loop thread; path() from any thread
-// (paths never change after open).
+// keeps each disk's health.
+//
+// A disk fails when an operation on it errors the way a bad or full device does (EIO,
+// ENOSPC, EROFS, ...: see is_disk_error) or when it disappears: its directory or its
+// marker file (DISK/.ringstore-disk, holding a random token written when the disk was
+// first prepared) is gone, or the directory now sits on another device (unmounted or
+// replaced). check() looks for disappearance (BlobStore calls it every
+// disk_check_interval_ms); a failed disk is re-checked then too and returns to service only after a probe file could be
+// written and synced on it (and, for a disk that came back empty, only once the caller
+// says no index row still points at it: see recheck()).
+// Thread: choose(), info(), check() and recheck() from the loop thread; healthy(),
+// mark_failed() and path() from any thread (health is atomic, paths never change).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,26 +26,45 @@
 
 namespace blobstore {
 
+enum class DiskState : std::uint8_t { healthy, failed };
+
 struct DiskInfo {
   std::string path;
   std::uint64_t device = 0;  // st_dev: disks on one filesystem share one syncfs()
   bool healthy = true;
+  std::string failure;  // why it failed, when it did
+  std::uint64_t failed_at_ms = 0;
+  std::uint64_t failures = 0;  // times it was marked failed since start
   std::uint64_t free_bytes = 0;
   std::uint64_t total_bytes = 0;
 };
 
+// Errors that say the device, not the request, is at fault.
+bool is_disk_error(int err);
+
 class Disks {
  public:
-  // Creates DISK/tmp and DISK/blobs on each disk. A disk that cannot be prepared is
-  // marked failed; at least one must work.
+  // Creates DISK/tmp, DISK/blobs and the marker on each disk. A disk that cannot be
+  // prepared is marked failed; at least one must work.
   static Result<std::unique_ptr<Disks>> open(const std::vector<std::string>& paths);
 
   std::size_t size() const { return disks_.size(); }
   const std::string& path(int disk) const { return disks_.at(disk).path; }
-  bool healthy(int disk) const { return disks_.at(disk).healthy; }
+  bool healthy(int disk) const;
   std::uint64_t device(int disk) const { return disks_.at(disk).device; }
-  void mark_failed(int disk);
+  // Marks a disk failed (idempotent) with a reason for /_/status.
+  void mark_failed(int disk, const std::string& why);
+  void mark_failed(int disk) { mark_failed(disk, "error"); }
   std::vector<DiskInfo> info(std::uint64_t now_ms);
+
+  // Looks for disks that disappeared and marks them failed (a few stat calls per disk;
+  // the caller paces it). Returns true when some disk changed state.
+  bool check(std::uint64_t now_ms);
+  // Tries to bring failed disk `disk` back: its directory must exist on a device, a
+  // probe file must be written and synced. A disk whose marker is missing or changed
+  // came back empty or replaced: it is prepared afresh, but only when `drained` (no
+  // index row points at it any more). Returns true when it is healthy again.
+  bool recheck(int disk, bool drained);
 
   // The healthy disk with the highest rendezvous score for `key`, or -1 if none.
   int choose(std::string_view key, std::uint64_t now_ms);
@@ -44,9 +73,17 @@ class Disks {
   // from SHA-1(path | key). Exposed for tests.
   static double score(std::string_view disk_path, std::string_view key, double weight);
 
+  static constexpr const char* marker_name = ".ringstore-disk";
+
  private:
   void refresh_free_space(std::uint64_t now_ms);
+  // Why the disk looks gone, or "" when its directory and marker are as prepared.
+  std::string missing_reason(std::size_t disk) const;
+  bool prepare(DiskInfo* d);
   std::vector<DiskInfo> disks_;
+  std::vector<std::string> tokens_;  // marker contents, per disk
+  std::unique_ptr<std::atomic<std::uint8_t>[]> state_;  // DiskState per disk
+  mutable std::mutex why_mu_;  // guards failure, failed_at_ms and failures in disks_
   std::uint64_t stat_at_ms_ = 0;
   bool stat_done_ = false;
 };

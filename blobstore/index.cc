@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS blobs(
   hint_for BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_position ON blobs(position);
+CREATE INDEX IF NOT EXISTS blobs_hint_for ON blobs(hint_for) WHERE hint_for IS NOT NULL;
 CREATE TABLE IF NOT EXISTS disks(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
 CREATE TABLE IF NOT EXISTS trash(path TEXT PRIMARY KEY NOT NULL);
 CREATE TABLE IF NOT EXISTS hints(
@@ -179,7 +180,68 @@ Status IndexReader::open(const std::string& db_path) {
           "SELECT key FROM blobs WHERE key>=?1 AND tombstone=0 ORDER BY key LIMIT ?2");
       !s.is_ok()) return s;
   if (Status s = count_.prepare(db_.get(), count_sql); !s.is_ok()) return s;
+  if (Status s = scan_disk_.prepare(db_.get(), ("SELECT key," + cols +
+          " FROM blobs WHERE disk=?1 AND key>?2 ORDER BY key LIMIT ?3").c_str());
+      !s.is_ok()) return s;
+  if (Status s = count_disk_.prepare(db_.get(), "SELECT count(*) FROM blobs WHERE disk=?1");
+      !s.is_ok()) return s;
+  // Both kinds of hint per target; the partial index blobs_hint_for keeps the first
+  // half proportional to the hints held, not to the keys.
+  if (Status s = by_target_.prepare(db_.get(),
+          "SELECT t, sum(n), min(h) FROM ("
+          "SELECT hint_for AS t, count(*) AS n, min(hlc) AS h FROM blobs "
+          "WHERE hint_for IS NOT NULL GROUP BY hint_for UNION ALL "
+          "SELECT target, count(*), min(hlc) FROM hints GROUP BY target) GROUP BY t");
+      !s.is_ok()) return s;
   return meta_.prepare(db_.get(), meta_get_sql);
+}
+
+Status IndexReader::scan_rows(sqlite3_stmt* s, std::vector<BlobMeta>* out) {
+  out->clear();
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("scan");
+    BlobMeta m;
+    m.key = column_bytes(s, 0);
+    if (Status st = read_meta_columns(s, 1, &m); !st.is_ok()) return st;
+    out->push_back(std::move(m));
+  }
+  return Status::ok();
+}
+
+Status IndexReader::scan_disk(int disk_id, std::string_view after, std::size_t limit,
+                              std::vector<BlobMeta>* out) {
+  sqlite3_stmt* s = scan_disk_.get();
+  Reset r{s};
+  sqlite3_bind_int(s, 1, disk_id);
+  bind_blob(s, 2, after);
+  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(limit));
+  return scan_rows(s, out);
+}
+
+Result<std::uint64_t> IndexReader::count_disk(int disk_id) {
+  sqlite3_bind_int(count_disk_.get(), 1, disk_id);
+  return read_count(db_, count_disk_.get());
+}
+
+Result<std::vector<IndexReader::TargetHints>> IndexReader::hints_by_target() {
+  sqlite3_stmt* s = by_target_.get();
+  Reset r{s};
+  std::vector<TargetHints> out;
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("hints by target");
+    TargetHints t;
+    std::string id = column_bytes(s, 0);
+    if (id.size() != t.target.size()) continue;
+    std::memcpy(t.target.data(), id.data(), id.size());
+    t.count = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
+    t.oldest_hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 2));
+    out.push_back(t);
+  }
+  return out;
 }
 
 Result<BlobMeta> IndexReader::lookup(std::string_view key) {
@@ -365,6 +427,10 @@ Result<std::optional<StoredVersion>> IndexWriter::current(std::string_view key) 
   v.disk = disk_index_of(disk_ids_, sqlite3_column_int(s, 2));
   v.tombstone = sqlite3_column_int(s, 3) != 0;
   v.is_hint = sqlite3_column_type(s, 4) != SQLITE_NULL;
+  std::string hint_for = column_bytes(s, 4);
+  if (v.is_hint && hint_for.size() == v.hint_for.size()) {
+    std::memcpy(v.hint_for.data(), hint_for.data(), hint_for.size());
+  }
   return std::optional<StoredVersion>(v);
 }
 

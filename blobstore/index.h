@@ -51,6 +51,7 @@ struct StoredVersion {
   Version version;
   bool tombstone = false;
   bool is_hint = false;
+  NodeId hint_for{};  // when is_hint
   int disk = -1;
 };
 
@@ -79,10 +80,22 @@ class IndexReader {
   // Keys (with versions) whose ring position lies in [from, to], in position order.
   Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
                         std::vector<BlobMeta>* out);
+  // Rows stored on disk `disk_id` with key > after, in key order (meta.disk stays the id).
+  Status scan_disk(int disk_id, std::string_view after, std::size_t limit,
+                   std::vector<BlobMeta>* out);
+  Result<std::uint64_t> count_disk(int disk_id);
+  // Pending hints per target: stand-in copies and missed-write records together.
+  struct TargetHints {
+    NodeId target{};
+    std::uint64_t count = 0;
+    std::uint64_t oldest_hlc = 0;
+  };
+  Result<std::vector<TargetHints>> hints_by_target();
 
  private:
+  Status scan_rows(sqlite3_stmt* s, std::vector<BlobMeta>* out);
   Db db_;
-  Stmt hints_, count_hints_, scan_, missed_;
+  Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, by_target_;
   Stmt lookup_;
   Stmt list_;
   Stmt count_;

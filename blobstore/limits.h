@@ -35,6 +35,21 @@ inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
 // value whole or sending one to a replica (replica_timeout_ms is 2 s).
 inline constexpr std::uint64_t pooled_file_cool_ms = 10'000;
 static_assert(pooled_file_bytes_max >= small_value_bytes_max + key_bytes_max + content_type_bytes_max + 64);
+// Disks are looked at for disappearance (directory, marker, device) this often; a
+// failed one is re-checked as often. A few stat() calls per disk every 2 s cost nothing.
+inline constexpr std::uint64_t disk_check_interval_ms = 2'000;
+// The scrub re-reads every blob and checks its MD5. Its default pace is gentle: 4 MiB/s
+// and 50 files/s is ~1% of what one disk here reads, and a pass over 100 GiB of 1 MiB
+// blobs takes ~7 h (100 GiB / 4 MiB/s); over 1M small files ~5.8 h (1M / 50/s).
+inline constexpr std::uint64_t scrub_bytes_per_s_default = 4ull << 20;
+inline constexpr std::uint32_t scrub_files_per_s_default = 50;
+// Rows the scrub reads from the index at a time; its position is saved after each.
+inline constexpr std::size_t scrub_batch_files = 32;
+// After a full pass (or over an empty index) the scrub waits this long before the next.
+inline constexpr std::uint64_t scrub_pass_pause_ms = 1'000;
+// Damaged copies found by the scrub waiting for the loop thread; more are found again
+// on the next pass.
+inline constexpr std::size_t damaged_queue_max = 4096;
 static_assert(commit_batch_max <= commit_queue_max);
 static_assert(list_limit_default <= list_limit_max);
 }  // namespace blobstore::limits

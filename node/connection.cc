@@ -27,6 +27,7 @@ struct Connection::StreamState {
   std::string buf;
   uv_fs_t fs;
   bool read_in_flight = false;  // then fs belongs to libuv and the callback frees this
+  bool md5_checked = false;     // the whole body checked out before its last chunk left
   std::weak_ptr<Connection> owner;
 };
 
@@ -492,7 +493,7 @@ void Connection::stream_next() {
   StreamState& st = *stream_;
   if (st.offset == st.end) {
     bool whole_pass = st.verifying || !st.verify_first;
-    if (whole_pass && st.md5.finish() != st.handle.meta.md5) {
+    if (whole_pass && !st.md5_checked && st.md5.finish() != st.handle.meta.md5) {
       server_->store().report_damaged(st.handle.meta);
       server_->counters().corrupt_served_cut++;
       log::error("checksum mismatch reading key of " + std::to_string(st.handle.meta.size) +
@@ -553,6 +554,19 @@ void Connection::stream_read_done(ssize_t n) {
   if (st.verifying) {
     stream_next();
     return;
+  }
+  if (st.offset == st.end && !st.verify_first) {
+    // The last chunk leaves only once the whole body checked out: a damaged copy is cut
+    // short (the client sees a truncated body, an error), never delivered whole.
+    st.md5_checked = true;
+    if (st.md5.finish() != st.handle.meta.md5) {
+      server_->store().report_damaged(st.handle.meta);
+      server_->counters().corrupt_served_cut++;
+      log::error("checksum mismatch streaming a key of " + std::to_string(st.handle.meta.size) +
+                 " bytes; response cut before its last chunk");
+      close_reset();
+      return;
+    }
   }
   send(std::string(st.buf.data(), got), Part::stream_chunk);
 }

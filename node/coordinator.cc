@@ -132,7 +132,10 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
       down.push_back(rep.id);
     }
   }
-  for (const ring::NodeId& owner : down) replace_failed(op, owner);
+  for (const ring::NodeId& owner : down) {
+    // Down longer than the hint window: no hint; anti-entropy repairs the miss.
+    if (server_.hint_policy().window_open(owner, server_.now_ms())) replace_failed(op, owner);
+  }
   add_pending_targets(op);
   if (op->targets.size() < op->w) {
     counters_.writes_unavailable++;
@@ -194,10 +197,16 @@ void Coordinator::replace_failed(const std::shared_ptr<WriteOp>& op, const ring:
 
 void Coordinator::remember_missed(const std::shared_ptr<WriteOp>& op) {
   for (const ring::NodeId& owner : op->unplaced) {
+    if (!server_.hint_policy().admit(owner)) continue;  // over a cap: counted there
     counters_.hints_stored++;
     Status s = server_.store().add_missed(owner, op->meta.key, op->meta.version,
-                                          [](Status, blobstore::CommitResult) {});
-    if (!s.is_ok()) log::warn("recording a hint failed: " + s.message());
+        [this, owner](Status st, blobstore::CommitResult) {
+          server_.hint_policy().release(owner, st.is_ok());
+        });
+    if (!s.is_ok()) {
+      server_.hint_policy().release(owner, false);
+      log::warn("recording a hint failed: " + s.message());
+    }
   }
   op->unplaced.clear();
 }
@@ -207,10 +216,21 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
   op->inflight++;
   if (target.replica.self) {
     ASSERT(op->writer != nullptr);
+    if (target.hint && !server_.hint_policy().admit(target.owner)) {
+      return on_write_result(op, t, Status::unavailable("hint_cap: this node holds its cap of hints"));
+    }
     if (target.hint) op->writer->set_hint_for(target.owner);
+    const bool hint = target.hint;
+    const ring::NodeId owner = target.owner;
     Status s = server_.store().commit(std::move(op->writer), op->meta.version,
-        [this, op, t](Status st, blobstore::CommitResult) { on_write_result(op, t, std::move(st)); });
-    if (!s.is_ok()) on_write_result(op, t, std::move(s));
+        [this, op, t, hint, owner](Status st, blobstore::CommitResult) {
+          if (hint) server_.hint_policy().release(owner, st.is_ok());
+          on_write_result(op, t, std::move(st));
+        });
+    if (!s.is_ok()) {
+      if (hint) server_.hint_policy().release(owner, false);
+      on_write_result(op, t, std::move(s));
+    }
     return;
   }
   auto req = std::make_unique<PeerRequest>();
@@ -229,7 +249,9 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
   }
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, op->meta.size);
   req->done = [this, op, t](Status s, PeerResponse r) {
-    if (s.is_ok() && r.status != 201) {
+    if (s.is_ok() && r.status == 503 && r.body.find("hint_cap") != std::string::npos) {
+      s = Status::unavailable("hint_cap: the stand-in holds its cap of hints");
+    } else if (s.is_ok() && r.status != 201) {
       s = Status::io_error("replica answered " + std::to_string(r.status) + ": " + r.body);
     }
     on_write_result(op, t, std::move(s));
@@ -248,6 +270,9 @@ void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_
       op->local_copy = true;
       remember_missed(op);
     }
+  } else if (target.hint && s.message().rfind("hint_cap", 0) == 0) {
+    // Beyond a hint cap the hint is not stored and no other stand-in is asked: the
+    // miss is left to anti-entropy, as Cassandra does.
   } else {
     counters_.replica_errors++;
     log::warn("write to " + target.replica.addr + " failed: " + s.message());

@@ -1,6 +1,7 @@
 // The public blob API, the /_/ system endpoints and the /_/internal node-to-node API, on
 // top of Connection. Quorum logic lives in the Coordinator.
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "node/admin_page.h"
 #include "node/coordinator.h"
@@ -305,21 +306,30 @@ void Server::internal_put(Connection& c) {
       return c.respond_error(Status::invalid("checksum_mismatch: the body does not match its MD5"));
     }
   }
+  std::optional<ring::NodeId> hinted;
   if (const std::string* hint = r.ringstore_header("hint-for")) {
     ring::NodeId owner{};
     if (!blobstore::unhex(*hint, owner.data(), owner.size())) return c.respond_error(Status::invalid("bad_hint_for"));
+    if (!hint_policy_->admit(owner)) {  // the coordinator leaves this miss to anti-entropy
+      return c.respond_error(Status::unavailable("hint_cap: this node holds its cap of hints"));
+    }
     r.writer->set_hint_for(owner);
+    hinted = owner;
   }
   std::weak_ptr<Connection> weak = c.weak_from_this();
   Status s = store_->commit(std::move(r.writer), *version,
-      [weak](Status st, blobstore::CommitResult res) {
+      [this, weak, hinted](Status st, blobstore::CommitResult res) {
+        if (hinted) hint_policy_->release(*hinted, st.is_ok());
         auto conn = weak.lock();
         if (!conn) return;
         if (!st.is_ok()) return conn->respond_error(st);
         conn->respond(201, "Content-Type: application/json\r\n",
                       res.applied ? "{\"applied\":true}\n" : "{\"applied\":false}\n");
       });
-  if (!s.is_ok()) c.respond_error(s);
+  if (!s.is_ok()) {
+    if (hinted) hint_policy_->release(*hinted, false);
+    c.respond_error(s);
+  }
 }
 
 // ---- listing and system endpoints ----

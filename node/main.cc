@@ -243,6 +243,25 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--transfer-keys-per-s", config.transfer_keys_per_s,
                         "keys a membership transfer sends per second (0: no limit)")
       ->envname("RINGSTORE_TRANSFER_KEYS_PER_S");
+  serve_cmd->add_option("--hint-window-ms", config.hints.window_ms,
+                        "a target down longer than this gets no new hints (default 3 h)")
+      ->envname("RINGSTORE_HINT_WINDOW_MS")->check(CLI::Range(0ull, 30ull * 24 * 3600 * 1000));
+  serve_cmd->add_option("--hints-max-per-target", config.hints.per_target_max,
+                        "hints held for one target; beyond it a miss is left to anti-entropy")
+      ->envname("RINGSTORE_HINTS_MAX_PER_TARGET");
+  serve_cmd->add_option("--hints-max", config.hints.total_max, "hints held in all")
+      ->envname("RINGSTORE_HINTS_MAX");
+  serve_cmd->add_option("--hint-rate", config.hints.deliveries_per_s, "hints delivered per second")
+      ->envname("RINGSTORE_HINT_RATE")->check(CLI::Range(1u, 1'000'000u));
+  serve_cmd->add_option("--repair-keys-per-s", config.repair.keys_per_s,
+                        "lost copies (failed disk, bad checksum) fetched from replicas per second")
+      ->envname("RINGSTORE_REPAIR_KEYS_PER_S")->check(CLI::Range(0u, 1'000'000u));
+  serve_cmd->add_option("--scrub-bytes-per-s", config.scrub.bytes_per_s,
+                        "background checksum scrub: bytes read per second (0: off)")
+      ->envname("RINGSTORE_SCRUB_BYTES_PER_S");
+  serve_cmd->add_option("--scrub-files-per-s", config.scrub.files_per_s,
+                        "background checksum scrub: files verified per second (0: off)")
+      ->envname("RINGSTORE_SCRUB_FILES_PER_S");
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");

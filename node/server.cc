@@ -49,6 +49,7 @@ Status Server::start() {
   opts.disks = config_.disks;
   opts.fault = config_.fault;
   opts.cache_bytes = config_.cache_bytes;
+  opts.scrub = config_.scrub;
   uv_async_t* async = async_;
   opts.notify = [async] { uv_async_send(async); };
   auto store = blobstore::BlobStore::open(std::move(opts));
@@ -99,6 +100,11 @@ Status Server::start() {
     return s;
   }
   transfers_ = std::make_unique<Transfers>(*this);
+  hint_policy_ = std::make_unique<HintPolicy>(config_.hints);
+  repairer_ = std::make_unique<Repairer>(*this, config_.repair);
+  (void)repairer_->start();
+  // A damaged copy is fetched again from a replica at once, not when a client reads it.
+  store_->set_damage_listener([this](const blobstore::BlobMeta& m) { repairer_->on_damaged(m); });
   hint_timer_ = new uv_timer_t;
   uv_timer_init(loop_, hint_timer_);
   hint_timer_->data = this;
@@ -170,6 +176,7 @@ void Server::on_membership_timer(uv_timer_t* t) {
   // Every 5 s our key count and disk use go out with the heartbeats.
   if (++self->app_state_ticks_ % 25 == 0) self->publish_app_state();
   self->refresh_membership();
+  self->hint_policy_->refresh(*self->store_, self->now_ms());
 }
 
 gossip::AppState Server::app_state() {
@@ -224,6 +231,7 @@ void Server::refresh_membership() {
   }
   if (!members.empty()) cluster_->update(members);
   cluster_->set_unheard(unheard, now);
+  if (hint_policy_) hint_policy_->observe(*cluster_, now_ms());
   if (gossip_->membership().ring_version() != saved_ring_version_) save_peers();
   if (transfers_) transfers_->on_membership();
 }
@@ -257,12 +265,16 @@ void Server::on_hint_timer(uv_timer_t* t) {
 // is alive, and is dropped here after the owner has it durably. At most
 // hints_in_flight_max at a time, so delivery never crowds out client traffic.
 void Server::deliver_hints() {
-  constexpr std::size_t hints_in_flight_max = 8;
+  const std::size_t hints_in_flight_max = limits::hints_in_flight_max;
   if (hints_in_flight_ > 0) return;  // one sweep at a time
+  // --hint-rate: at most this many a second, whatever the sweeps.
+  std::size_t budget = std::min(hints_in_flight_max, hint_policy_->deliverable(now_ms()));
+  if (budget == 0) return;
+  hint_policy_->take(budget);
   auto hints = store_->hints("", 256);
   if (!hints.is_ok()) return;
   for (const blobstore::BlobMeta& h : hints.value()) {
-    if (hints_in_flight_ >= hints_in_flight_max) break;
+    if (hints_in_flight_ >= budget) break;
     const Replica* owner = cluster_->find(h.hint_for);
     if (owner == nullptr || owner->self || !owner->alive) continue;
     hints_in_flight_++;
@@ -279,15 +291,16 @@ void Server::deliver_hints() {
   auto missed = store_->missed(256);
   if (!missed.is_ok()) return;
   for (const blobstore::MissedWrite& m : missed.value()) {
-    if (hints_in_flight_ >= hints_in_flight_max) break;
+    if (hints_in_flight_ >= budget) break;
     const Replica* owner = cluster_->find(m.target);
     if (owner == nullptr || owner->self || !owner->alive) continue;
     hints_in_flight_++;
     coordinator_->push(m.key, owner->addr, nullptr, [this, m](Status s) {
       hint_sweep_done(s.is_ok());
       if (!store_) return;
-      // A key deleted and purged here meanwhile has nothing left to hand over.
-      if (!s.is_ok() && s.code() != Code::not_found) return;
+      // A key deleted and purged here meanwhile has nothing left to hand over; one on a
+      // failed disk is handed over once the repair fetched it back.
+      if (!s.is_ok() && (s.code() != Code::not_found || store_->held_on_failed_disk(m.key))) return;
       if (s.is_ok()) hints_delivered_++;
       Status e = store_->drop_missed(m.target, m.key, m.version, [](Status, blobstore::CommitResult) {});
       if (!e.is_ok()) log::warn("dropping a delivered hint failed: " + e.message());
@@ -310,7 +323,8 @@ nlohmann::json Server::status_json() {
   nlohmann::json disks = nlohmann::json::array();
   for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
     disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"free_bytes", d.free_bytes},
-                     {"total_bytes", d.total_bytes}});
+                     {"total_bytes", d.total_bytes}, {"state", d.healthy ? "healthy" : "failed"},
+                     {"failure", d.failure}, {"failures", d.failures}});
   }
   nlohmann::json members = nlohmann::json::array();
   auto ring = cluster_->ring();
@@ -359,6 +373,10 @@ nlohmann::json Server::status_json() {
       {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},
       {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
                  {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
+      {"hints_by_target", hint_policy_->targets_json(*cluster_, Hlc::wall_clock_ms())},
+      {"hint_policy", healing_policy_json()},
+      {"repair", repairer_->status_json()},
+      {"scrub", scrub_json()},
   };
 }
 
@@ -451,6 +469,7 @@ void Server::maybe_finish_stop() {
   if (!conns_.empty()) return;
   if (sweep_timer_ == nullptr && async_ == nullptr) return;  // already finished
   if (transfers_) transfers_->stop();
+  if (repairer_) repairer_->close();
   close_and_free(hint_timer_);
   close_and_free(membership_timer_);
   if (ae_) ae_->stop();
@@ -525,6 +544,7 @@ std::string Server::metrics_text() {
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
   gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));
   if (ae_) ae_->write_metrics(out);
+  healing_metrics(out);
   if (gossip_) {
     const auto& g = gossip_->membership().counters();
     metric_header(out, "ringstore_gossip_datagrams_total", "counter", "Gossip datagrams by direction.");

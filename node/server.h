@@ -23,11 +23,13 @@
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/coordinator.h"
+#include "node/hints.h"
 #include "node/hlc.h"
 #include "node/limits.h"
 #include "node/metrics.h"
 #include "node/peer_client.h"
 #include "node/transfers.h"
+#include "node/repair.h"
 
 namespace node {
 
@@ -51,6 +53,9 @@ struct ServerConfig {
   std::uint32_t hint_interval_ms = 1000;
   AntiEntropyConfig anti_entropy;
   std::uint32_t transfer_keys_per_s = 0;  // membership transfers; 0: no limit
+  HintConfig hints;            // window, caps, delivery rate
+  RepairConfig repair;         // refetch of lost copies
+  blobstore::ScrubConfig scrub;  // background MD5 scrub (on by default)
 };
 
 struct ServerCounters {
@@ -110,7 +115,12 @@ class Server {
   // Gossips what this node says about itself now (address, status, vnodes, zone, usage).
   void publish_app_state();
   const ServerConfig& config() const { return config_; }
+  HintPolicy& hint_policy() { return *hint_policy_; }
   nlohmann::json status_json();
+  // Hints, repair and scrub in /_/status and /_/metrics (healing_status.cc).
+  nlohmann::json healing_policy_json();
+  nlohmann::json scrub_json();
+  void healing_metrics(std::string& out);
   // The value of X-Ringstore-Auth that /_/internal requires: HMAC-SHA256 of a fixed
   // label under the cluster secret, in hex.
   static std::string auth_token_for(const std::string& secret);
@@ -147,6 +157,8 @@ class Server {
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<AntiEntropy> ae_;
   std::unique_ptr<Transfers> transfers_;
+  std::unique_ptr<HintPolicy> hint_policy_;
+  std::unique_ptr<Repairer> repairer_;
   std::string auth_token_;
   uv_timer_t* hint_timer_ = nullptr;
   uv_timer_t* membership_timer_ = nullptr;
