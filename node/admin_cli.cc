@@ -21,11 +21,6 @@ namespace node {
 
 namespace {
 
-struct Reply {
-  int status = 0;
-  std::string body;
-};
-
 bool split_addr(const std::string& addr, sockaddr_in* to) {
   std::size_t colon = addr.rfind(':');
   if (colon == std::string::npos || colon == 0) return false;
@@ -39,7 +34,19 @@ bool split_addr(const std::string& addr, sockaddr_in* to) {
   return inet_pton(AF_INET, host.c_str(), &to->sin_addr) == 1;
 }
 
-// One HTTP/1.1 exchange with `Connection: close`; 5 s deadline for each send and read.
+// The body's "error" (and "detail") for a message, else the body itself.
+std::string reason(const Reply& r) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+    std::string s = j["error"].get<std::string>();
+    if (j.contains("detail") && j["detail"].is_string()) s += " (" + j["detail"].get<std::string>() + ")";
+    return s;
+  }
+  return r.body;
+}
+
+}  // namespace
+
 bool exchange(const std::string& addr, const std::string& method, const std::string& target,
               const std::string& auth, Reply* reply, std::string* error) {
   sockaddr_in to{};
@@ -60,9 +67,9 @@ bool exchange(const std::string& addr, const std::string& method, const std::str
     close(fd);
     return false;
   }
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + addr +
-                    "\r\nX-Ringstore-Auth: " + auth +
-                    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
+                    (auth.empty() ? "" : "X-Ringstore-Auth: " + auth + "\r\n") +
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n";
   if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     *error = "cannot send to " + addr;
     close(fd);
@@ -92,19 +99,6 @@ bool exchange(const std::string& addr, const std::string& method, const std::str
   while (!reply->body.empty() && reply->body.back() == '\n') reply->body.pop_back();
   return true;
 }
-
-// The body's "error" (and "detail") for a message, else the body itself.
-std::string reason(const Reply& r) {
-  auto j = nlohmann::json::parse(r.body, nullptr, false);
-  if (j.is_object() && j.contains("error") && j["error"].is_string()) {
-    std::string s = j["error"].get<std::string>();
-    if (j.contains("detail") && j["detail"].is_string()) s += " (" + j["detail"].get<std::string>() + ")";
-    return s;
-  }
-  return r.body;
-}
-
-}  // namespace
 
 bool load_secret(const std::string& secret_file, std::string* secret, std::string* error) {
   secret->clear();

@@ -9,6 +9,16 @@
 
 namespace node {
 
+// One HTTP/1.1 exchange with `Connection: close` and an empty body, over a blocking
+// socket with a 5 s deadline for each send and read. `auth` (the X-Ringstore-Auth
+// value) may be empty. False with a one-line *error when there is no answer.
+struct Reply {
+  int status = 0;
+  std::string body;  // trailing newlines dropped
+};
+bool exchange(const std::string& addr, const std::string& method, const std::string& target,
+              const std::string& auth, Reply* reply, std::string* error);
+
 // The cluster secret as `serve` takes it: from `secret_file` when given (trailing
 // whitespace dropped), else RINGSTORE_SECRET, else empty (nodes run with --insecure).
 bool load_secret(const std::string& secret_file, std::string* secret, std::string* error);

@@ -20,6 +20,8 @@ std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
 
 std::string node_hex(const ring::NodeId& id) { return ring::hex_id(id); }
 
+}  // namespace
+
 // Reads a replica's answer to HEAD or GET /_/internal/blob: its stored version.
 bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m) {
   const std::string* v = r.header("x-ringstore-version");
@@ -42,7 +44,6 @@ bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore
   return true;
 }
 
-}  // namespace
 
 struct Coordinator::WriteOp {
   ~WriteOp() {
@@ -145,8 +146,9 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
   }
   bool local = std::any_of(op->targets.begin(), op->targets.end(),
                            [](const WriteOp::Target& t) { return t.replica.self; });
-  if (op->candidates.size() > 1 || !local) {
-    // Remote copies (and stand-ins for failed ones) of a small value are sent from
+  if (op->candidates.size() > 1 || !local || op->targets.size() > 1) {
+    // Remote copies (pending owners of a joining or leaving member included, and
+    // stand-ins for failed ones) of a small value are sent from
     // memory; a larger one from the spool file, whose descriptor outlives the rename of
     // the local commit and the unlink of a dropped spool.
     if (const std::string* b = op->writer->body_in_memory()) {

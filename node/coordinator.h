@@ -26,6 +26,10 @@ namespace node {
 
 class Server;
 
+// Reads a replica's answer to HEAD or GET /_/internal/blob (its X-Ringstore-* headers):
+// the version it stores of `key`. False when the answer does not say one.
+bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m);
+
 struct QuorumConfig {
   std::uint32_t n = 3, r = 2, w = 2;
   std::uint32_t replica_timeout_ms = 2'000;

@@ -55,51 +55,15 @@ bool split_listen(const std::string& listen, std::string* host, int* port) {
   return true;
 }
 
-// GET http://ADDR/_/status with a plain blocking socket (5 s deadline).
+// GET http://ADDR/_/status (5 s deadline).
 bool fetch_status(const std::string& addr, std::string* body, std::string* error) {
-  std::string host;
-  int port = 0;
-  if (!split_listen(addr, &host, &port)) {
-    *error = "--node must be HOST:PORT";
+  node::Reply r;
+  if (!node::exchange(addr, "GET", "/_/status", "", &r, error)) return false;
+  if (r.status != 200) {
+    *error = "no status from " + addr + ": HTTP " + std::to_string(r.status);
     return false;
   }
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &to.sin_addr) != 1) {
-    *error = "not an IPv4 address: " + host;
-    return false;
-  }
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
-    *error = std::string("cannot connect to ") + addr + ": " + std::strerror(errno);
-    close(fd);
-    return false;
-  }
-  std::string req = "GET /_/status HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n";
-  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    *error = "cannot send to " + addr;
-    close(fd);
-    return false;
-  }
-  std::string resp;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    resp.append(buf, static_cast<std::size_t>(n));
-    if (resp.size() > (64u << 20)) break;
-  }
-  close(fd);
-  std::size_t end = resp.find("\r\n\r\n");
-  if (resp.compare(0, 12, "HTTP/1.1 200") != 0 || end == std::string::npos) {
-    *error = "no status from " + addr + (resp.empty() ? " (timed out?)" : ": " + resp.substr(0, resp.find('\r')));
-    return false;
-  }
-  *body = resp.substr(end + 4);
+  *body = std::move(r.body);
   return true;
 }
 

@@ -14,28 +14,6 @@ std::uint32_t fetch_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
   return base + static_cast<std::uint32_t>(bytes / (16 * 1024));
 }
 
-// A replica's answer to HEAD or GET /_/internal/blob: its stored version.
-bool parse_meta(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m) {
-  const std::string* v = r.header("x-ringstore-version");
-  if (v == nullptr) return false;
-  auto version = blobstore::Version::parse(*v);
-  if (!version) return false;
-  m->key = key;
-  m->version = *version;
-  const std::string* t = r.header("x-ringstore-tombstone");
-  m->tombstone = t != nullptr && *t == "1";
-  if (const std::string* md5 = r.header("x-ringstore-md5")) {
-    if (!blobstore::unhex(*md5, m->md5.data(), m->md5.size())) return false;
-  }
-  if (const std::string* size = r.header("x-ringstore-size")) {
-    auto n = parse_u64(*size);
-    if (!n) return false;
-    m->size = *n;
-  }
-  if (const std::string* ct = r.header("content-type")) m->content_type = *ct;
-  return true;
-}
-
 }  // namespace
 
 struct Repairer::Fetch {
@@ -219,7 +197,7 @@ void Repairer::start_one(Item item) {
     req->timeout_ms = coord.config().replica_timeout_ms;
     req->done = [this, f, i](Status s, PeerResponse resp) {
       f->waiting--;
-      if (s.is_ok() && resp.status == 200 && parse_meta(f->item.lost.key, resp, &f->answers[i])) {
+      if (s.is_ok() && resp.status == 200 && meta_from_response(f->item.lost.key, resp, &f->answers[i])) {
         f->present[i] = true;
         f->answered++;
       } else if (s.is_ok() && resp.status == 404) {
@@ -260,7 +238,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
   req->done = [this, f, writer, want](Status s, PeerResponse resp) {
     if (closed_) return;
     blobstore::BlobMeta got;
-    if (s.is_ok() && (resp.status != 200 || !parse_meta(want.key, resp, &got) ||
+    if (s.is_ok() && (resp.status != 200 || !meta_from_response(want.key, resp, &got) ||
                       got.version != want.version || (*writer)->finish_md5() != got.md5)) {
       s = Status::io_error("the fetched copy changed or did not check out");
     }

@@ -393,6 +393,14 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
     if (h.source == 0) mine = &h;
   }
   if (newest == nullptr) return;
+  // A tombstone past its grace is being purged: a member that lacks it purged it, and a
+  // copy sent there now would only be purged again.
+  std::uint64_t grace_ms = server_.config().anti_entropy.tombstone_grace_s * 1000;
+  std::uint64_t now_ms = Hlc::wall_clock_ms();
+  if (newest->tombstone && now_ms > newest->version.wall_ms() &&
+      now_ms - newest->version.wall_ms() > grace_ms) {
+    return;
+  }
   auto source_of = [&](const ring::NodeId& id) -> std::optional<std::size_t> {
     for (std::size_t i = 0; i < sources_.size(); i++) {
       if (sources_[i].id == id) return i;

@@ -68,7 +68,12 @@ struct AeCluster {
       json s = status(i);
       if (!s.is_object()) return false;
       std::size_t a = 0;
-      for (const auto& m : s["members"]) a += m["alive"].get<bool>();
+      for (const auto& m : s["members"]) {
+        bool up = m["alive"].get<bool>();
+        a += up;
+        // A member that joins owns nothing yet: the test's keys must land on normal ones.
+        if (up && m.value("state", "normal") != "normal") return false;
+      }
       if (a != alive || s["members"].size() != nodes.size()) return false;
     }
     return true;

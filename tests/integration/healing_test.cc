@@ -53,7 +53,12 @@ struct Nodes {
       json s = status(i);
       if (!s.is_object()) return false;
       std::size_t a = 0, d = 0;
-      for (const auto& m : s["members"]) (m["alive"].get<bool>() ? a : d)++;
+      for (const auto& m : s["members"]) {
+        bool up = m["alive"].get<bool>();
+        (up ? a : d)++;
+        // A member that joins owns nothing yet: the test's keys must land on normal ones.
+        if (up && m.value("state", "normal") != "normal") return false;
+      }
       if (a != alive || d != dead) return false;
     }
     return true;
