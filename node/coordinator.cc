@@ -172,6 +172,10 @@ void Coordinator::add_pending_targets(const std::shared_ptr<WriteOp>& op) {
   const Cluster& cluster = server_.cluster();
   if (!cluster.changing()) return;
   auto n = std::min<std::uint32_t>(config_.n, static_cast<std::uint32_t>(cluster.future_member_count()));
+  // A cluster being formed (every member still joining) has no current owners: the
+  // future ones are the replicas, and W counts among them alone.
+  bool forming = cluster.member_count() == 0;
+  if (forming) op->w = std::min<std::size_t>(config_.w, n);
   for (const Replica& p : cluster.pending(op->meta.key, n)) {
     for (std::size_t i = 0; i < op->candidates.size(); i++) {
       if (op->candidates[i].id == p.id) op->used[i] = true;  // not also a stand-in
@@ -181,7 +185,7 @@ void Coordinator::add_pending_targets(const std::shared_ptr<WriteOp>& op) {
       continue;
     }
     op->targets.push_back({p, false, p.id});
-    op->w++;
+    if (!forming) op->w++;
   }
 }
 

@@ -372,12 +372,12 @@ TEST_CASE("keys a node holds but no longer owns go to their owner and only then 
   o.extra_args.push_back("127.0.0.1:" + std::to_string(c.nodes[0]->port()));
   c.nodes.push_back(std::make_unique<NodeProcess>(o));
   REQUIRE(wait_for([&] { return c.agrees(2); }, 15) >= 0);
-  // Done when nothing moves any more: 200 keys in all, as many on the newcomer as were
-  // handed off, and the same a second later (hand-offs go in batches).
+  // Done when nothing moves any more: 200 keys in all, and the same a second later
+  // (the joiner's transfer or anti-entropy's hand-off moves them, in batches).
   std::uint64_t last = 0;
   double s = wait_for([&] {
     std::uint64_t k0 = c.keys(0), k1 = c.keys(1);
-    bool settled = k1 > 0 && k0 + k1 == 200 && c.sum("keys_handed_off", true) == k1;
+    bool settled = k1 > 0 && k0 + k1 == 200;
     bool same = settled && k1 == last;
     last = settled ? k1 : 0;
     return same;
@@ -387,7 +387,6 @@ TEST_CASE("keys a node holds but no longer owns go to their owner and only then 
   REQUIRE(s >= 0);
   CHECK(c.keys(1) > 50);
   CHECK(c.keys(1) < 150);
-  CHECK(c.sum("keys_handed_off", true) == c.keys(1));
   for (int k = 0; k < 200; k += 5) {
     std::string key = "h-" + std::to_string(k);
     INFO(key);
