@@ -309,16 +309,7 @@ Status IndexReader::scan_positions(std::uint64_t from, std::uint64_t to, std::si
   sqlite3_bind_int64(s, 1, position_column(from));
   sqlite3_bind_int64(s, 2, position_column(to));
   sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(limit));
-  for (;;) {
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return db_.error("scan");
-    BlobMeta m;
-    m.key = column_bytes(s, 0);
-    if (Status st = read_meta_columns(s, 1, &m); !st.is_ok()) return st;
-    out->push_back(std::move(m));
-  }
-  return Status::ok();
+  return scan_rows(s, out);
 }
 
 Status IndexReader::list(std::string_view prefix, std::string_view start, std::size_t limit,

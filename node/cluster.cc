@@ -89,12 +89,18 @@ Replica Cluster::replica_of(std::uint32_t m) const {
   return r;
 }
 
-std::vector<Replica> Cluster::preference_list(std::string_view key, std::size_t n) const {
+// Both rings list the same members in the same order, so replica_of serves either.
+std::vector<Replica> Cluster::list_on(const ring::Ring& ring, std::string_view key,
+                                      std::size_t n) const {
   if (n > ring::limits::replicas_max) n = ring::limits::replicas_max;
-  ring::PreferenceList p = ring_->preference_list_for_key(key, n);
+  ring::PreferenceList p = ring.preference_list_for_key(key, n);
   std::vector<Replica> out;
   for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
   return out;
+}
+
+std::vector<Replica> Cluster::preference_list(std::string_view key, std::size_t n) const {
+  return list_on(*ring_, key, n);
 }
 
 // The ring walk is the preference list, only longer: its first n entries are the owners.
@@ -103,12 +109,7 @@ std::vector<Replica> Cluster::walk(std::string_view key, std::size_t max) const 
 }
 
 std::vector<Replica> Cluster::future_preference_list(std::string_view key, std::size_t n) const {
-  if (!future_) return preference_list(key, n);
-  if (n > ring::limits::replicas_max) n = ring::limits::replicas_max;
-  ring::PreferenceList p = future_->preference_list_for_key(key, n);
-  std::vector<Replica> out;
-  for (std::uint32_t m : p.view()) out.push_back(replica_of(m));
-  return out;
+  return list_on(future_ ? *future_ : *ring_, key, n);
 }
 
 std::vector<Replica> Cluster::pending(std::string_view key, std::size_t n) const {

@@ -79,6 +79,7 @@ class Cluster {
 
  private:
   Replica replica_of(std::uint32_t member) const;
+  std::vector<Replica> list_on(const ring::Ring& ring, std::string_view key, std::size_t n) const;
   bool build_rings(const std::vector<MemberInfo>& members);
   ring::NodeId self_;
   std::string self_addr_;

@@ -13,14 +13,14 @@ namespace node {
 
 namespace {
 
+std::string node_hex(const ring::NodeId& id) { return ring::hex_id(id); }
+
+}  // namespace
+
 // A large value gets extra time on top of replica_timeout_ms: at least 16 MiB/s.
 std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
   return base + static_cast<std::uint32_t>(bytes / (16 * 1024));
 }
-
-std::string node_hex(const ring::NodeId& id) { return ring::hex_id(id); }
-
-}  // namespace
 
 // Reads a replica's answer to HEAD or GET /_/internal/blob: its stored version.
 bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m) {

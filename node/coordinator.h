@@ -26,6 +26,9 @@ namespace node {
 
 class Server;
 
+// A replica timeout with extra time for a large value: at least 16 MiB/s.
+std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes);
+
 // Reads a replica's answer to HEAD or GET /_/internal/blob (its X-Ringstore-* headers):
 // the version it stores of `key`. False when the answer does not say one.
 bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m);

@@ -7,15 +7,6 @@
 
 namespace node {
 
-namespace {
-
-// A large value gets extra time on top of the replica timeout: at least 16 MiB/s.
-std::uint32_t fetch_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
-  return base + static_cast<std::uint32_t>(bytes / (16 * 1024));
-}
-
-}  // namespace
-
 struct Repairer::Fetch {
   Item item;
   std::vector<Replica> peers;
@@ -233,7 +224,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
   auto req = std::make_unique<PeerRequest>();
   req->method = "GET";
   req->target = "/_/internal/blob/" + encode_key(want.key);
-  req->timeout_ms = fetch_timeout_ms(server_.coordinator().config().replica_timeout_ms, want.size);
+  req->timeout_ms = transfer_timeout_ms(server_.coordinator().config().replica_timeout_ms, want.size);
   req->body_sink = [writer](const char* d, std::size_t n) { return (*writer)->append(d, n); };
   req->done = [this, f, writer, want](Status s, PeerResponse resp) {
     if (closed_) return;
