@@ -192,6 +192,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
         continue;
       }
       const auto& stored = cur.value();
+      op->stored = stored;
       // A stored copy on a failed disk is lost: the same version written again (the
       // disk repair, read repair) replaces it on a healthy disk.
       bool stored_lost = stored && stored->disk >= 0 && !disks_->healthy(stored->disk);
@@ -207,6 +208,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       continue;
     }
     unlink(prev->temp_path.c_str());
+    op->stored = prev->stored;
     newest[op->meta.key] = op.get();
   }
   if (in_txn) (void)index_->commit();
@@ -315,15 +317,15 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   }
   for (CommitOp* op : winners) {
     if (!op->status.is_ok()) continue;
-    auto cur = index_->current(op->meta.key);
-    if (!cur.is_ok()) return fail_all(cur.take_status());
-    bool was_live = cur.value() && !cur.value()->tombstone && !cur.value()->is_hint;
+    // The row as decide_winners read it: only this thread writes blob rows.
+    const std::optional<StoredVersion>& cur = op->stored;
+    bool was_live = cur && !cur->tombstone && !cur->is_hint;
     const bool hinted = op->meta.is_hint;
     // A copy this node already holds as a replica stays one when a hinted write updates it.
-    if (cur.value() && !cur.value()->is_hint) op->meta.is_hint = false;
-    if (cur.value() && cur.value()->disk >= 0) {
-      Version old = cur.value()->version;
-      std::string old_path = disks_->path(cur.value()->disk) + "/" +
+    if (cur && !cur->is_hint) op->meta.is_hint = false;
+    if (cur && cur->disk >= 0) {
+      Version old = cur->version;
+      std::string old_path = disks_->path(cur->disk) + "/" +
                              blob_relative_path(op->meta.key, old);
       // The same version rewritten on the same disk has the same name: the rename just
       // replaced the old file, which must not go to the trash.
@@ -340,13 +342,13 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
         return fail_all(std::move(s));
       }
     }
-    if (hinted && cur.value() && cur.value()->is_hint && cur.value()->hint_for != op->meta.hint_for) {
-      if (Status s = index_->add_hint(cur.value()->hint_for, op->meta.key, op->meta.version); !s.is_ok()) {
+    if (hinted && cur && cur->is_hint && cur->hint_for != op->meta.hint_for) {
+      if (Status s = index_->add_hint(cur->hint_for, op->meta.key, op->meta.version); !s.is_ok()) {
         return fail_all(std::move(s));
       }
     }
     if (Status s = index_->upsert(op->meta); !s.is_ok()) return fail_all(std::move(s));
-    note_replica_change(op, cur.value(), !op->meta.is_hint);
+    note_replica_change(op, cur, !op->meta.is_hint);
     live_delta += (op->meta.tombstone || op->meta.is_hint ? 0 : 1) - (was_live ? 1 : 0);
   }
   for (CommitOp* op : erases) {

@@ -74,6 +74,7 @@ struct CommitOp {
   // Set by the committer.
   Status status;
   CommitResult result;
+  std::optional<StoredVersion> stored;  // a write's index row before its batch
 };
 
 class Committer {
