@@ -599,12 +599,17 @@ void AntiEntropy::local_step() {
   if (stopped_ || !local_phase_) return;
   int self_idx = ring_->index_of(server_.cluster().self());
   std::uint64_t now = Hlc::wall_clock_ms();
+  // While a member joins or leaves (and until this node's handoff pass for the new ring
+  // is done) keys outside our arcs are the membership transfers' to move: a joiner's
+  // future ranges look stray in the current ring, and dropping them undid the join.
+  const bool hand_off_strays = server_.transfers().moves_done();
   std::size_t stop_at = std::min(summaries_->arc_count(), local_arc_ + arcs_per_step);
   for (; local_arc_ < stop_at; local_arc_++) {
     if (queue_.size() >= limits::ae_queue_max / 2) break;
     const blobstore::Leaf& leaf = summaries_->leaf(local_arc_);
     if (leaf.empty()) continue;
     bool owned = owns(local_arc_, self_idx);
+    if (!owned && !hand_off_strays) continue;
     if (owned && (leaf.tombstones == 0 || !purge_now_)) continue;
     std::vector<std::string> addrs;
     bool all_alive = true;

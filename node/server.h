@@ -109,6 +109,7 @@ class Server {
   Hlc& hlc() { return hlc_; }
   Coordinator& coordinator() { return *coordinator_; }
   AntiEntropy& anti_entropy() { return *ae_; }
+  Transfers& transfers() { return *transfers_; }
   // Membership changes (node/transfers.h). REQUIRES: started.
   gossip::Membership& membership() { return gossip_->membership(); }
   std::uint64_t gossip_now_ms() const { return gossip_->now_ms(); }

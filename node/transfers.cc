@@ -240,6 +240,12 @@ void Transfers::on_membership() {
   start_pass(PassKind::handoff);
 }
 
+bool Transfers::moves_done() const {
+  const bool settled = status_ == gossip::NodeStatus::normal || status_ == gossip::NodeStatus::left;
+  return !running_ && settled && !server_.cluster().changing() &&
+         handoff_.done && handoff_.signature == last_signature_ && last_signature_ == ring_signature();
+}
+
 void Transfers::start_pass(PassKind kind) {
   PassState& p = pass(kind);
   if (kind == PassKind::handoff && (p.signature != last_signature_ || p.done)) {
@@ -288,11 +294,22 @@ void Transfers::run_window() {
   listing_failed_ = disagreement_ = false;
   sources_.clear();
   sources_.push_back({server_.cluster().self(), server_.address(), true});
+  bool all_alive = true;
   for (const ring::Member& m : server_.cluster().ring()->members()) {
     if (m.id == server_.cluster().self()) continue;
     if (m.state == ring::MemberState::left || m.state == ring::MemberState::removed) continue;
-    if (!server_.cluster().alive(m.id)) continue;  // down: neither asked nor waited for
+    if (!server_.cluster().alive(m.id)) {  // down: neither asked nor waited for
+      all_alive = false;
+      continue;
+    }
     sources_.push_back({m.id, m.addr, false});
+  }
+  // A joiner copies from every member, as Cassandra's bootstrap with consistent range
+  // movement: one it has not heard from yet (just learned, or slow to answer gossip) may
+  // hold the only newest copy, and a joiner that heard from nobody would take nothing.
+  if (kind_ == PassKind::join && !all_alive) {
+    pass(kind_).waits++;
+    return retry_later();
   }
 
   std::vector<blobstore::BlobMeta> local;
@@ -341,6 +358,9 @@ void Transfers::on_listing(std::uint64_t epoch, std::size_t source, Status s,
       listing_failed_ = true;
     } else {
       if (json_u64(j, "ring") != ring_signature()) disagreement_ = true;
+      log::debug(std::string(pass_name(kind_)) + " window " + std::to_string(window_lo_ >> range_shift) +
+                 ": " + sources_[source].addr + " lists " + std::to_string(j["entries"].size()) +
+                 (disagreement_ ? " (rings disagree)" : ""));
       for (const auto& e : j["entries"]) {
         if (!e.is_array() || e.size() != 3 || !e[0].is_string() || !e[1].is_string()) continue;
         auto key = percent_decode(e[0].get<std::string>());
@@ -429,6 +449,7 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
       if (!contains(cluster.future_preference_list(key, n_future), cluster.self())) return;
       if (!lacks(0)) return;
       w.sends.push_back({holder, server_.address(), true});
+      log::debug("join: " + key + " from " + sources_[holder].addr);
       break;
     }
     case PassKind::leave: {
@@ -468,12 +489,15 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
         if (r.self) continue;
         auto s = source_of(r.id);
         if (!s) {
-          all_hold = false;  // an owner we cannot see: keep our copy for now
+          all_hold = false;  // an owner we cannot see: keep our copy, look again next round
+          deferred = true;
           continue;
         }
         if (!lacks(*s)) continue;
         if (*designated == 0) {
           w.sends.push_back({0, r.addr, false});
+          log::debug("handoff: " + key + " to " + r.addr + " (" + std::to_string(holdings.size()) +
+                     " holders listed)");
         } else {
           all_hold = false;  // another node sends it: ours is dropped in the next round
           deferred = true;

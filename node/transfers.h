@@ -78,7 +78,7 @@ struct PassState {
   std::uint64_t waits = 0;          // windows retried: a member unreachable or of another view
   std::uint64_t started_ms = 0, finished_ms = 0;  // wall clock
   std::uint64_t signature = 0;      // handoff: the ring it ran for
-  std::uint64_t deferred = 0;       // handoff: stray copies kept while another node sent them
+  std::uint64_t deferred = 0;       // handoff: stray copies kept (another node sent them, or an owner was unseen)
   std::uint32_t round = 0;          // handoff: 1 in the round that drops the deferred ones
   std::uint32_t ranges_done() const;
   nlohmann::json to_json() const;
@@ -97,6 +97,10 @@ class Transfers {
   gossip::NodeStatus initial_status(const std::vector<std::string>& seeds,
                                     const std::string& self_addr, bool first_start);
   gossip::NodeStatus status() const { return status_; }
+  // True once nobody is joining or leaving, this node is normal and its handoff pass for
+  // the ring as it now is has completed: until then, copies that look stray here may be
+  // a joiner's future ranges or in the middle of a move, and are this class's to move.
+  bool moves_done() const;
   // Called whenever the membership view was refreshed: starts, resumes or restarts passes.
   void on_membership();
   void stop();

@@ -215,11 +215,13 @@ std::vector<std::string> put_keys(NodeProcess& via, const std::string& prefix, s
     ts.emplace_back([&, t] {
       for (std::size_t i = from + t; i < to; i += threads) {
         std::string k = key_of(prefix, i);
-        for (int attempt = 0; attempt < 3; attempt++) {
+        // A loaded machine (the sanitizer build, other tests beside) times some out.
+        for (int attempt = 0; attempt < 10; attempt++) {
           if (request("PUT", via.url(k), value_of(k)).status == 201) {
             acked[t].push_back(k);
             break;
           }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50 * (attempt + 1)));
         }
       }
     });
@@ -263,15 +265,17 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   std::printf("loaded %zu keys of ~1 KiB into 4 nodes in %.2f s\n", keys.size(), seconds_since(t_load));
   REQUIRE(keys.size() == n_keys);
   REQUIRE(wait_for([&] { return c.settled(4); }, 20) >= 0);
-  REQUIRE(misplaced(c, keys, 0) == 0);
+  // A replica write that timed out under load is on its third replica once the hint goes.
+  REQUIRE(wait_for([&] { return misplaced(c, keys, 0) == 0; }, 30, 500) >= 0);
 
   // ---- join, with a writer running ----
   std::atomic<bool> writing{true};
-  std::vector<std::string> during;
+  std::vector<std::string> during, tried;  // acknowledged; attempted (a timed-out one may have landed)
   std::thread writer([&] {
     std::size_t i = 0;
     while (writing && i < 2'000) {
       std::string k = key_of("during", i++);
+      tried.push_back(k);
       if (request("PUT", c.nodes[1]->url(k), value_of(k)).status == 201) during.push_back(k);
     }
   });
@@ -306,7 +310,7 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   // Writes made while the joiner started may have reached the old owners only (before
   // every coordinator saw it joining): those are streamed too.
   std::size_t optimum_all = optimum;
-  for (const std::string& k : during) optimum_all += owners(after, k).count(j);
+  for (const std::string& k : tried) optimum_all += owners(after, k).count(j);
   json join_pass = c.status(j)["transfers"]["join"];
   std::printf("join pass: %s\n", join_pass.dump().c_str());
   std::uint64_t received = join_pass.value("keys_received", 0ull);
@@ -327,8 +331,8 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
 
   // ---- leave: node 1 streams its ranges out ----
   const std::size_t leaver = 1;
-  std::size_t leave_optimum = 0;
-  for (const std::string& k : all) leave_optimum += owners(after, k).count(leaver);
+  std::size_t leave_optimum = 0;  // the copies it holds, acknowledged or not
+  for (const auto& [k, who] : holdings(c)) leave_optimum += who.count(leaver);
   auto t_leave = Clock::now();
   RunResult r = run_binary({"leave", "--node", "127.0.0.1:" + std::to_string(c.nodes[leaver]->port())},
                            600s);

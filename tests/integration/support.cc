@@ -132,6 +132,9 @@ NodeProcess::~NodeProcess() {
   if (pid_ > 0) kill_and_reap(pid_);
   pid_ = -1;
   if (stdout_fd_ >= 0) ::close(stdout_fd_);
+  // RINGSTORE_TEST_KEEP=1 leaves the node's directory (data and node.log) for a post-mortem.
+  const char* keep = std::getenv("RINGSTORE_TEST_KEEP");
+  if (keep != nullptr && std::string(keep) == "1") return;
   std::error_code ec;
   fs::remove_all(root_, ec);
 }
