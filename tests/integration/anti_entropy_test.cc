@@ -107,16 +107,6 @@ struct AeCluster {
   }
 };
 
-template <typename F>
-double wait_for(F cond, double deadline_s, Millis poll = Millis(100)) {
-  auto t0 = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
-    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
-    std::this_thread::sleep_for(poll);
-  }
-  return -1;
-}
-
 // PUTs keys [0, count) of `value_bytes` each from `threads` clients spread over the
 // nodes; returns the versions acknowledged.
 std::vector<std::string> put_keys(AeCluster& c, const std::string& prefix, int count,

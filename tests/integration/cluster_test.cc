@@ -72,17 +72,6 @@ struct Cluster {
   }
 };
 
-// Polls `cond` until it holds or the deadline passes; returns seconds taken or -1.
-template <typename F>
-double wait_for(F cond, double deadline_s) {
-  auto t0 = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
-    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
-    std::this_thread::sleep_for(Millis(100));
-  }
-  return -1;
-}
-
 std::vector<std::string> secure() { return {}; }
 
 }  // namespace

@@ -73,16 +73,6 @@ struct Nodes {
   }
 };
 
-template <typename F>
-double wait_for(F cond, double deadline_s) {
-  auto t0 = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
-    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
-    std::this_thread::sleep_for(Millis(50));
-  }
-  return -1;
-}
-
 std::string sha1_hex(const std::string& s) {
   unsigned char d[20];
   unsigned int n = 0;

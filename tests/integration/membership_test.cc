@@ -47,16 +47,6 @@ std::string value_of(const std::string& key) {
   return v;
 }
 
-template <typename F>
-double wait_for(F cond, double deadline_s, int poll_ms = 100) {
-  auto t0 = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
-    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
-    std::this_thread::sleep_for(Millis(poll_ms));
-  }
-  return -1;
-}
-
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -266,7 +256,7 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   REQUIRE(keys.size() == n_keys);
   REQUIRE(wait_for([&] { return c.settled(4); }, 20) >= 0);
   // A replica write that timed out under load is on its third replica once the hint goes.
-  REQUIRE(wait_for([&] { return misplaced(c, keys, 0) == 0; }, 30, 500) >= 0);
+  REQUIRE(wait_for([&] { return misplaced(c, keys, 0) == 0; }, 30, Millis(500)) >= 0);
 
   // ---- join, with a writer running ----
   std::atomic<bool> writing{true};
@@ -285,11 +275,11 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   double joined_s = wait_for([&] {
     json s = c.status(j);
     return s.is_object() && s["state"] == "normal";
-  }, 300, 50);
+  }, 300, Millis(50));
   writing = false;
   writer.join();
   REQUIRE(joined_s >= 0);
-  double settled_s = wait_for([&] { return c.settled(5) && misplaced(c, keys, 0) == 0; }, 120, 500);
+  double settled_s = wait_for([&] { return c.settled(5) && misplaced(c, keys, 0) == 0; }, 120, Millis(500));
   INFO(joiner.log());
   REQUIRE(settled_s >= 0);
   std::vector<std::string> all = keys;
@@ -339,7 +329,7 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   double left_s = seconds_since(t_leave);
-  double leave_settled = wait_for([&] { return c.settled(4) && misplaced(c, all, 0) == 0; }, 120, 500);
+  double leave_settled = wait_for([&] { return c.settled(4) && misplaced(c, all, 0) == 0; }, 120, Millis(500));
   INFO(c.nodes[leaver]->log());
   REQUIRE(leave_settled >= 0);
   auto held = holdings(c);
@@ -401,7 +391,7 @@ TEST_CASE("a killed node is removed and its keys are re-replicated from the othe
   r = run_binary({"remove", "--node", dead_id, "--host", via});
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
-  double s = wait_for([&] { return c.settled(3) && misplaced(c, keys, 0) == 0; }, 120, 500);
+  double s = wait_for([&] { return c.settled(3) && misplaced(c, keys, 0) == 0; }, 120, Millis(500));
   REQUIRE(s >= 0);
   std::uint64_t sent = sum_transfers(c, "handoff", "keys_sent");
   std::printf("remove of a killed node (1 of 4, %zu keys): every key back to 3 copies after %.2f s; "
@@ -433,7 +423,7 @@ TEST_CASE("a join interrupted by kill -9 resumes where it stopped", "[integratio
     if (!seen.is_object()) return false;
     const json& p = seen["transfers"]["join"];
     return p.value("ranges_done", 0u) >= 16 && !p.value("done", true);
-  }, 120, 20) >= 0);
+  }, 120, Millis(20)) >= 0);
   joiner.kill9();
   std::uint32_t ranges_at_kill = seen["transfers"]["join"].value("ranges_done", 0u);
   joiner.restart();
@@ -446,7 +436,7 @@ TEST_CASE("a join interrupted by kill -9 resumes where it stopped", "[integratio
   // It goes on from the saved cursor: at least the ranges done before the kill, minus
   // the one in flight whose cursor had not been saved yet.
   CHECK(after["transfers"]["join"].value("ranges_done", 0u) + 1 >= ranges_at_kill);
-  REQUIRE(wait_for([&] { return c.settled(4) && misplaced(c, keys, 0) == 0; }, 180, 500) >= 0);
+  REQUIRE(wait_for([&] { return c.settled(4) && misplaced(c, keys, 0) == 0; }, 180, Millis(500)) >= 0);
   std::uint64_t received = c.status(j)["transfers"]["join"].value("keys_received", 0ull);
   std::printf("join interrupted at range %u/64 by kill -9, resumed: %llu keys received in all\n",
               ranges_at_kill, static_cast<unsigned long long>(received));

@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace itest {
@@ -19,6 +20,18 @@ namespace itest {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
+
+// Polls `cond` every `poll` until it holds or `deadline_s` passes; returns the seconds it
+// took, or -1.
+template <typename F>
+double wait_for(F cond, double deadline_s, Millis poll = Millis(100)) {
+  auto t0 = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < deadline_s) {
+    if (cond()) return std::chrono::duration<double>(Clock::now() - t0).count();
+    std::this_thread::sleep_for(poll);
+  }
+  return -1;
+}
 
 // Absolute path of the built binary (RINGSTORE_BINARY).
 const char* binary_path();
