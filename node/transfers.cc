@@ -449,7 +449,6 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
       if (!contains(cluster.future_preference_list(key, n_future), cluster.self())) return;
       if (!lacks(0)) return;
       w.sends.push_back({holder, server_.address(), true});
-      log::debug("join: " + key + " from " + sources_[holder].addr);
       break;
     }
     case PassKind::leave: {

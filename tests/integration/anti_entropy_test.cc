@@ -41,56 +41,21 @@ std::string auth_header() {
   return "X-Ringstore-Auth: " + hex;
 }
 
-struct AeCluster {
-  std::vector<std::unique_ptr<NodeProcess>> nodes;
+NodeOptions ae_options(const std::vector<std::string>& extra) {
+  setenv("RINGSTORE_SECRET", ae_secret, 1);
+  NodeOptions o;
+  o.disks = 2;
+  o.extra_args = extra;
+  return o;
+}
 
-  AeCluster(int n, std::vector<std::string> extra) {
-    setenv("RINGSTORE_SECRET", ae_secret, 1);
-    for (int i = 0; i < n; i++) {
-      NodeOptions o;
-      o.disks = 2;
-      o.extra_args = extra;
-      if (i > 0) {
-        o.extra_args.push_back("--seeds");
-        o.extra_args.push_back("127.0.0.1:" + std::to_string(nodes[0]->port()));
-      }
-      nodes.push_back(std::make_unique<NodeProcess>(o));
-    }
-  }
-  json status(std::size_t i) {
-    Response r = request("GET", nodes[i]->url("_/status"), "", {}, 3000);
-    if (r.status != 200) return json();
-    return json::parse(r.body, nullptr, false);
-  }
-  bool agrees(std::size_t alive) {
-    for (std::size_t i = 0; i < nodes.size(); i++) {
-      if (!nodes[i]->running()) continue;
-      json s = status(i);
-      if (!s.is_object()) return false;
-      std::size_t a = 0;
-      for (const auto& m : s["members"]) {
-        bool up = m["alive"].get<bool>();
-        a += up;
-        // A member that joins owns nothing yet: the test's keys must land on normal ones.
-        if (up && m.value("state", "normal") != "normal") return false;
-      }
-      if (a != alive || s["members"].size() != nodes.size()) return false;
-    }
-    return true;
-  }
+struct AeCluster : NodeGroup {
+  AeCluster(int n, const std::vector<std::string>& extra) : NodeGroup(n, ae_options(extra)) {}
+  // Every node of the group is a member, `alive` of them up.
+  bool agrees(std::size_t alive) { return NodeGroup::agrees(alive, nodes.size() - alive); }
   std::uint64_t keys(std::size_t i) {
     json s = status(i);
     return s.is_object() ? s["keys"].get<std::uint64_t>() : 0;
-  }
-  std::uint64_t sum(const char* field, bool anti_entropy = false) {
-    std::uint64_t total = 0;
-    for (std::size_t i = 0; i < nodes.size(); i++) {
-      if (!nodes[i]->running()) continue;
-      json s = status(i);
-      if (!s.is_object()) continue;
-      total += (anti_entropy ? s["anti_entropy"][field] : s[field]).get<std::uint64_t>();
-    }
-    return total;
   }
   // Every replica of `key` reports `version` (null: none holds it), tombstone as given.
   bool replicas_hold(const std::string& key, const json& version, bool tombstone, std::size_t copies) {
@@ -174,8 +139,8 @@ double heal_wiped_node(int nodes, int count) {
   std::printf("a node with wiped disks (%d nodes, %d keys, %llu its own) held all its keys "
               "again %.2f s after its restart (pushed %llu, pulled %llu)\n",
               nodes, count, static_cast<unsigned long long>(own), seconds,
-              static_cast<unsigned long long>(c.sum("keys_pushed", true)),
-              static_cast<unsigned long long>(c.sum("keys_pulled", true)));
+              static_cast<unsigned long long>(c.sum("keys_pushed", "anti_entropy")),
+              static_cast<unsigned long long>(c.sum("keys_pulled", "anti_entropy")));
   REQUIRE(healed >= 0);
   CHECK(c.sum("read_repairs") == 0);  // no client read did it
   // The others may still be reaching the restarted node at its old address for a moment.
@@ -246,12 +211,12 @@ TEST_CASE("replicas that diverged converge without a client read and stale copie
     return total;
   };
   auto background = [&] {
-    return c.sum("keys_pushed", true) + c.sum("keys_pulled", true) + c.sum("transfer_errors", true) +
+    return c.sum("keys_pushed", "anti_entropy") + c.sum("keys_pulled", "anti_entropy") + c.sum("transfer_errors", "anti_entropy") +
            handoff_sent();
   };
   CHECK(wait_for([&] { return background() >= 100; }, 10) >= 0);
-  INFO("pushed " << c.sum("keys_pushed", true) << " pulled " << c.sum("keys_pulled", true) << " errors "
-                 << c.sum("transfer_errors", true) << " handoff " << handoff_sent());
+  INFO("pushed " << c.sum("keys_pushed", "anti_entropy") << " pulled " << c.sum("keys_pulled", "anti_entropy") << " errors "
+                 << c.sum("transfer_errors", "anti_entropy") << " handoff " << handoff_sent());
   CHECK(background() >= 100);
   CHECK(c.keys(2) == 140);  // 160 keys, 20 deleted
   // The overwritten copies on node 3 were replaced by the newest ones.
@@ -261,7 +226,7 @@ TEST_CASE("replicas that diverged converge without a client read and stale copie
   json st = c.status(2)["anti_entropy"];
   CHECK(st["passes"].get<std::uint64_t>() > 0);
   // Of two nodes only one compares (which one depends on their ids): count them all.
-  CHECK(c.sum("ranges_compared", true) > 0);
+  CHECK(c.sum("ranges_compared", "anti_entropy") > 0);
   Response m = request("GET", c.nodes[2]->url("_/metrics"));
   CHECK(m.body.find("ringstore_anti_entropy_keys_pulled_total") != std::string::npos);
 }
@@ -293,7 +258,7 @@ TEST_CASE("tombstones are purged once every replica holds them and never before"
     tomb[static_cast<std::size_t>(k)] = r.header("x-ringstore-version");
   }
   std::this_thread::sleep_for(Millis(3000));  // the grace passed, passes ran
-  CHECK(c.sum("tombstones_purged", true) == 0);
+  CHECK(c.sum("tombstones_purged", "anti_entropy") == 0);
   for (int k = 0; k < 10; k++) {
     Response r = request("GET", c.nodes[0]->url("_/locate?key=t-" + std::to_string(k)));
     json j = json::parse(r.body);
@@ -311,7 +276,7 @@ TEST_CASE("tombstones are purged once every replica holds them and never before"
   }, 60, Millis(250));
   std::printf("10 tombstones purged from 3 replicas %.2f s after the third came back\n", s);
   REQUIRE(s >= 0);
-  CHECK(c.sum("tombstones_purged", true) == 30);
+  CHECK(c.sum("tombstones_purged", "anti_entropy") == 30);
   for (int k = 0; k < 20; k++) {
     for (std::size_t i = 0; i < 3; i++) {
       Response r = request("GET", c.nodes[i]->url("t-" + std::to_string(k) + "?r=3"));
@@ -375,12 +340,7 @@ TEST_CASE("keys a node holds but no longer owns go to their owner and only then 
   AeCluster c(1, one);
   std::vector<std::string> versions = put_keys(c, "h-", 200, 100, 4);
   REQUIRE(c.keys(0) == 200);
-  NodeOptions o;
-  o.disks = 2;
-  o.extra_args = one;
-  o.extra_args.push_back("--seeds");
-  o.extra_args.push_back("127.0.0.1:" + std::to_string(c.nodes[0]->port()));
-  c.nodes.push_back(std::make_unique<NodeProcess>(o));
+  c.add(ae_options(one));
   REQUIRE(wait_for([&] { return c.agrees(2); }, 15) >= 0);
   // Done when nothing moves any more: 200 keys in all, and the same a second later
   // (the joiner's transfer or anti-entropy's hand-off moves them, in batches).

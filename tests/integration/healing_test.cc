@@ -25,52 +25,18 @@ namespace {
 const std::vector<std::string> fast_gossip = {"--gossip-interval-ms", "200",
                                               "--hint-interval-ms", "200"};
 
-struct Nodes {
-  std::vector<std::unique_ptr<NodeProcess>> nodes;
+NodeOptions healing_options(int disks, const std::vector<std::string>& extra) {
+  setenv("RINGSTORE_SECRET", "healing-test-secret", 1);
+  NodeOptions o;
+  o.disks = disks;
+  o.extra_args = fast_gossip;
+  o.extra_args.insert(o.extra_args.end(), extra.begin(), extra.end());
+  return o;
+}
 
-  Nodes(int n, int disks, const std::vector<std::string>& extra) {
-    setenv("RINGSTORE_SECRET", "healing-test-secret", 1);
-    for (int i = 0; i < n; i++) {
-      NodeOptions o;
-      o.disks = disks;
-      o.extra_args = fast_gossip;
-      o.extra_args.insert(o.extra_args.end(), extra.begin(), extra.end());
-      if (i > 0) {
-        o.extra_args.push_back("--seeds");
-        o.extra_args.push_back("127.0.0.1:" + std::to_string(nodes[0]->port()));
-      }
-      nodes.push_back(std::make_unique<NodeProcess>(o));
-    }
-  }
-  json status(std::size_t i) {
-    Response r = request("GET", nodes[i]->url("_/status"), "", {}, 3000);
-    if (r.status != 200) return json();
-    return json::parse(r.body, nullptr, false);
-  }
-  bool agrees(std::size_t alive, std::size_t dead) {
-    for (std::size_t i = 0; i < nodes.size(); i++) {
-      if (!nodes[i]->running()) continue;
-      json s = status(i);
-      if (!s.is_object()) return false;
-      std::size_t a = 0, d = 0;
-      for (const auto& m : s["members"]) {
-        bool up = m["alive"].get<bool>();
-        (up ? a : d)++;
-        // A member that joins owns nothing yet: the test's keys must land on normal ones.
-        if (up && m.value("state", "normal") != "normal") return false;
-      }
-      if (a != alive || d != dead) return false;
-    }
-    return true;
-  }
-  std::uint64_t sum_keys() {
-    std::uint64_t total = 0;
-    for (std::size_t i = 0; i < nodes.size(); i++) {
-      json s = nodes[i]->running() ? status(i) : json();
-      if (s.is_object()) total += s["keys"].get<std::uint64_t>();
-    }
-    return total;
-  }
+struct Nodes : NodeGroup {
+  Nodes(int n, int disks, const std::vector<std::string>& extra)
+      : NodeGroup(n, healing_options(disks, extra)) {}
 };
 
 std::string sha1_hex(const std::string& s) {
@@ -154,7 +120,7 @@ TEST_CASE("a disk removed under a running node is marked failed and its blobs co
     Response r = request("PUT", c.nodes[k % 3]->url("disk-" + std::to_string(k)), value_of(static_cast<int>(k)));
     REQUIRE(r.status == 201);
   }
-  REQUIRE(wait_for([&] { return c.sum_keys() == 3 * keys; }, 20) >= 0);
+  REQUIRE(wait_for([&] { return c.sum("keys") == 3 * keys; }, 20) >= 0);
   NodeProcess& n0 = *c.nodes[0];
   std::size_t on_lost = files_under(n0.disks()[1] + "/blobs").size();
   std::printf("node 1 holds %zu of %zu keys on the disk about to go\n", on_lost, keys);
@@ -220,7 +186,7 @@ TEST_CASE("a corrupted blob file is never served and is fetched again without an
   const std::string small = value_of(1, 1000), large = value_of(2, 300 * 1024);
   REQUIRE(request("PUT", c.nodes[1]->url("rot-small"), small).status == 201);
   REQUIRE(request("PUT", c.nodes[1]->url("rot-large"), large).status == 201);
-  REQUIRE(wait_for([&] { return c.sum_keys() == 6; }, 10) >= 0);
+  REQUIRE(wait_for([&] { return c.sum("keys") == 6; }, 10) >= 0);
   NodeProcess& n0 = *c.nodes[0];
   for (const char* key : {"rot-small", "rot-large"}) {
     auto files = blob_files(n0, key);
@@ -260,7 +226,7 @@ TEST_CASE("the scrub finds corrupted files and they are repaired without a clien
   for (int k = 0; k < keys; k++) {
     REQUIRE(request("PUT", c.nodes[k % 3]->url("scrub-" + std::to_string(k)), value_of(k, 2000)).status == 201);
   }
-  REQUIRE(wait_for([&] { return c.sum_keys() == 3 * keys; }, 10) >= 0);
+  REQUIRE(wait_for([&] { return c.sum("keys") == 3 * keys; }, 10) >= 0);
   NodeProcess& n0 = *c.nodes[0];
   const std::vector<int> rotten = {3, 17, 31};
   for (int k : rotten) {

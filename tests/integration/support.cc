@@ -663,4 +663,52 @@ std::string Prng::bytes(std::size_t n) {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "Prng::fill assumes little-endian");
 
+// ---- NodeGroup ----
+
+NodeGroup::NodeGroup(int n, const NodeOptions& o) {
+  for (int i = 0; i < n; i++) add(o);
+}
+
+NodeProcess& NodeGroup::add(NodeOptions o) {
+  if (!nodes.empty()) {
+    o.extra_args.push_back("--seeds");
+    o.extra_args.push_back("127.0.0.1:" + std::to_string(nodes[0]->port()));
+  }
+  nodes.push_back(std::make_unique<NodeProcess>(o));
+  return *nodes.back();
+}
+
+nlohmann::json NodeGroup::status(std::size_t i) {
+  Response r = request("GET", nodes[i]->url("_/status"), "", {}, 3000);
+  if (r.status != 200) return nlohmann::json();
+  return nlohmann::json::parse(r.body, nullptr, false);
+}
+
+bool NodeGroup::agrees(std::size_t alive, std::size_t dead) {
+  for (std::size_t i = 0; i < nodes.size(); i++) {
+    if (!nodes[i]->running()) continue;
+    nlohmann::json s = status(i);
+    if (!s.is_object()) return false;
+    std::size_t a = 0, d = 0;
+    for (const auto& m : s["members"]) {
+      bool up = m["alive"].get<bool>();
+      (up ? a : d)++;
+      if (up && m.value("state", "normal") != "normal") return false;
+    }
+    if (a != alive || d != dead) return false;
+  }
+  return true;
+}
+
+std::uint64_t NodeGroup::sum(const char* field, const char* section) {
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < nodes.size(); i++) {
+    if (!nodes[i]->running()) continue;
+    nlohmann::json s = status(i);
+    if (!s.is_object()) continue;
+    total += (section ? s[section][field] : s[field]).get<std::uint64_t>();
+  }
+  return total;
+}
+
 }  // namespace itest

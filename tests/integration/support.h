@@ -10,10 +10,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace itest {
 
@@ -194,6 +197,22 @@ class Prng {
   std::uint64_t state_;
   std::uint64_t spare_ = 0;
   int spare_bytes_ = 0;
+};
+
+// Nodes of one cluster on free ports; every node after the first has the first as seed.
+struct NodeGroup {
+  std::vector<std::unique_ptr<NodeProcess>> nodes;
+
+  NodeGroup(int n, const NodeOptions& o);
+  // Starts one more node with `o` (plus --seeds of the first node, if there is one).
+  NodeProcess& add(NodeOptions o);
+  // Node i's /_/status; null when it does not answer 200 within 3 s.
+  nlohmann::json status(std::size_t i);
+  // Every running node sees `alive` members alive and `dead` down, the live ones normal
+  // (a member that joins owns nothing yet: a test's keys must land on normal ones).
+  bool agrees(std::size_t alive, std::size_t dead);
+  // The sum over the running nodes that answer of status[field], or status[section][field].
+  std::uint64_t sum(const char* field, const char* section = nullptr);
 };
 
 }  // namespace itest
