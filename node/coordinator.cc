@@ -323,9 +323,19 @@ void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
   op->key = c.request().target.path;
   op->head_only = head_only;
   op->r = r;
-  for (const Replica& rep : server_.cluster().preference_list(op->key, effective_n())) {
-    op->answers.push_back({rep});
+  const Cluster& cluster = server_.cluster();
+  // A cluster being formed (every member still joining) has no current owners: its
+  // writes go to the future ones (add_pending_targets), and so do its reads, at the
+  // default quorum that those writes met.
+  std::vector<Replica> replicas;
+  if (cluster.member_count() == 0 && cluster.future_member_count() > 0) {
+    auto n = std::min<std::uint32_t>(config_.n, static_cast<std::uint32_t>(cluster.future_member_count()));
+    op->r = std::min(config_.r, n);
+    replicas = cluster.future_preference_list(op->key, n);
+  } else {
+    replicas = cluster.preference_list(op->key, effective_n());
   }
+  for (const Replica& rep : replicas) op->answers.push_back({rep});
   // The local copy answers at no cost: ask it first.
   std::stable_partition(op->answers.begin(), op->answers.end(),
                         [](const ReadOp::Answer& a) { return a.replica.self; });
