@@ -11,6 +11,10 @@
 --                 otherwise rely on wrk's own count of statuses > 399, which
 --                 keeps the per-response cost of Lua out of the measurement
 --
+--   BENCH_DELAY_MS  if set, every connection waits this long after each answer: a
+--                 paced load (about connections / (delay + latency) requests/s)
+--                 instead of one that saturates the machine
+--
 -- done() prints one machine-readable line starting with "BENCHRESULT".
 
 local threads = {}
@@ -59,6 +63,13 @@ function init(args)
 
   if os.getenv("BENCH_EXACT_STATUS") ~= "1" then
     response = nil
+  end
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
   end
 end
 
