@@ -287,6 +287,17 @@ void Server::on_internal_request(Connection& c) {
   if (Transfers::handles(r.target.path)) return transfers_->on_request(c);
   std::string key = r.target.path.substr(internal_blob.size());
   if (r.method == HTTP_PUT) return internal_put(c);
+  if (r.method == HTTP_HEAD) {
+    // A read's question "which version do you hold?": the index (or the cache) answers
+    // it without opening the file; a GET for the bytes checks the file.
+    auto m = store_->lookup(key);
+    if (!m.is_ok() || m.value().is_hint) {
+      if (!m.is_ok() && m.status().code() != Code::not_found) return c.respond_error(m.status());
+      return c.respond(404, "Content-Type: application/json\r\n",
+                       error_body(Status::not_found("not_found")), true);
+    }
+    return c.respond(200, internal_headers(m.value()), "", true);
+  }
   auto h = store_->open_read(key);
   if (!h.is_ok() || h.value().meta.is_hint) {
     // A hint is not this node's copy to report.
