@@ -262,15 +262,18 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
 Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   std::string footer = encode_footer(w->meta_);
   std::uint64_t file_bytes = w->meta_.size + footer.size();
-  // A small body and its footer reach the file in one write.
-  if (!w->spilled_) footer.insert(0, w->held_);
-  if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) {
-    return s;
-  }
-  if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
-    return Status::from_errno("truncate " + w->temp_path_, errno);
-  }
   auto op = std::make_unique<CommitOp>();
+  if (!w->spilled_) {
+    // A small body and its footer reach the file in one write, on the committer thread.
+    footer.insert(0, w->held_);
+    op->pending = std::move(footer);
+    if (w->reused_bytes_ > file_bytes) op->truncate_to = file_bytes;
+  } else {
+    if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) return s;
+    if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
+      return Status::from_errno("truncate " + w->temp_path_, errno);
+    }
+  }
   op->meta = w->meta_;
   op->temp_path = w->temp_path_;
   op->temp_fd = w->fd_;

@@ -165,6 +165,7 @@ void Committer::process(Batch& batch) {
   }
   // Deciding first means that a write which loses to a newer version is never synced.
   decide_winners(batch, &winners);
+  write_pending(winners);
   rename_all(winners);
   if (fault(WriteStep::renamed, batch)) return;
   make_durable(winners);
@@ -221,8 +222,46 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
   }
 }
 
+// A buffered write of a few KiB can still wait for a while (the pages of a reused file
+// under writeback, dirty throttling): here it holds back the batch, not the loop.
+void Committer::write_pending(std::vector<CommitOp*>& winners) {
+  for (CommitOp* op : winners) {
+    if (op->pending.empty()) continue;
+    int err = 0;
+    const char* what = "write ";
+    const char* p = op->pending.data();
+    std::size_t left = op->pending.size();
+    off_t at = 0;
+    while (left > 0) {
+      ssize_t n = pwrite(op->temp_fd, p, left, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : EIO;
+        break;
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+      at += n;
+    }
+    if (err == 0 && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
+      err = errno;
+      what = "truncate ";
+    }
+    if (err != 0) {
+      Status s = Status::from_errno(what + op->temp_path, err);
+      if (is_disk_error(err)) disks_->mark_failed(op->meta.disk, s.message());
+      unlink(op->temp_path.c_str());
+      op->status = std::move(s);
+      op->result.applied = false;
+    }
+    op->pending.clear();
+    op->pending.shrink_to_fit();
+  }
+}
+
 void Committer::rename_all(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
+    if (!op->status.is_ok()) continue;
     std::string dst = final_path(disks_, *op);
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {

@@ -69,6 +69,10 @@ struct CommitOp {
   Kind kind = Kind::write;
   NodeId target{};
   std::string meta_value;  // set_meta only
+  // A small value and its footer, which the committer writes at offset 0 of the temp
+  // file (off the loop thread), and the length to cut a longer reused file to (0: none).
+  std::string pending;
+  std::uint64_t truncate_to = 0;
   bool is_write() const { return kind == Kind::write; }
   std::string temp_path;  // absolute
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
@@ -113,6 +117,7 @@ class Committer {
   void process(Batch& batch);
   bool fault(WriteStep step, Batch& batch);
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
+  void write_pending(std::vector<CommitOp*>& winners);
   void rename_all(std::vector<CommitOp*>& winners);
   void make_durable(std::vector<CommitOp*>& winners);
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
