@@ -39,7 +39,8 @@ struct Options {
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
 // computed. The first small_value_bytes_max bytes are held in memory, so a small value
-// reaches its file in one write with its footer, and a coordinator sends it to the
+// reaches its file in one write with its footer (made by the committer, off the loop
+// thread), and a coordinator sends it to the
 // other replicas from memory; a larger one is written through as it arrives. Dropping a
 // writer without committing it removes the temp file.
 class BlobWriter {
