@@ -200,16 +200,23 @@ TEST_CASE("a corrupted blob file is never served and is fetched again without an
     check_never_wrong(request("GET", n0.url("rot-large?r=1")), large);
     check_never_wrong(request("GET", n0.url("rot-large?r=2")), large);
   }
-  // The node fetched both again by itself: its own copy (r=1) is whole again.
+  // The node fetched both again by itself: its own copy (r=1) is whole again, and its
+  // repair queue has dealt with both (a read repair of the r=2 reads above may have
+  // brought a copy back first: the queued fetch then finds it already good).
+  json st;
   double s = wait_for([&] {
-    return request("GET", n0.url("rot-small?r=1")).body == small &&
-           request("GET", n0.url("rot-large?r=1")).body == large;
+    if (request("GET", n0.url("rot-small?r=1")).body != small ||
+        request("GET", n0.url("rot-large?r=1")).body != large) {
+      return false;
+    }
+    st = c.status(0);
+    return st.is_object() && st["repair"]["pending"] == 0 && st["repair"]["in_flight"] == 0;
   }, 15);
-  json st = c.status(0);
-  INFO(st["repair"].dump());
+  INFO(st.dump());
   REQUIRE(s >= 0);
   CHECK(st["corrupt_reads"].get<std::uint64_t>() >= 2);
-  CHECK(st["repair"]["fetched"].get<std::uint64_t>() >= 2);
+  CHECK(st["repair"]["fetched"].get<std::uint64_t>() + st["repair"]["already_good"].get<std::uint64_t>() >= 2);
+  CHECK(st["repair"]["fetched"].get<std::uint64_t>() >= 1);
   for (const char* key : {"rot-small", "rot-large"}) {
     auto files = blob_files(n0, key);
     REQUIRE(files.size() == 1);
