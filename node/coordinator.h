@@ -21,7 +21,6 @@
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/peer_client.h"
-#include "node/replica_scores.h"
 
 namespace node {
 
@@ -89,7 +88,6 @@ class Coordinator {
   Server& server_;
   QuorumConfig config_;
   CoordinatorCounters counters_;
-  ReplicaScores scores_;  // how fast replicas answered reads of late
 };
 
 }  // namespace node

@@ -480,8 +480,7 @@ TEST_CASE("kill -9 during an upload loses only the unacknowledged value", "[inte
 
   node.restart();
   INFO(node.log());
-  // Swept at start: what stays in tmp/ is the stock of empty files kept ready.
-  CHECK(largest_tmp_file(node) == 0);
+  CHECK(tmp_files(node) == 0);  // swept at start
   Response partial = request("GET", node.url("partial"));
   CHECK(partial.status == 404);
   Response done = request("GET", node.url("done"));

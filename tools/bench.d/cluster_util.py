@@ -2,8 +2,7 @@
 """Helpers for the cluster mode of tools/bench (tools/bench.d/cluster.sh).
 
   cluster_util.py wait N TIMEOUT_S URL...
-      until every node's GET /_/status lists N members, all "alive": true and
-      "state": "normal" (a fresh cluster forms through joins)
+      until every node's GET /_/status lists N members, all "alive": true
   cluster_util.py preload PREFIX COUNT WIDTH SIZE URL...
       PUT COUNT random objects of SIZE bytes, spread over the nodes, then read
       a sample back through every node
@@ -57,9 +56,8 @@ def cmd_wait(n, timeout_s, urls):
             except (OSError, http.client.HTTPException, ValueError):
                 members = []
             alive = sum(1 for m in members if m.get("alive") is True)
-            normal = sum(1 for m in members if m.get("state") == "normal")
-            views[i] = "%d members, %d alive, %d normal" % (len(members), alive, normal)
-            if len(members) == n and alive == n and normal == n:
+            views[i] = "%d members, %d alive" % (len(members), alive)
+            if len(members) == n and alive == n:
                 ready += 1
         if ready == len(urls):
             return 0
