@@ -53,8 +53,9 @@ wait_members() {
   done
   echo "cluster did not form" >&2; exit 1
 }
-# Cheap enough to poll during a measurement (no interpreter started per call).
-node_keys() { status "$1" | grep -o '"keys":[0-9]*' | head -1 | cut -d: -f2; }
+# The ringstore_keys gauge: one exact line, cheap enough to poll during a measurement
+# (no interpreter started per call).
+node_keys() { curl -sf "127.0.0.1:${ports[$1]}/_/metrics" | awk '$1 == "ringstore_keys" {print $2}'; }
 measure() {  # label
   local out
   out=$(BENCH_METHOD=GET BENCH_PREFIX=k BENCH_KEYS=$keys BENCH_WIDTH=6 BENCH_DELAY_MS=${PACE_MS:-} \
