@@ -129,6 +129,11 @@ Status BlobStore::start(Options& options) {
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
   committer_->start();
+  if (options.stock_files) {
+    stock_ = std::make_unique<FileStock>(pool_.get(), disks_.get(), temp_prefix_ + "s");
+    stock_->start();
+    for (std::size_t i = 0; i < disks_->size(); i++) stock_->wake(static_cast<int>(i), monotonic_ms());
+  }
   notify_ = options.notify;
   if (options.scrub.enabled()) {
     scrubber_ = std::make_unique<Scrubber>(db_path, disks_.get(), writer_.disk_ids(), options.scrub,
@@ -146,6 +151,7 @@ Status BlobStore::start(Options& options) {
 }
 
 BlobStore::~BlobStore() {
+  if (stock_) stock_->stop();
   if (scrubber_) scrubber_->stop();
   if (committer_) committer_->stop();
 }
@@ -230,7 +236,9 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
     w->meta_.disk = disk;
     w->disks_ = disks_.get();
     // A pooled file is overwritten from offset 0 (and truncated when sealed): no new inode.
-    FilePool::Taken reused = pool_->take(disk, monotonic_ms());
+    std::uint64_t now = monotonic_ms();
+    FilePool::Taken reused = pool_->take(disk, now);
+    if (stock_) stock_->wake(disk, now);
     w->temp_path_ = std::move(reused.path);
     if (!w->temp_path_.empty()) {
       w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CLOEXEC);
@@ -254,15 +262,18 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
 Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   std::string footer = encode_footer(w->meta_);
   std::uint64_t file_bytes = w->meta_.size + footer.size();
-  // A small body and its footer reach the file in one write.
-  if (!w->spilled_) footer.insert(0, w->held_);
-  if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) {
-    return s;
-  }
-  if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
-    return Status::from_errno("truncate " + w->temp_path_, errno);
-  }
   auto op = std::make_unique<CommitOp>();
+  if (!w->spilled_) {
+    // A small body and its footer reach the file in one write, on the committer thread.
+    footer.insert(0, w->held_);
+    op->pending = std::move(footer);
+    if (w->reused_bytes_ > file_bytes) op->truncate_to = file_bytes;
+  } else {
+    if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) return s;
+    if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
+      return Status::from_errno("truncate " + w->temp_path_, errno);
+    }
+  }
   op->meta = w->meta_;
   op->temp_path = w->temp_path_;
   op->temp_fd = w->fd_;
@@ -326,6 +337,16 @@ Status BlobStore::hint_op(CommitOp::Kind kind, const NodeId& target, std::string
   op->target = target;
   op->meta.key = std::string(key);
   op->meta.version = version;
+  op->done = std::move(done);
+  if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full");
+  return Status::ok();
+}
+
+Status BlobStore::put_meta_later(std::string_view name, std::string value, CommitCallback done) {
+  auto op = std::make_unique<CommitOp>();
+  op->kind = CommitOp::Kind::set_meta;
+  op->meta.key = std::string(name);
+  op->meta_value = std::move(value);
   op->done = std::move(done);
   if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full");
   return Status::ok();
@@ -408,6 +429,7 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
 
 void BlobStore::run_completions() {
   committer_->run_completions([this](const CommitOp& op) {
+    if (op.kind == CommitOp::Kind::set_meta) return;  // meta.key names a meta row
     cache_.erase(op.meta.key);
     if (change_listener_ && op.status.is_ok() && op.result.replica_changed) {
       change_listener_(op.meta.key, op.result);

@@ -34,11 +34,13 @@ struct Options {
   // How long a superseded file waits before it is reused (tests shorten it).
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
   ScrubConfig scrub{0, 0};  // the background scrub; off unless the node turns it on
+  bool stock_files = true;  // keep empty files ready (FileStock); tests that count files turn it off
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
 // computed. The first small_value_bytes_max bytes are held in memory, so a small value
-// reaches its file in one write with its footer, and a coordinator sends it to the
+// reaches its file in one write with its footer (made by the committer, off the loop
+// thread), and a coordinator sends it to the
 // other replicas from memory; a larger one is written through as it arrives. Dropping a
 // writer without committing it removes the temp file.
 class BlobWriter {
@@ -146,10 +148,15 @@ class BlobStore {
     return reader_.scan_positions(from, to, limit, out);
   }
   // Small named values kept beside the index (membership, generation). Rare writes.
+  // put_meta is durable when it returns, and waits for the committer's transaction (and
+  // its sync) on the calling thread; put_meta_later goes into the committer's next batch
+  // instead, for progress records the loop thread keeps (a crash may lose the last one:
+  // the work it records is redone). A failure of the later write is logged by `done`.
   Result<std::string> get_meta(std::string_view name) { return reader_.get_meta(name); }
   Status put_meta(std::string_view name, std::string_view value) {
     return meta_writer_.set_meta(name, value);
   }
+  Status put_meta_later(std::string_view name, std::string value, CommitCallback done);
   // Opens a file that lives on a disk, for reading (the open blob of a BlobHandle).
   std::string blob_path(const BlobMeta& m) const;
 
@@ -173,6 +180,7 @@ class BlobStore {
   void run_completions();
   const ValueCache& cache() const { return cache_; }
   std::size_t pooled_files(int disk) const { return pool_->size(disk); }
+  std::uint64_t stocked_files_made() const { return stock_ ? stock_->files_made() : 0; }
   const Committer& committer() const { return *committer_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
@@ -217,6 +225,7 @@ class BlobStore {
   IndexReader reader_;
   IndexWriter meta_writer_;  // loop thread: meta rows only
   std::unique_ptr<Committer> committer_;
+  std::unique_ptr<FileStock> stock_;
   ValueCache cache_{0};
   NodeId node_id_{};
   std::uint64_t temp_seq_ = 0;

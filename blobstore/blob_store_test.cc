@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "blobstore/limits.h"
@@ -30,6 +31,7 @@ struct Store {
   std::unique_ptr<BlobStore> store;
   FaultHook fault;
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
+  bool stock_files = false;  // most tests count the files in tmp/
 
   explicit Store(FaultHook f = nullptr, std::uint64_t cool_ms = limits::pooled_file_cool_ms)
       : fault(std::move(f)), pool_cool_ms(cool_ms) {
@@ -43,6 +45,7 @@ struct Store {
     o.disks = disks();
     o.fault = fault;
     o.pool_cool_ms = pool_cool_ms;
+    o.stock_files = stock_files;
     auto s = BlobStore::open(o);
     REQUIRE(s.is_ok());
     store = std::move(s.value());
@@ -541,4 +544,74 @@ TEST_CASE("the scrub's file check tells whole, damaged and missing files apart",
   ::unlink(path.c_str());
   CHECK(Scrubber::verify_file(path, h.value().meta, &err).code() == Code::corruption);
   CHECK(err == ENOENT);
+}
+
+TEST_CASE("empty files are kept ready, so that writes create none on the caller's thread",
+          "[blobstore]") {
+  Store s;
+  s.stock_files = true;
+  s.reopen();
+  auto stocked = [&](std::size_t at_least = limits::stocked_files_high) {
+    for (std::size_t i = 0; i < s.disks().size(); i++) {
+      if (s.store->pooled_files(static_cast<int>(i)) < at_least) return false;
+    }
+    return true;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!stocked() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(stocked());
+  CHECK(s.files_under("tmp") == s.pooled());
+  // Writes take stocked files (their inodes become the blobs) and no new file appears
+  // in tmp/ beside the stock; the stock is topped up again behind them.
+  std::set<ino_t> stock_inodes;
+  for (const auto& d : s.disks()) {
+    for (const auto& e : fs::directory_iterator(d + "/tmp")) {
+      struct stat st;
+      if (stat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) stock_inodes.insert(st.st_ino);
+    }
+  }
+  REQUIRE(stock_inodes.size() == s.pooled());
+  // 40 writes leave either disk far above the low mark: no top-up yet.
+  const int writes = 40;
+  for (int i = 0; i < writes; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(1)).is_ok());
+  int from_stock = 0;
+  for (int i = 0; i < writes; i++) {
+    CHECK(s.get("k" + std::to_string(i)) == "v");
+    from_stock += stock_inodes.count(s.inode_of("k" + std::to_string(i), ver(1))) ? 1 : 0;
+  }
+  CHECK(from_stock == writes);
+  CHECK(s.files_under("tmp") == s.pooled());
+  // Enough writes to take either disk under the low mark: the stock is made again.
+  for (int i = writes; i < 6 * writes; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(1)).is_ok());
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  // Topped up to the high mark once under the low one; the writes after may take some.
+  while (!stocked(limits::stocked_files_low) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(stocked(limits::stocked_files_low));
+  CHECK(s.store->stocked_files_made() > s.disks().size() * limits::stocked_files_high);
+  // A restart takes the stock into the pool: nothing piles up in tmp/ beside it, and
+  // with every disk over the low mark no file is made.
+  s.reopen();
+  CHECK(s.files_under("tmp") == s.pooled());
+  CHECK(s.store->stocked_files_made() == 0);
+}
+
+TEST_CASE("a meta row written through the committer is durable once its callback runs",
+          "[blobstore]") {
+  Store s;
+  REQUIRE(s.put("progress", "a value", ver(1)).is_ok());  // a key named like the row
+  bool ran = false;
+  Status st = Status::io_error("not run");
+  REQUIRE(s.store->put_meta_later("progress", "window 7", [&](Status r, CommitResult) {
+    ran = true;
+    st = std::move(r);
+  }).is_ok());
+  REQUIRE(s.wait(ran, st).is_ok());
+  CHECK(s.store->get_meta("progress").value() == "window 7");
+  CHECK(s.get("progress") == "a value");
+  s.reopen();
+  CHECK(s.store->get_meta("progress").value() == "window 7");
 }

@@ -165,6 +165,7 @@ void Committer::process(Batch& batch) {
   }
   // Deciding first means that a write which loses to a newer version is never synced.
   decide_winners(batch, &winners);
+  write_pending(winners);
   rename_all(winners);
   if (fault(WriteStep::renamed, batch)) return;
   make_durable(winners);
@@ -197,17 +198,17 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       // disk repair, read repair) replaces it on a healthy disk.
       bool stored_lost = stored && stored->disk >= 0 && !disks_->healthy(stored->disk);
       if (stored && !stored_lost && stored->version >= op->meta.version) {
-        unlink(op->temp_path.c_str());  // older than what we hold: ignored, still ok
+        discard(op.get());  // older than what we hold: ignored, still ok
         continue;
       }
       newest[op->meta.key] = op.get();
       continue;
     }
     if (prev->meta.version >= op->meta.version) {
-      unlink(op->temp_path.c_str());
+      discard(op.get());
       continue;
     }
-    unlink(prev->temp_path.c_str());
+    discard(prev);
     op->stored = prev->stored;
     newest[op->meta.key] = op.get();
   }
@@ -221,8 +222,46 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
   }
 }
 
+// A buffered write of a few KiB can still wait for a while (the pages of a reused file
+// under writeback, dirty throttling): here it holds back the batch, not the loop.
+void Committer::write_pending(std::vector<CommitOp*>& winners) {
+  for (CommitOp* op : winners) {
+    if (op->pending.empty()) continue;
+    int err = 0;
+    const char* what = "write ";
+    const char* p = op->pending.data();
+    std::size_t left = op->pending.size();
+    off_t at = 0;
+    while (left > 0) {
+      ssize_t n = pwrite(op->temp_fd, p, left, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : EIO;
+        break;
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+      at += n;
+    }
+    if (err == 0 && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
+      err = errno;
+      what = "truncate ";
+    }
+    if (err != 0) {
+      Status s = Status::from_errno(what + op->temp_path, err);
+      if (is_disk_error(err)) disks_->mark_failed(op->meta.disk, s.message());
+      unlink(op->temp_path.c_str());
+      op->status = std::move(s);
+      op->result.applied = false;
+    }
+    op->pending.clear();
+    op->pending.shrink_to_fit();
+  }
+}
+
 void Committer::rename_all(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
+    if (!op->status.is_ok()) continue;
     std::string dst = final_path(disks_, *op);
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
@@ -292,7 +331,7 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
 }
 
 void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases) {
-  // `erases` holds every op that is not a write: erase_hint, add_hint, drop_hint.
+  // `erases` holds every op that is not a write: the hint, damage, purge and meta ops.
   std::vector<std::string>& trash = superseded_;
   trash.clear();
   std::int64_t live_delta = 0;
@@ -352,6 +391,11 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     live_delta += (op->meta.tombstone || op->meta.is_hint ? 0 : 1) - (was_live ? 1 : 0);
   }
   for (CommitOp* op : erases) {
+    if (op->kind == CommitOp::Kind::set_meta) {
+      if (Status s = index_->set_meta(op->meta.key, op->meta_value); !s.is_ok()) return fail_all(std::move(s));
+      op->result.applied = true;
+      continue;
+    }
     if (op->kind == CommitOp::Kind::add_hint || op->kind == CommitOp::Kind::drop_hint) {
       Status s = op->kind == CommitOp::Kind::add_hint
                      ? index_->add_hint(op->target, op->meta.key, op->meta.version)
@@ -395,6 +439,22 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   commit_ns_ += static_cast<std::uint64_t>(ns);
   unlinked_trash_.clear();
   live_keys_.fetch_add(static_cast<std::uint64_t>(live_delta), std::memory_order_relaxed);
+}
+
+// The temp file of a write that lost to a newer version goes back to the pool when it
+// is small, instead of being unlinked: freeing an inode (at the last close) costs about
+// as much as making one here. It cools like a superseded file, since a coordinator may
+// still be sending its spool to other replicas.
+void Committer::discard(CommitOp* op) {
+  struct stat st;
+  if (pool_ != nullptr && op->temp_fd >= 0 && fstat(op->temp_fd, &st) == 0 &&
+      pool_->wants(op->meta.disk, static_cast<std::uint64_t>(st.st_size))) {
+    close(op->temp_fd);
+    op->temp_fd = -1;
+    pool_->add(op->meta.disk, op->temp_path, static_cast<std::uint64_t>(st.st_size), monotonic_ms());
+    return;
+  }
+  unlink(op->temp_path.c_str());
 }
 
 // Moves a superseded file into the pool when it is small and the pool has room, else
@@ -447,6 +507,12 @@ void Committer::finish(Batch& batch) {
   }
   for (auto& op : batch) {
     if (op->status.is_ok()) op->result.md5 = op->meta.md5;
+    // Here, not on the thread that runs the callbacks: the last close of an unlinked
+    // file frees its inode, which takes milliseconds on this filesystem.
+    if (op->temp_fd >= 0) {
+      close(op->temp_fd);
+      op->temp_fd = -1;
+    }
   }
   {
     std::lock_guard<std::mutex> l(done_mu_);

@@ -64,9 +64,15 @@ struct CommitOp {
   //  purge:      forget this node's replica copy of meta.key if it is still at
   //              meta.version (a tombstone every replica holds, or a copy handed to
   //              the key's owners).
-  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged, purge };
+  //  set_meta:   set the meta row named meta.key to meta_value.
+  enum class Kind : std::uint8_t { write, erase_hint, add_hint, drop_hint, drop_damaged, purge, set_meta };
   Kind kind = Kind::write;
   NodeId target{};
+  std::string meta_value;  // set_meta only
+  // A small value and its footer, which the committer writes at offset 0 of the temp
+  // file (off the loop thread), and the length to cut a longer reused file to (0: none).
+  std::string pending;
+  std::uint64_t truncate_to = 0;
   bool is_write() const { return kind == Kind::write; }
   std::string temp_path;  // absolute
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
@@ -111,11 +117,13 @@ class Committer {
   void process(Batch& batch);
   bool fault(WriteStep step, Batch& batch);
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
+  void write_pending(std::vector<CommitOp*>& winners);
   void rename_all(std::vector<CommitOp*>& winners);
   void make_durable(std::vector<CommitOp*>& winners);
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
   bool retire(const std::string& path);
+  void discard(CommitOp* op);
   static void note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
                                   bool after);
 

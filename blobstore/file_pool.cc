@@ -1,8 +1,13 @@
 #include "blobstore/file_pool.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 
 #include "blobstore/limits.h"
+#include "common/assert.h"
 #include "common/status.h"
 
 namespace blobstore {
@@ -44,6 +49,74 @@ void FilePool::add_ready(int disk, std::string path, std::uint64_t bytes) {
 std::size_t FilePool::size(int disk) const {
   std::lock_guard<std::mutex> l(mu_);
   return free_.at(static_cast<std::size_t>(disk)).size();
+}
+
+bool FilePool::has_ready(int disk, std::size_t n, std::uint64_t now_ms) const {
+  std::lock_guard<std::mutex> l(mu_);
+  const auto& q = free_.at(static_cast<std::size_t>(disk));
+  // Ready files come first: the ones found at start and the stock at the front, then
+  // superseded ones in the order they cool.
+  std::size_t ready = 0;
+  for (auto it = q.begin(); it != q.end() && ready < n && it->ready_ms <= now_ms; ++it) ready++;
+  return ready >= n;
+}
+
+FileStock::FileStock(FilePool* pool, Disks* disks, std::string prefix)
+    : pool_(pool), disks_(disks), prefix_(std::move(prefix)), wanted_(disks->size(), false) {}
+
+FileStock::~FileStock() { stop(); }
+
+void FileStock::start() {
+  ASSERT(!thread_.joinable());
+  thread_ = std::thread([this] { run(); });
+}
+
+void FileStock::stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void FileStock::wake(int disk, std::uint64_t now_ms) {
+  if (pool_->has_ready(disk, limits::stocked_files_low, now_ms)) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    wanted_.at(static_cast<std::size_t>(disk)) = true;
+  }
+  cv_.notify_one();
+}
+
+void FileStock::run() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    cv_.wait(l, [this] {
+      return stopping_ || std::find(wanted_.begin(), wanted_.end(), true) != wanted_.end();
+    });
+    if (stopping_) return;
+    for (std::size_t i = 0; i < wanted_.size() && !stopping_; i++) {
+      if (!wanted_[i]) continue;
+      wanted_[i] = false;
+      int disk = static_cast<int>(i);
+      l.unlock();
+      // A disk that cannot create files is the write path's to mark failed; the stock
+      // just stops there until the next wake().
+      while (disks_->healthy(disk) && pool_->wants(disk, 0) &&
+             !pool_->has_ready(disk, limits::stocked_files_high, monotonic_ms())) {
+        std::string path = disks_->path(disk) + "/tmp/" + prefix_ + std::to_string(++seq_);
+        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) break;
+        close(fd);
+        pool_->add_ready(disk, std::move(path), 0);
+        made_.fetch_add(1, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> g(mu_);
+        if (stopping_) break;
+      }
+      l.lock();
+    }
+  }
 }
 
 }  // namespace blobstore

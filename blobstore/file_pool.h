@@ -16,11 +16,16 @@
 // at start); one mutex guards the lists.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "blobstore/disks.h"
 
 namespace blobstore {
 
@@ -43,6 +48,8 @@ class FilePool {
   // A file no reader can hold (found at start): ready at once.
   void add_ready(int disk, std::string path, std::uint64_t bytes);
   std::size_t size(int disk) const;
+  // Whether at least `n` files of `disk` are ready at now_ms.
+  bool has_ready(int disk, std::size_t n, std::uint64_t now_ms) const;
 
  private:
   struct Entry {
@@ -54,6 +61,43 @@ class FilePool {
   std::vector<std::deque<Entry>> free_;  // per disk, oldest first; guarded by mu_
   std::size_t files_max_;
   std::uint64_t cool_ms_;
+};
+
+// FileStock keeps empty files ready in every healthy disk's pool, made on its own
+// thread, so that a write takes a file and never creates an inode on the loop thread,
+// even when there is nothing to reuse yet (a young store, a disk refilled after a wipe).
+// Creating a file is the dearest step of a small write here (see above): on the loop
+// thread it held every other request back, e.g. the reads a refilling node answers.
+// It tops a disk up to limits::stocked_files_high ready files whenever wake() finds it
+// under limits::stocked_files_low. Stocked files live in DISK/tmp like pooled ones: a
+// restart takes them into the pool.
+// Thread: wake() from the loop thread; the rest is its own. Lifetime: the pool and the
+// disks outlive it.
+class FileStock {
+ public:
+  FileStock(FilePool* pool, Disks* disks, std::string prefix);
+  ~FileStock();  // stops
+  FileStock(const FileStock&) = delete;
+  FileStock& operator=(const FileStock&) = delete;
+
+  void start();
+  void stop();
+  // Tops up `disk` when it has fewer than the low mark of ready files.
+  void wake(int disk, std::uint64_t now_ms);
+  std::uint64_t files_made() const { return made_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+  FilePool* pool_;
+  Disks* disks_;
+  std::string prefix_;
+  std::uint64_t seq_ = 0;  // stock thread only
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<bool> wanted_;  // per disk; guarded by mu_
+  bool stopping_ = false;     // guarded by mu_
+  std::atomic<std::uint64_t> made_{0};
+  std::thread thread_;
 };
 
 // Milliseconds on a monotonic clock, for FilePool's cooling.

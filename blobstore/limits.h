@@ -34,6 +34,11 @@ inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
 // A superseded file is reused only after this long: far longer than reading a small
 // value whole or sending one to a replica (replica_timeout_ms is 2 s).
 inline constexpr std::uint64_t pooled_file_cool_ms = 10'000;
+// Empty files kept ready per disk (blobstore/file_pool.h, FileStock): topped up to the
+// high mark once a disk has fewer than the low mark.
+inline constexpr std::size_t stocked_files_low = 32;
+inline constexpr std::size_t stocked_files_high = 128;
+static_assert(stocked_files_low < stocked_files_high && stocked_files_high < pooled_files_max);
 static_assert(pooled_file_bytes_max >= small_value_bytes_max + key_bytes_max + content_type_bytes_max + 64);
 // Disks are looked at for disappearance (directory, marker, device) this often; a
 // failed one is re-checked as often. A few stat() calls per disk every 2 s cost nothing.

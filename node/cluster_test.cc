@@ -1,6 +1,8 @@
-// The current and future rings of a cluster that is changing shape, and the pending
-// targets that writes get while a member joins or leaves.
+// The current and future rings of a cluster that is changing shape, the pending
+// targets that writes get while a member joins or leaves, and the replica scores that
+// order the replicas a read asks.
 #include "node/cluster.h"
+#include "node/replica_scores.h"
 
 #include <catch2/catch.hpp>
 #include <string>
@@ -104,3 +106,23 @@ TEST_CASE("a leaving member keeps serving while its ranges go to the next member
 }
 
 }  // namespace node
+
+TEST_CASE("replica scores follow recent answer times and decay when a replica is not asked",
+          "[cluster]") {
+  node::ReplicaScores s;
+  CHECK(s.score("a", 1000) == 0);  // never asked
+  s.sample("a", 10, 1000);
+  CHECK(s.score("a", 1000) == Approx(10));
+  s.sample("a", 20, 1000);
+  CHECK(s.score("a", 1000) == Approx(12));  // 10 + 0.2 × (20 − 10)
+  CHECK(s.score("a", 2000) == Approx(6));   // halves every second without a sample
+  CHECK(s.score("a", 4000) == Approx(1.5));
+  s.sample("b", 0.5, 1000);
+  // A replica 24× slower than the best goes last; one within 2× + 1 ms does not.
+  CHECK(node::ReplicaScores::slow(s.score("a", 1000), s.score("b", 1000)));
+  CHECK_FALSE(node::ReplicaScores::slow(1.9, 0.5));
+  CHECK_FALSE(node::ReplicaScores::slow(0, 0));
+  // Decayed far enough, the slow one is asked again.
+  CHECK(node::ReplicaScores::slow(s.score("a", 4000), s.score("b", 4000)));
+  CHECK_FALSE(node::ReplicaScores::slow(s.score("a", 5000), s.score("b", 5000)));
+}

@@ -47,6 +47,9 @@ struct HttpRequest {
   Target target;
   // Filled by the handlers.
   std::unique_ptr<blobstore::BlobWriter> writer;
+  // An internal PUT of a version this node already holds (or a newer one): its body is
+  // read and dropped, and no file is made.
+  bool already_held = false;
   std::uint64_t body_bytes = 0;
   std::uint64_t started_ms = 0;
   std::uint64_t started_ns = 0;  // uv_hrtime at the first byte, for latency metrics

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "node/http_status.h"
@@ -323,12 +324,32 @@ void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
   op->key = c.request().target.path;
   op->head_only = head_only;
   op->r = r;
-  for (const Replica& rep : server_.cluster().preference_list(op->key, effective_n())) {
-    op->answers.push_back({rep});
+  const Cluster& cluster = server_.cluster();
+  // A cluster being formed (every member still joining) has no current owners: its
+  // writes go to the future ones (add_pending_targets), and so do its reads, at the
+  // default quorum that those writes met.
+  std::vector<Replica> replicas;
+  if (cluster.member_count() == 0 && cluster.future_member_count() > 0) {
+    auto n = std::min<std::uint32_t>(config_.n, static_cast<std::uint32_t>(cluster.future_member_count()));
+    op->r = std::min(config_.r, n);
+    replicas = cluster.future_preference_list(op->key, n);
+  } else {
+    replicas = cluster.preference_list(op->key, effective_n());
   }
-  // The local copy answers at no cost: ask it first.
-  std::stable_partition(op->answers.begin(), op->answers.end(),
-                        [](const ReadOp::Answer& a) { return a.replica.self; });
+  for (const Replica& rep : replicas) op->answers.push_back({rep});
+  // The local copy answers at no cost: ask it first. Then the remote ones in ring
+  // order, except that those much slower of late than the quickest go last.
+  auto remote = std::stable_partition(op->answers.begin(), op->answers.end(),
+                                      [](const ReadOp::Answer& a) { return a.replica.self; });
+  std::uint64_t now = blobstore::monotonic_ms();
+  double best = -1;
+  for (auto it = remote; it != op->answers.end(); ++it) {
+    double sc = scores_.score(it->replica.addr, now);
+    if (it->replica.alive && (best < 0 || sc < best)) best = sc;
+  }
+  std::stable_partition(remote, op->answers.end(), [&](const ReadOp::Answer& a) {
+    return !ReplicaScores::slow(scores_.score(a.replica.addr, now), best);
+  });
   ask(op);
 }
 
@@ -354,10 +375,13 @@ void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
     req->method = "HEAD";
     req->target = "/_/internal/blob/" + encode_key(op->key);
     req->timeout_ms = config_.replica_timeout_ms;
-    req->done = [this, op, i](Status s, PeerResponse resp) {
+    auto sent = std::chrono::steady_clock::now();
+    req->done = [this, op, i, sent](Status s, PeerResponse resp) {
       op->inflight--;
       ReadOp::Answer& ans = op->answers[i];
       ans.done = true;
+      std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - sent;
+      scores_.sample(ans.replica.addr, took.count(), blobstore::monotonic_ms());
       if (s.is_ok() && resp.status == 200 && meta_from_response(op->key, resp, &ans.meta)) {
         ans.ok = ans.present = true;
       } else if (s.is_ok() && resp.status == 404) {

@@ -21,6 +21,7 @@
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/peer_client.h"
+#include "node/replica_scores.h"
 
 namespace node {
 
@@ -88,6 +89,7 @@ class Coordinator {
   Server& server_;
   QuorumConfig config_;
   CoordinatorCounters counters_;
+  ReplicaScores scores_;  // how fast replicas answered reads of late
 };
 
 }  // namespace node

@@ -101,7 +101,7 @@ Status Server::on_body(Connection& c, const char* data, std::size_t n) {
   HttpRequest& r = c.request();
   r.body_bytes += n;
   if (!r.writer) {
-    if (r.body_bytes > ignored_body_bytes_max) {
+    if (r.body_bytes > ignored_body_bytes_max && !r.already_held) {
       return limit_error(Code::body_too_large, "body_too_large", ignored_body_bytes_max);
     }
     return Status::ok();
@@ -246,7 +246,17 @@ Status Server::on_internal_headers(Connection& c) {
     if (r.method == HTTP_GET || r.method == HTTP_HEAD) return Status::ok();
     if (r.method != HTTP_PUT) return Status(Code::method_not_allowed, "method_not_allowed");
     const std::string* v = r.ringstore_header("version");
-    if (v == nullptr || !blobstore::Version::parse(*v)) return Status::invalid("bad_version");
+    auto version = v == nullptr ? std::nullopt : blobstore::Version::parse(*v);
+    if (!version) return Status::invalid("bad_version");
+    // The committer would drop it as not newer: skip the temp file (creating one is the
+    // dearest step of a write here). Replicas repairing the same node offer it the same
+    // copy, and handoffs and hints are retried after lost answers.
+    auto held = store_->lookup(key);
+    if (held.is_ok() && !(held.value().version < *version)) {
+      r.already_held = true;
+      if (r.expect_continue) c.send_continue();
+      return Status::ok();
+    }
     const std::string* t = r.ringstore_header("tombstone");
     return begin_upload(c, key, t != nullptr && *t == "1");
   }
@@ -277,6 +287,17 @@ void Server::on_internal_request(Connection& c) {
   if (Transfers::handles(r.target.path)) return transfers_->on_request(c);
   std::string key = r.target.path.substr(internal_blob.size());
   if (r.method == HTTP_PUT) return internal_put(c);
+  if (r.method == HTTP_HEAD) {
+    // A read's question "which version do you hold?": the index (or the cache) answers
+    // it without opening the file; a GET for the bytes checks the file.
+    auto m = store_->lookup(key);
+    if (!m.is_ok() || m.value().is_hint) {
+      if (!m.is_ok() && m.status().code() != Code::not_found) return c.respond_error(m.status());
+      return c.respond(404, "Content-Type: application/json\r\n",
+                       error_body(Status::not_found("not_found")), true);
+    }
+    return c.respond(200, internal_headers(m.value()), "", true);
+  }
   auto h = store_->open_read(key);
   if (!h.is_ok() || h.value().meta.is_hint) {
     // A hint is not this node's copy to report.
@@ -301,6 +322,10 @@ void Server::internal_put(Connection& c) {
   auto version = blobstore::Version::parse(*r.ringstore_header("version"));
   ASSERT(version);  // checked at the headers
   hlc_.observe(version->hlc);
+  if (r.already_held) {
+    counters_.puts_already_held++;
+    return c.respond(201, "Content-Type: application/json\r\n", "{\"applied\":false}\n");
+  }
   if (const std::string* md5 = r.ringstore_header("md5")) {
     if (*md5 != blobstore::md5_hex(r.writer->finish_md5())) {
       return c.respond_error(Status::invalid("checksum_mismatch: the body does not match its MD5"));

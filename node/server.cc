@@ -242,7 +242,10 @@ void Server::save_peers() {
   for (const auto& v : gossip_->membership().members(gossip_->now_ms())) {
     if (!v.self && v.generation > 0) peers.push_back({{"id", ring::hex_id(v.id)}, {"addr", v.gossip_addr}});
   }
-  Status s = store_->put_meta("peers", peers.dump());
+  auto failed = [](Status s, blobstore::CommitResult) {
+    if (!s.is_ok()) log::warn("saving the member list failed: " + s.message());
+  };
+  Status s = store_->put_meta_later("peers", peers.dump(), failed);
   if (!s.is_ok()) log::warn("saving the member list failed: " + s.message());
 }
 
@@ -368,6 +371,7 @@ nlohmann::json Server::status_json() {
       {"requests", counters_.requests},
       {"corrupt_reads", store_->corrupt_reads()},
       {"read_repairs", cc.read_repairs},
+      {"puts_already_held", counters_.puts_already_held},
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
       {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},
@@ -541,6 +545,7 @@ std::string Server::metrics_text() {
   auto hints = store_->count_hints();
   gauge("ringstore_hints_pending", "Hints waiting for their owners.", hints.is_ok() ? static_cast<double>(hints.value()) : 0);
   counter("ringstore_read_repairs_total", "Replicas repaired after a read found them stale.", cc.read_repairs);
+  counter("ringstore_internal_puts_already_held_total", "Replica writes of a version held here already (no file made).", counters_.puts_already_held);
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
   gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));
   if (ae_) ae_->write_metrics(out);

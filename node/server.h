@@ -63,6 +63,7 @@ struct ServerCounters {
   std::uint64_t connections_refused = 0;
   std::uint64_t timeouts = 0;
   std::uint64_t corrupt_served_cut = 0;
+  std::uint64_t puts_already_held = 0;  // internal PUTs of a version held here already
 };
 
 class Server {

@@ -185,9 +185,15 @@ void Transfers::load_pass(PassKind kind) {
 }
 
 void Transfers::save_pass(PassKind kind) {
-  Status s = server_.store().put_meta(std::string("transfer.") + pass_name(kind),
-                                      pass(kind).to_json().dump());
-  if (!s.is_ok()) log::warn(std::string("saving ") + pass_name(kind) + " progress failed: " + s.message());
+  // Not on the loop thread's own connection: that waited for the committer's batch
+  // (up to its busy timeout) and synced, once per window, under a refill's writes.
+  std::string what = std::string("saving ") + pass_name(kind) + " progress failed: ";
+  auto failed = [what](Status s, blobstore::CommitResult) {
+    if (!s.is_ok()) log::warn(what + s.message());
+  };
+  Status s = server_.store().put_meta_later(std::string("transfer.") + pass_name(kind),
+                                            pass(kind).to_json().dump(), failed);
+  if (!s.is_ok()) log::warn(what + s.message());
 }
 
 std::uint64_t Transfers::ring_signature() const {

@@ -331,6 +331,39 @@ TEST_CASE("the anti-entropy endpoints demand the secret and check their paramete
   CHECK(request("GET", n.url("k1")).status == 200);  // the node is fine
 }
 
+TEST_CASE("a replica offered a version it already holds keeps its copy and makes no file",
+          "[integration][anti-entropy]") {
+  AeCluster c(1, {"--anti-entropy-interval-ms", "0"});
+  NodeProcess& n = *c.nodes[0];
+  const std::string auth = auth_header();
+  auto offer = [&](const std::string& hlc, const std::string& body) {
+    return request("PUT", n.url("_/internal/blob/dup"), body,
+                   {auth, "X-Ringstore-Version: " + hlc + "-000000000000000000000000000000aa"});
+  };
+  auto held = [&] { return c.status(0)["puts_already_held"].get<std::uint64_t>(); };
+  Response first = offer("0000000000100000", "first");
+  REQUIRE(first.status == 201);
+  CHECK(first.body.find("\"applied\":true") != std::string::npos);
+  CHECK(held() == 0);
+  // The same version again (two replicas repairing one node), an older one, and a body
+  // larger than any ignored one: each answered 201, not applied, its body drained.
+  Response again = offer("0000000000100000", "first");
+  CHECK(again.status == 201);
+  CHECK(again.body.find("\"applied\":false") != std::string::npos);
+  CHECK(offer("00000000000f0000", "older").status == 201);
+  CHECK(offer("0000000000100000", std::string(200'000, 'x')).status == 201);
+  CHECK(held() == 3);
+  Response got = request("GET", n.url("dup"));
+  CHECK(got.status == 200);
+  CHECK(got.body == "first");
+  // A newer version is written as usual, and the connection is still in step.
+  Response newer = offer("0000000000110000", "second");
+  CHECK(newer.status == 201);
+  CHECK(newer.body.find("\"applied\":true") != std::string::npos);
+  CHECK(request("GET", n.url("dup")).body == "second");
+  CHECK(held() == 3);
+}
+
 TEST_CASE("keys a node holds but no longer owns go to their owner and only then leave",
           "[integration][anti-entropy]") {
   // One copy per key: the first node owns everything until the second joins, then

@@ -2,7 +2,8 @@
 """Helpers for the cluster mode of tools/bench (tools/bench.d/cluster.sh).
 
   cluster_util.py wait N TIMEOUT_S URL...
-      until every node's GET /_/status lists N members, all "alive": true
+      until every node's GET /_/status lists N members, all "alive": true and
+      "state": "normal" (a fresh cluster forms through joins)
   cluster_util.py preload PREFIX COUNT WIDTH SIZE URL...
       PUT COUNT random objects of SIZE bytes, spread over the nodes, then read
       a sample back through every node
@@ -56,8 +57,9 @@ def cmd_wait(n, timeout_s, urls):
             except (OSError, http.client.HTTPException, ValueError):
                 members = []
             alive = sum(1 for m in members if m.get("alive") is True)
-            views[i] = "%d members, %d alive" % (len(members), alive)
-            if len(members) == n and alive == n:
+            normal = sum(1 for m in members if m.get("state") == "normal")
+            views[i] = "%d members, %d alive, %d normal" % (len(members), alive, normal)
+            if len(members) == n and alive == n and normal == n:
                 ready += 1
         if ready == len(urls):
             return 0
