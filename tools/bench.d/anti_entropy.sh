@@ -7,6 +7,7 @@
 # the refill step (GETs that find node 3 missing a key read-repair it either way).
 # PACE_MS=D paces the foreground: each of the 32 connections waits D ms after every
 # answer (the default saturates the two cores, so that any background work shows).
+# AE_KEYS_PER_SEC=K sets the nodes' --anti-entropy-keys-per-sec (default: the node's).
 # Everything lives in a temporary directory removed on exit; the nodes listen on free
 # ports of 127.0.0.1 and no traffic goes anywhere else.
 set -euo pipefail
@@ -37,6 +38,7 @@ start_node() {  # index, anti-entropy interval
   mkdir -p "$d"
   "$binary" --log-level warn serve --listen "127.0.0.1:${ports[i]}" --data "$d/data" --disk "$d/d0" --disk "$d/d1" \
     --seeds "127.0.0.1:${ports[0]}" --anti-entropy-interval-ms "$2" \
+    ${AE_KEYS_PER_SEC:+--anti-entropy-keys-per-sec "$AE_KEYS_PER_SEC"} \
     2>>"$d/log" >/dev/null &
   pids[i]=$!
 }
