@@ -127,10 +127,15 @@ int serve(node::ServerConfig config) {
                                                                : offsetof(Signals, intr)));
     sigs->term.data = nullptr;
     sigs->intr.data = nullptr;
+    // One after the other: libuv runs close callbacks newest first, so freeing Signals
+    // in the second handle's callback left the first one's final step reading freed
+    // memory (an abort at exit after a loaded run).
     srv->stop([sigs] {
-      uv_close(reinterpret_cast<uv_handle_t*>(&sigs->term), nullptr);
-      uv_close(reinterpret_cast<uv_handle_t*>(&sigs->intr), [](uv_handle_t* h) {
-        delete reinterpret_cast<Signals*>(reinterpret_cast<char*>(h) - offsetof(Signals, intr));
+      uv_close(reinterpret_cast<uv_handle_t*>(&sigs->term), [](uv_handle_t* h) {
+        auto* s = reinterpret_cast<Signals*>(reinterpret_cast<char*>(h) - offsetof(Signals, term));
+        uv_close(reinterpret_cast<uv_handle_t*>(&s->intr), [](uv_handle_t* i) {
+          delete reinterpret_cast<Signals*>(reinterpret_cast<char*>(i) - offsetof(Signals, intr));
+        });
       });
     });
   };

@@ -173,9 +173,16 @@ stop_all() { # signal name seconds pid...: signal them all, then wait for all
       log "$name $pid did not stop within ${secs}s of SIG$sig; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    local st=0
+    wait "$pid" 2>/dev/null || st=$?
+    # A node stopped by SIGTERM must exit 0: anything else (an abort at exit) fails the run.
+    if [[ $name == node && $sig == TERM && $st != 0 ]]; then
+      log "node $pid exited with status $st after SIGTERM"
+      bad_exit=1
+    fi
   done
 }
+bad_exit=0
 
 cleanup() {
   local rc=$?
@@ -183,6 +190,10 @@ cleanup() {
   ((${#load_pids[@]})) && stop_all TERM "load generator" 5 "${load_pids[@]}"
   # A node drains requests in flight for up to 10s after SIGTERM.
   ((${#node_pids[@]})) && stop_all TERM node 20 "${node_pids[@]}"
+  if ((bad_exit)); then
+    for f in "$tmp"/n*/log; do show_log "$f" "${f#"$tmp"/} (tail)"; done
+    ((rc)) || rc=1
+  fi
   rm -rf "$tmp"
   exit "$rc"
 }
