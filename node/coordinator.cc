@@ -85,8 +85,27 @@ struct Coordinator::ReadOp {
   std::size_t r = 0;
   std::vector<Answer> answers;  // one per preference-list member, the local one first
   std::size_t next = 0, ok_count = 0, inflight = 0;
+  std::size_t extra = 0;      // replicas asked beyond r because one was late
+  double late_ms = 0;         // when a replica counts as late for this read
+  uv_timer_t* late = nullptr; // armed while remote answers are awaited
   bool decided = false;
 };
+
+namespace {
+// Speculative reads, as Cassandra's rapid read protection: a remote replica that has not
+// answered after a few times the best recent answer time of the read's replicas (at
+// least late_min_ms) is not waited for alone: one more replica is asked, and the first
+// r answers decide. A replica that stalls (its loop busy, its process stopped, a
+// partition not yet detected) then costs a few milliseconds, not the replica timeout.
+constexpr double late_factor = 4.0;
+constexpr double late_min_ms = 3.0;
+constexpr double late_max_ms = 100.0;
+
+struct LateTimer {
+  Coordinator* coordinator;
+  std::weak_ptr<Coordinator::ReadOp> op;
+};
+}  // namespace
 
 Coordinator::Coordinator(Server& server, QuorumConfig config) : server_(server), config_(config) {}
 
@@ -350,11 +369,12 @@ void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
   std::stable_partition(remote, op->answers.end(), [&](const ReadOp::Answer& a) {
     return !ReplicaScores::slow(scores_.score(a.replica.addr, now), best);
   });
+  op->late_ms = std::clamp(late_factor * std::max(best, 0.0), late_min_ms, late_max_ms);
   ask(op);
 }
 
 void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
-  while (op->ok_count + op->inflight < op->r && op->next < op->answers.size()) {
+  while (op->ok_count + op->inflight < op->r + op->extra && op->next < op->answers.size()) {
     std::size_t i = op->next++;
     ReadOp::Answer& a = op->answers[i];
     if (!a.replica.alive) continue;
@@ -394,7 +414,50 @@ void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
     };
     server_.peers().send(a.replica.addr, std::move(req));
   }
-  if (op->inflight == 0) on_answer(op);
+  if (op->inflight == 0) return on_answer(op);
+  watch_late(op);
+}
+
+// Arms the timer of a read that waits for remote answers and has another live replica
+// to ask; one extra replica per read at most.
+void Coordinator::watch_late(const std::shared_ptr<ReadOp>& op) {
+  if (op->late != nullptr || op->extra > 0 || op->decided) return;
+  bool spare = false;
+  for (std::size_t i = op->next; i < op->answers.size() && !spare; i++) {
+    spare = op->answers[i].replica.alive && !op->answers[i].replica.self;
+  }
+  if (!spare) return;
+  op->late = new uv_timer_t;
+  uv_timer_init(server_.loop(), op->late);
+  op->late->data = new LateTimer{this, op};
+  auto on_late = [](uv_timer_t* t) {
+    auto* lt = static_cast<LateTimer*>(t->data);
+    std::shared_ptr<ReadOp> op = lt->op.lock();
+    Coordinator* self = lt->coordinator;
+    if (!op) {
+      uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+        delete static_cast<LateTimer*>(h->data);
+        delete reinterpret_cast<uv_timer_t*>(h);
+      });
+      return;
+    }
+    cancel_late(*op);
+    if (op->decided || self->server_.stopping()) return;
+    op->extra = 1;
+    self->counters_.speculative_reads++;
+    self->ask(op);
+  };
+  uv_timer_start(op->late, on_late, static_cast<std::uint64_t>(op->late_ms), 0);
+}
+
+void Coordinator::cancel_late(ReadOp& op) {
+  if (op.late == nullptr) return;
+  uv_timer_stop(op.late);
+  uv_close(reinterpret_cast<uv_handle_t*>(op.late), [](uv_handle_t* h) {
+    delete static_cast<LateTimer*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+  });
+  op.late = nullptr;
 }
 
 void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
@@ -403,6 +466,7 @@ void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
     if (op->inflight > 0) return;
     if (op->next < op->answers.size()) return ask(op);
     op->decided = true;
+    cancel_late(*op);
     if (auto conn = op->conn.lock()) {
       conn->respond_error(Status::unavailable("not_enough_replicas: " + std::to_string(op->ok_count) +
                                               " of r=" + std::to_string(op->r) + " answered"));
@@ -410,6 +474,7 @@ void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
     return;
   }
   op->decided = true;
+  cancel_late(*op);
   const ReadOp::Answer* newest = nullptr;
   for (const auto& a : op->answers) {
     if (a.ok && a.present && (newest == nullptr || newest->meta.version < a.meta.version)) newest = &a;

@@ -44,6 +44,7 @@ struct CoordinatorCounters {
   std::uint64_t hints_stored = 0;
   std::uint64_t replica_errors = 0;
   std::uint64_t writes_unavailable = 0;
+  std::uint64_t speculative_reads = 0;  // reads that asked one more replica: one was late
 };
 
 class Coordinator {
@@ -82,6 +83,8 @@ class Coordinator {
   void finish_write_if_decided(const std::shared_ptr<WriteOp>& op);
 
   void ask(const std::shared_ptr<ReadOp>& op);
+  void watch_late(const std::shared_ptr<ReadOp>& op);
+  static void cancel_late(ReadOp& op);
   void on_answer(const std::shared_ptr<ReadOp>& op);
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
   void repair(const std::shared_ptr<ReadOp>& op);

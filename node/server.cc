@@ -371,6 +371,7 @@ nlohmann::json Server::status_json() {
       {"requests", counters_.requests},
       {"corrupt_reads", store_->corrupt_reads()},
       {"read_repairs", cc.read_repairs},
+      {"speculative_reads", cc.speculative_reads},
       {"puts_already_held", counters_.puts_already_held},
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
@@ -545,6 +546,7 @@ std::string Server::metrics_text() {
   auto hints = store_->count_hints();
   gauge("ringstore_hints_pending", "Hints waiting for their owners.", hints.is_ok() ? static_cast<double>(hints.value()) : 0);
   counter("ringstore_read_repairs_total", "Replicas repaired after a read found them stale.", cc.read_repairs);
+  counter("ringstore_speculative_reads_total", "Reads that asked one more replica because one was late.", cc.speculative_reads);
   counter("ringstore_internal_puts_already_held_total", "Replica writes of a version held here already (no file made).", counters_.puts_already_held);
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
   gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));

@@ -83,6 +83,7 @@ class Server {
 
   // For connections and handlers.
   uv_loop_t* loop() const { return loop_; }
+  bool stopping() const { return stopping_; }
   const ServerLimits& limits() const { return config_.limits; }
   blobstore::BlobStore& store() { return *store_; }
   std::uint64_t now_ms() const { return uv_now(loop_); }
