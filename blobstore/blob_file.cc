@@ -111,6 +111,24 @@ Md5Digest md5_of(std::string_view bytes) {
 
 std::string md5_hex(const Md5Digest& d) { return hex(d.data(), d.size()); }
 
+Status write_all(int fd, const char* data, std::size_t n, const std::string& what, std::int64_t at) {
+  while (n > 0) {
+    ssize_t w = at < 0 ? ::write(fd, data, n) : ::pwrite(fd, data, n, static_cast<off_t>(at));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("write " + what, errno);
+    }
+    if (w == 0) {
+      errno = EIO;
+      return Status::from_errno("write " + what, EIO);
+    }
+    data += w;
+    n -= static_cast<std::size_t>(w);
+    if (at >= 0) at += w;
+  }
+  return Status::ok();
+}
+
 Status verify_body(int fd, const BlobMeta& meta) {
   constexpr std::size_t chunk_bytes = 256 * 1024;
   std::string buf(chunk_bytes, '\0');

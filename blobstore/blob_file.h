@@ -55,6 +55,10 @@ std::string md5_hex(const Md5Digest& d);
 // Reads the first meta.size bytes of an open blob file and checks them against meta.md5.
 Status verify_body(int fd, const BlobMeta& meta);
 
+// Writes all n bytes (retrying short writes and EINTR): at the file offset when at < 0,
+// else at `at` (pwrite). On failure errno is left as the call set it.
+Status write_all(int fd, const char* data, std::size_t n, const std::string& what, std::int64_t at = -1);
+
 // Streaming MD5 (the ETag): one per upload or verified read.
 class Md5 {
  public:

@@ -17,19 +17,6 @@ namespace {
 
 constexpr int open_retries_max = 3;  // a newer version may replace the file between lookup and open
 
-Status write_all(int fd, const char* data, std::size_t n, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::from_errno("write " + what, errno);
-    }
-    data += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return Status::ok();
-}
-
 }  // namespace
 
 std::vector<std::string> default_disks(const std::string& data_dir,

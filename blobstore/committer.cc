@@ -227,29 +227,12 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
 void Committer::write_pending(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
     if (op->pending.empty()) continue;
-    int err = 0;
-    const char* what = "write ";
-    const char* p = op->pending.data();
-    std::size_t left = op->pending.size();
-    off_t at = 0;
-    while (left > 0) {
-      ssize_t n = pwrite(op->temp_fd, p, left, at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        err = n < 0 ? errno : EIO;
-        break;
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
-      at += n;
+    Status s = write_all(op->temp_fd, op->pending.data(), op->pending.size(), op->temp_path, 0);
+    if (s.is_ok() && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
+      s = Status::from_errno("truncate " + op->temp_path, errno);
     }
-    if (err == 0 && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
-      err = errno;
-      what = "truncate ";
-    }
-    if (err != 0) {
-      Status s = Status::from_errno(what + op->temp_path, err);
-      if (is_disk_error(err)) disks_->mark_failed(op->meta.disk, s.message());
+    if (!s.is_ok()) {
+      if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, s.message());
       unlink(op->temp_path.c_str());
       op->status = std::move(s);
       op->result.applied = false;
