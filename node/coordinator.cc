@@ -105,6 +105,13 @@ struct LateTimer {
   Coordinator* coordinator;
   std::weak_ptr<Coordinator::ReadOp> op;
 };
+
+void close_late_timer(uv_timer_t* t) {
+  uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+    delete static_cast<LateTimer*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+  });
+}
 }  // namespace
 
 Coordinator::Coordinator(Server& server, QuorumConfig config) : server_(server), config_(config) {}
@@ -434,13 +441,7 @@ void Coordinator::watch_late(const std::shared_ptr<ReadOp>& op) {
     auto* lt = static_cast<LateTimer*>(t->data);
     std::shared_ptr<ReadOp> op = lt->op.lock();
     Coordinator* self = lt->coordinator;
-    if (!op) {
-      uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-        delete static_cast<LateTimer*>(h->data);
-        delete reinterpret_cast<uv_timer_t*>(h);
-      });
-      return;
-    }
+    if (!op) return close_late_timer(t);
     cancel_late(*op);
     if (op->decided || self->server_.stopping()) return;
     op->extra = 1;
@@ -453,10 +454,7 @@ void Coordinator::watch_late(const std::shared_ptr<ReadOp>& op) {
 void Coordinator::cancel_late(ReadOp& op) {
   if (op.late == nullptr) return;
   uv_timer_stop(op.late);
-  uv_close(reinterpret_cast<uv_handle_t*>(op.late), [](uv_handle_t* h) {
-    delete static_cast<LateTimer*>(h->data);
-    delete reinterpret_cast<uv_timer_t*>(h);
-  });
+  close_late_timer(op.late);
   op.late = nullptr;
 }
 
