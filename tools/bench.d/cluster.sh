@@ -11,7 +11,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 lua_script="$here/workload.lua"
 util="$here/cluster_util.py"
-thrasher="$here/thrasher.py"
 
 usage() {
   cat <<EOF
@@ -31,6 +30,8 @@ Options:
   --threads T            threads of each node's wrk process (default 1)
   --workers W            thrasher workers (default 16)
   --binary PATH          ringstore binary (default build/ringstore)
+  --thrasher PATH        verifying load generator (default: ringstore-thrash
+                         next to the ringstore binary)
   --workloads LIST       comma-separated subset of put1k,get1k,thrash
                          (default: all)
   --markdown             print the table as Markdown (for BENCHMARKS.md)
@@ -39,7 +40,7 @@ Options:
 Workloads:
   put1k   PUT 1 KiB bodies to random keys among 10,000 names
   get1k   GET random keys among 1,000 objects of 1 KiB, PUT beforehand
-  thrash  tools/bench.d/thrasher.py: each worker repeats, on fresh keys of
+  thrash  ringstore-thrash (tools/thrasher): each worker repeats, on fresh keys of
           its own, PUT random value (1..1024 bytes), GET and compare, DELETE,
           GET expecting 404, each request through the next node in turn;
           any wrong answer is a mismatch, any failed request an error
@@ -74,6 +75,7 @@ connections=100
 threads=1
 workers=16
 binary="$repo/build/ringstore"
+thrasher=""
 workloads="put1k,get1k,thrash"
 markdown=0
 
@@ -92,7 +94,7 @@ while (($#)); do
       markdown=1
       shift
       continue ;;
-    --nodes|--duration|--runs|--connections|--threads|--workers|--binary|--workloads)
+    --nodes|--duration|--runs|--connections|--threads|--workers|--binary|--thrasher|--workloads)
       if ((!has_val)); then
         (($# >= 2)) || die_usage "option $opt needs a value"
         val=$2
@@ -104,6 +106,7 @@ while (($#)); do
   esac
   case $opt in
     --binary) binary=$val; continue ;;
+    --thrasher) thrasher=$val; continue ;;
     --workloads) workloads=$val; continue ;;
   esac
   [[ $val =~ ^[0-9]+$ ]] && ((10#$val > 0)) || die_usage "$opt needs a positive integer, got '$val'"
@@ -144,6 +147,9 @@ for tool in wrk python3 curl; do
 done
 [[ $binary == /* ]] || binary="$PWD/$binary"
 [[ -x $binary ]] || { echo "tools/bench: no executable at $binary (build it first, or pass --binary)" >&2; exit 1; }
+[[ -n $thrasher ]] || thrasher="$(dirname "$binary")/ringstore-thrash"
+[[ $thrasher == /* ]] || thrasher="$PWD/$thrasher"
+[[ -x $thrasher ]] || { echo "tools/bench: no executable at $thrasher (build it first, or pass --thrasher)" >&2; exit 1; }
 
 log() { echo "bench: $*" >&2; }
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
@@ -337,7 +343,7 @@ PY
 
 run_thrash() { # run
   local run=$1 rc=0 line out="$tmp/thrash-$run.log" err="$tmp/thrash-$run.err"
-  python3 "$thrasher" --duration "$duration" --workers "$workers" --run-id "r$run" \
+  "$thrasher" --duration "$duration" --workers "$workers" --run-id "r$run" \
     "${urls[@]}" >"$out" 2>"$err" &
   load_pids=($!)
   wait "${load_pids[0]}" || rc=$?

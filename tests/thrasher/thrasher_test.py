@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""ringstore-thrash, the verifying load of tools/bench --cluster, passes against a real
+node and catches a store that breaks its contract.
+
+1. Against a real `ringstore serve`: exit 0, cycles done, no errors, no mismatches.
+2. Against a small HTTP store that keeps a deleted value (a resurrection bug): exit 1,
+   mismatches counted, and the failure named on stderr.
+
+Usage: thrasher_test.py PATH_TO_RINGSTORE PATH_TO_RINGSTORE_THRASH
+"""
+import hashlib
+import http.server
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    sys.exit(1)
+
+
+def result(out):
+    for line in out.splitlines():
+        if line.startswith("THRASHRESULT "):
+            return dict(kv.split("=", 1) for kv in line.split()[1:])
+    fail("no THRASHRESULT line in: " + out)
+
+
+def thrash(thrasher, urls, seconds="1.5"):
+    p = subprocess.run([thrasher, "--duration", seconds, "--workers", "4", *urls],
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, result(p.stdout), p.stderr
+
+
+class KeepsDeleted(http.server.BaseHTTPRequestHandler):
+    """Answers like a store, except that DELETE forgets nothing."""
+    protocol_version = "HTTP/1.1"
+    values = {}
+    lock = threading.Lock()
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body=b"", etag=None):
+        self.send_response(status)
+        if etag:
+            self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            self.values[self.path] = body
+        self.answer(201, etag='"%s"' % hashlib.md5(body).hexdigest())
+
+    def do_GET(self):
+        with self.lock:
+            body = self.values.get(self.path)
+        self.answer(404) if body is None else self.answer(200, body)
+
+    def do_DELETE(self):
+        self.answer(204)
+
+
+def main():
+    binary, thrasher = sys.argv[1], sys.argv[2]
+
+    tmp = tempfile.mkdtemp(prefix="ringstore-thrash.")
+    node = subprocess.Popen(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data", tmp + "/data",
+         "--disk", tmp + "/d1", "--disk", tmp + "/d2", "--insecure"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = node.stdout.readline()
+        if "listening on" not in line:
+            fail("node did not start: " + line)
+        port = int(line.strip().rsplit(":", 1)[1])
+        rc, r, err = thrash(thrasher, ["http://127.0.0.1:%d" % port])
+        if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
+            fail("against a real node: exit %d, %s\n%s" % (rc, r, err))
+        if int(r["final_checked"]) == 0:
+            fail("no deleted key was checked after the run: %s" % r)
+        print("real node: %s cycles, exit 0" % r["cycles"])
+    finally:
+        node.terminate()
+        node.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepsDeleted)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        rc, r, err = thrash(thrasher, ["http://127.0.0.1:%d" % server.server_address[1]], "0.5")
+    finally:
+        server.shutdown()
+    if rc != 1 or int(r["mismatches"]) == 0 or "after DELETE" not in err:
+        fail("a store that keeps deleted values: exit %d, %s\n%s" % (rc, r, err))
+    print("store that keeps deleted values: %s mismatches, exit 1" % r["mismatches"])
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
