@@ -114,3 +114,12 @@ done
 wait "$wrk_pid"
 [[ $on_ms == 0 ]] || printf 'node 3 held all %s keys again after %.1f s\n' "$keys" "$(echo "$(date +%s.%N) - $t0" | bc)"
 measure "anti-entropy on, after the refill"
+# What the refill moved: keys each node pushed and pulled, and the internal writes the
+# refilled node received for versions it already held (duplicate offers).
+for i in 0 1 2; do
+  curl -sf "127.0.0.1:${ports[i]}/_/metrics" | awk -v n=$((i + 1)) '
+    $1 == "ringstore_anti_entropy_keys_pushed_total" {pu = $2}
+    $1 == "ringstore_anti_entropy_keys_pulled_total" {pl = $2}
+    $1 == "ringstore_internal_puts_already_held_total" {ah = $2}
+    END {printf "node %d: anti-entropy pushed %d, pulled %d; internal PUTs already held %d\n", n, pu, pl, ah}'
+done
