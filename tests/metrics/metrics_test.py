@@ -5,13 +5,13 @@ Usage: metrics_test.py PATH_TO_RINGSTORE
 """
 import http.client
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from ringstore_nodes import SingleNode  # noqa: E402
 
 
 def fail(msg):
@@ -45,16 +45,7 @@ def value(m, name, **labels):
 
 def main():
     binary = sys.argv[1]
-    tmp = tempfile.mkdtemp(prefix="ringstore-metrics.")
-    node = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data", tmp + "/data",
-         "--disk", tmp + "/d1", "--disk", tmp + "/d2", "--insecure"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = node.stdout.readline()
-        if "listening on" not in line:
-            fail("node did not start: " + line)
-        port = int(line.strip().rsplit(":", 1)[1])
+    with SingleNode(binary, "ringstore-metrics.") as port:
         before = samples(port)
         for i in range(20):
             if fetch(port, "PUT", f"/m{i}", b"x" * 1000)[0] != 201:
@@ -90,13 +81,6 @@ def main():
         if bad:
             fail("; ".join(bad))
         print(f"metrics ok: {len(after)} samples parsed")
-    finally:
-        node.terminate()
-        try:
-            node.wait(20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,41 @@ def wait_for(cond, deadline_s, interval_s=0.1):
         if time.monotonic() - t0 >= deadline_s:
             return None
         time.sleep(interval_s)
+
+
+class SingleNode:
+    """`with SingleNode(binary, prefix) as port:` one insecure `ringstore serve` on a
+    free port of 127.0.0.1 with two disks in a temporary directory; stopped and removed
+    on exit. Raises RuntimeError when the node does not start."""
+
+    def __init__(self, binary, prefix):
+        self.binary = binary
+        self.prefix = prefix
+        self.proc = None
+        self.tmp = None
+
+    def __enter__(self):
+        import tempfile
+        self.tmp = tempfile.mkdtemp(prefix=self.prefix)
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--listen", "127.0.0.1:0", "--data", self.tmp + "/data",
+             "--disk", self.tmp + "/d1", "--disk", self.tmp + "/d2", "--insecure"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            preexec_fn=_die_with_parent)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.__exit__(None, None, None)
+            raise RuntimeError("node did not start: " + line)
+        return int(line.strip().rsplit(":", 1)[1])
+
+    def __exit__(self, *exc):
+        import shutil
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False

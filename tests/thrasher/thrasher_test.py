@@ -10,11 +10,13 @@ Usage: thrasher_test.py PATH_TO_RINGSTORE PATH_TO_RINGSTORE_THRASH
 """
 import hashlib
 import http.server
-import shutil
+import os
 import subprocess
 import sys
-import tempfile
 import threading
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from ringstore_nodes import SingleNode  # noqa: E402
 
 
 def fail(msg):
@@ -70,26 +72,13 @@ class KeepsDeleted(http.server.BaseHTTPRequestHandler):
 def main():
     binary, thrasher = sys.argv[1], sys.argv[2]
 
-    tmp = tempfile.mkdtemp(prefix="ringstore-thrash.")
-    node = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data", tmp + "/data",
-         "--disk", tmp + "/d1", "--disk", tmp + "/d2", "--insecure"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = node.stdout.readline()
-        if "listening on" not in line:
-            fail("node did not start: " + line)
-        port = int(line.strip().rsplit(":", 1)[1])
+    with SingleNode(binary, "ringstore-thrash.") as port:
         rc, r, err = thrash(thrasher, ["http://127.0.0.1:%d" % port])
-        if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
-            fail("against a real node: exit %d, %s\n%s" % (rc, r, err))
-        if int(r["final_checked"]) == 0:
-            fail("no deleted key was checked after the run: %s" % r)
-        print("real node: %s cycles, exit 0" % r["cycles"])
-    finally:
-        node.terminate()
-        node.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+    if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
+        fail("against a real node: exit %d, %s\n%s" % (rc, r, err))
+    if int(r["final_checked"]) == 0:
+        fail("no deleted key was checked after the run: %s" % r)
+    print("real node: %s cycles, exit 0" % r["cycles"])
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepsDeleted)
     t = threading.Thread(target=server.serve_forever, daemon=True)

@@ -442,10 +442,14 @@ bool parse_url(const std::string& url, Node* out) {
   return out->port > 0 && out->port < 65536 && inet_pton(AF_INET, out->host.c_str(), &a) == 1;
 }
 
-std::vector<double> merged(const std::vector<Worker*>& workers,
-                           std::vector<double> Worker::*field) {
+// The samples of every worker picked by `of`, sorted.
+template <typename Of>
+std::vector<double> merged(const std::vector<Worker*>& workers, Of of) {
   std::vector<double> all;
-  for (Worker* w : workers) all.insert(all.end(), (w->*field).begin(), (w->*field).end());
+  for (Worker* w : workers) {
+    const std::vector<double>& xs = of(*w);
+    all.insert(all.end(), xs.begin(), xs.end());
+  }
   std::sort(all.begin(), all.end());
   return all;
 }
@@ -521,14 +525,13 @@ int main(int argc, char** argv) {
     checked += w->checked();
   }
 
-  std::vector<double> lat = merged(workers, &Worker::lat_us);
-  std::vector<double> clat = merged(workers, &Worker::cycle_us);
+  std::vector<double> lat = merged(workers, [](const Worker& w) -> const auto& { return w.lat_us; });
+  std::vector<double> clat = merged(workers, [](const Worker& w) -> const auto& { return w.cycle_us; });
   std::string kinds;
   const char* const kind_key[] = {"put", "get", "delete"};
   for (int k = 0; k < 3; ++k) {
-    std::vector<double> xs;
-    for (Worker* w : workers) xs.insert(xs.end(), w->kind_us[k].begin(), w->kind_us[k].end());
-    std::sort(xs.begin(), xs.end());
+    std::vector<double> xs =
+        merged(workers, [k](const Worker& w) -> const auto& { return w.kind_us[k]; });
     char buf[96];
     std::snprintf(buf, sizeof buf, " %s_p50_us=%.0f %s_p99_us=%.0f", kind_key[k],
                   percentile(xs, 50), kind_key[k], percentile(xs, 99));
