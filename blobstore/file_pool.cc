@@ -9,6 +9,7 @@
 #include "blobstore/limits.h"
 #include "common/assert.h"
 #include "common/status.h"
+#include "common/thread_name.h"
 
 namespace blobstore {
 
@@ -68,7 +69,10 @@ FileStock::~FileStock() { stop(); }
 
 void FileStock::start() {
   ASSERT(!thread_.joinable());
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    common::name_this_thread("rs-file-stock");
+    run();
+  });
 }
 
 void FileStock::stop() {

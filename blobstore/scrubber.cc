@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "blobstore/index.h"
+#include "common/thread_name.h"
 
 namespace blobstore {
 
@@ -114,7 +115,10 @@ Scrubber::~Scrubber() { stop(); }
 void Scrubber::start() {
   ASSERT(!thread_.joinable());
   if (!config_.enabled()) return;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    common::name_this_thread("rs-scrubber");
+    run();
+  });
 }
 
 void Scrubber::stop() {
