@@ -58,19 +58,19 @@ shot=$(cd "$(dirname "$shot")" && pwd)/$(basename "$shot")
 "$root/tools/cluster" up "$members" >"$tmp/cluster.out" 2>&1 || { cat "$tmp/cluster.out"; fail "the cluster did not start"; }
 base="http://127.0.0.1:$(cat "$RINGSTORE_CLUSTER_DIR/n1/port")"
 
-# Every node must see every member alive before the keys go in, so that they land on
-# their preference lists.
+# Every node must see every member alive and done joining (state normal) before the
+# keys go in, so that they land on their preference lists and N is the cluster's.
 all_alive() {
   local d
   for d in "$RINGSTORE_CLUSTER_DIR"/n*; do
     curl -fsS --max-time 2 "http://127.0.0.1:$(cat "$d/port")/_/status" 2>/dev/null |
       python3 -c 'import json, sys
 m = json.load(sys.stdin)["members"]
-sys.exit(0 if len(m) == int(sys.argv[1]) and all(x["alive"] for x in m) else 1)' "$members" || return 1
+sys.exit(0 if len(m) == int(sys.argv[1]) and all(x["alive"] and x["state"] == "normal" for x in m) else 1)' "$members" || return 1
   done
 }
 for _ in $(seq 1 150); do all_alive && break; sleep 0.2; done
-all_alive || fail "the $members nodes did not all see each other alive within 30 s"
+all_alive || fail "the $members nodes did not all see each other alive and normal within 30 s"
 
 for k in "$key" docs/readme.txt logs/2026/app.log hello; do
   curl -fsS -X PUT --data-binary "admin page test: $k" "$base/$k" >"$tmp/put.json" || fail "PUT $k failed"
