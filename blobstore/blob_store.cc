@@ -111,7 +111,7 @@ Status BlobStore::start(Options& options) {
   ASSERT(RAND_bytes(run.data(), static_cast<int>(run.size())) == 1);
   temp_prefix_ = hex(run.data(), run.size()) + "-";
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
-                                           pool_.get(), temp_prefix_ + "p");
+                                           pool_.get(), temp_prefix_ + "p", options.background_linger_ms);
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
@@ -264,6 +264,7 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   op->meta = w->meta_;
   op->temp_path = w->temp_path_;
   op->temp_fd = w->fd_;
+  op->background = w->background_;
   op->done = std::move(done);
   w->fd_ = -1;  // the committer owns the file now
   if (!committer_->submit(std::move(op))) {

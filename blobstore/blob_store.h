@@ -34,6 +34,8 @@ struct Options {
   // How long a superseded file waits before it is reused (tests shorten it).
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
   ScrubConfig scrub{0, 0};  // the background scrub; off unless the node turns it on
+  // How long background writes wait for company (blobstore/limits.h; tests lengthen it).
+  std::uint64_t background_linger_ms = limits::background_linger_ms;
   bool stock_files = true;  // keep empty files ready (FileStock); tests that count files turn it off
 };
 
@@ -56,6 +58,9 @@ class BlobWriter {
     meta_.hint_for = owner;
   }
   void set_tombstone() { meta_.tombstone = true; }
+  // No client waits for this write (a repair, a hint delivered, a range streamed): the
+  // committer may hold it briefly to make it durable together with others.
+  void set_background() { background_ = true; }
   // The MD5 of what was appended so far is known only at commit; this is its final value.
   Md5Digest finish_md5();
   // What the writer holds so far (version and MD5 are set at commit).
@@ -77,6 +82,7 @@ class BlobWriter {
   std::uint64_t reused_bytes_ = 0;  // a pooled file's old size: truncated when longer
   std::string held_;               // the body while it is small
   bool spilled_ = false;           // held_ went to the file; appends write through
+  bool background_ = false;
   Status spill();
   Status write_through(const char* data, std::size_t n);
   Md5 md5_;

@@ -32,6 +32,7 @@ struct Store {
   FaultHook fault;
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
   bool stock_files = false;  // most tests count the files in tmp/
+  std::uint64_t linger_ms = limits::background_linger_ms;
 
   explicit Store(FaultHook f = nullptr, std::uint64_t cool_ms = limits::pooled_file_cool_ms)
       : fault(std::move(f)), pool_cool_ms(cool_ms) {
@@ -46,6 +47,7 @@ struct Store {
     o.fault = fault;
     o.pool_cool_ms = pool_cool_ms;
     o.stock_files = stock_files;
+    o.background_linger_ms = linger_ms;
     auto s = BlobStore::open(o);
     REQUIRE(s.is_ok());
     store = std::move(s.value());
@@ -185,6 +187,51 @@ TEST_CASE("writes submitted together commit together", "[blobstore]") {
   CHECK(s.get("key7") == "value7");
   CHECK(s.get("key0") == "<tombstone>");
   CHECK(s.store->live_keys() == 199);
+}
+
+TEST_CASE("background writes wait for company; a foreground write ends the wait", "[blobstore]") {
+  Store s;
+  s.linger_ms = 60'000;  // far longer than the test: only company ends the wait
+  s.reopen();
+  int done = 0;
+  auto background_put = [&](const std::string& key) {
+    auto w = s.store->begin_write(key, "", 0);
+    REQUIRE(w.is_ok());
+    REQUIRE(w.value()->append("v", 1).is_ok());
+    w.value()->set_background();
+    REQUIRE(s.store->commit(std::move(w.value()), ver(1), [&](Status st, CommitResult r) {
+      CHECK(st.is_ok());
+      CHECK(r.applied);
+      done++;
+    }).is_ok());
+  };
+  auto settle = [&](int ms) {
+    for (int i = 0; i < ms; i++) {
+      s.store->run_completions();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  std::uint64_t batches = s.store->committer().batches();
+  static_assert(limits::syncfs_batch_min == 3, "the steps below make a batch of three");
+  background_put("bg0");
+  background_put("bg1");
+  settle(300);
+  CHECK(done == 0);  // two are fewer than one syncfs() is worth: they wait
+  background_put("bg2");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (done < 3 && std::chrono::steady_clock::now() < deadline) settle(1);
+  CHECK(done == 3);
+  CHECK(s.store->committer().batches() == batches + 1);
+  CHECK(s.get("bg1") == "v");
+
+  background_put("bg3");
+  settle(100);
+  CHECK(done == 3);
+  CHECK(s.put("fg", "x", ver(1)).is_ok());  // a client's write takes the waiting one along
+  settle(50);
+  CHECK(done == 4);
+  CHECK(s.store->committer().batches() == batches + 2);
+  CHECK(s.get("bg3") == "v");
 }
 
 TEST_CASE("a failure or crash at any step of the write path leaves the key absent or whole",

@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "blobstore/limits.h"
+#include "common/thread_name.h"
 
 namespace blobstore {
 
@@ -69,19 +70,24 @@ CommitOp::~CommitOp() {
 }
 
 Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> notify,
-                     FaultHook fault, FilePool* pool, std::string pool_prefix)
+                     FaultHook fault, FilePool* pool, std::string pool_prefix,
+                     std::uint64_t linger_ms)
     : index_(index),
       disks_(disks),
       notify_(std::move(notify)),
       fault_(std::move(fault)),
       pool_(pool),
-      pool_prefix_(std::move(pool_prefix)) {}
+      pool_prefix_(std::move(pool_prefix)),
+      linger_ms_(linger_ms) {}
 
 Committer::~Committer() { stop(); }
 
 void Committer::start() {
   ASSERT(!thread_.joinable());
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    common::name_this_thread("rs-committer");
+    run();
+  });
 }
 
 void Committer::stop() {
@@ -99,6 +105,11 @@ bool Committer::submit(std::unique_ptr<CommitOp> op) {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
     if (queue_.size() >= limits::commit_queue_max) return false;
+    if (!op->background) {
+      foreground_queued_++;
+    } else if (op->is_write() && background_writes_queued_++ == 0) {
+      oldest_background_ = std::chrono::steady_clock::now();
+    }
     queue_.push_back(std::move(op));
   }
   cv_.notify_one();
@@ -124,14 +135,29 @@ void Committer::run() {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait(l, [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything submitted is committed
+      if (!ready_locked()) {
+        cv_.wait_until(l, oldest_background_ + std::chrono::milliseconds(linger_ms_),
+                       [this] { return ready_locked(); });
+      }
       while (!queue_.empty() && batch.size() < limits::commit_batch_max) {
+        const CommitOp& op = *queue_.front();
+        if (!op.background) foreground_queued_--;
+        if (op.background && op.is_write()) background_writes_queued_--;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      if (background_writes_queued_ > 0) oldest_background_ = std::chrono::steady_clock::now();
     }
     process(batch);
     finish(batch);
   }
+}
+
+// Whether the queue is worth a batch now: anything a client waits for, or background
+// writes enough for one syncfs(). Background writes alone wait up to the linger.
+bool Committer::ready_locked() const {
+  return stopping_ || foreground_queued_ > 0 || background_writes_queued_ >= limits::syncfs_batch_min ||
+         background_writes_queued_ == 0;
 }
 
 // Returns true when the batch must stop here. A simulated crash leaves every file where

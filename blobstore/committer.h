@@ -13,6 +13,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -31,6 +32,7 @@
 #include "blobstore/disks.h"
 #include "blobstore/file_pool.h"
 #include "blobstore/index.h"
+#include "blobstore/limits.h"
 
 namespace blobstore {
 
@@ -74,6 +76,9 @@ struct CommitOp {
   std::string pending;
   std::uint64_t truncate_to = 0;
   bool is_write() const { return kind == Kind::write; }
+  // No client waits for it: the committer may hold it up to the linger (see
+  // limits::background_linger_ms) to commit it with others.
+  bool background = false;
   std::string temp_path;  // absolute
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
   CommitCallback done;
@@ -88,7 +93,8 @@ class Committer {
   // `pool` (may be null) takes the files of superseded versions for reuse; they are
   // moved to DISK/tmp/<pool_prefix><n>.
   Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault,
-            FilePool* pool = nullptr, std::string pool_prefix = "");
+            FilePool* pool = nullptr, std::string pool_prefix = "",
+            std::uint64_t linger_ms = limits::background_linger_ms);
   ~Committer();  // stops, after committing everything already submitted
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
@@ -114,6 +120,7 @@ class Committer {
  private:
   using Batch = std::vector<std::unique_ptr<CommitOp>>;
   void run();
+  bool ready_locked() const;
   void process(Batch& batch);
   bool fault(WriteStep step, Batch& batch);
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
@@ -138,6 +145,10 @@ class Committer {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<CommitOp>> queue_;  // guarded by mu_
+  // Guarded by mu_: queued ops that are not background, and background writes.
+  std::size_t foreground_queued_ = 0, background_writes_queued_ = 0;
+  std::chrono::steady_clock::time_point oldest_background_;  // guarded by mu_
+  std::uint64_t linger_ms_;
   bool stopping_ = false;                         // guarded by mu_
   bool crashed_ = false;                          // committer thread only
   std::thread thread_;

@@ -533,6 +533,7 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
                                      [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
     if (local_replica) {
       counters_.read_repairs++;
+      (*writer)->set_background();
       Status c = server_.store().commit(std::move(*writer), want.version,
                                         [](Status, blobstore::CommitResult) {});
       if (!c.is_ok()) log::warn("read repair of a local copy failed: " + c.message());
@@ -585,7 +586,8 @@ void Coordinator::push(const std::string& key, const std::string& addr,
   req->method = "PUT";
   req->target = "/_/internal/blob/" + encode_key(key);
   req->headers = "X-Ringstore-Version: " + m.version.to_string() + "\r\n" +
-                 "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n";
+                 "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n" +
+                 "X-Ringstore-Background: 1\r\n";  // no client waits for a pushed copy
   if (m.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
   if (!m.content_type.empty()) req->headers += "Content-Type: " + m.content_type + "\r\n";
   if (hint_for) req->headers += "X-Ringstore-Hint-For: " + node_hex(*hint_for) + "\r\n";

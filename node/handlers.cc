@@ -331,6 +331,9 @@ void Server::internal_put(Connection& c) {
       return c.respond_error(Status::invalid("checksum_mismatch: the body does not match its MD5"));
     }
   }
+  if (const std::string* bg = r.ringstore_header("background"); bg != nullptr && *bg == "1") {
+    r.writer->set_background();
+  }
   std::optional<ring::NodeId> hinted;
   if (const std::string* hint = r.ringstore_header("hint-for")) {
     ring::NodeId owner{};

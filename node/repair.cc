@@ -234,6 +234,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
       s = Status::io_error("the fetched copy changed or did not check out");
     }
     if (!s.is_ok()) return finish(f, s);
+    (*writer)->set_background();
     Status c = server_.store().commit(std::move(*writer), want.version,
                                       [this, f, want](Status st, blobstore::CommitResult r) {
                                         if (closed_) return;
