@@ -531,7 +531,7 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
     auto handle = server_.store().handle_of(**writer, want.version);
     bool local_replica = std::any_of(op->answers.begin(), op->answers.end(),
                                      [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
-    if (local_replica) {
+    if (local_replica && take_repair_token()) {
       counters_.read_repairs++;
       (*writer)->set_background();
       Status c = server_.store().commit(std::move(*writer), want.version,
@@ -547,6 +547,21 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
   server_.peers().send(op->answers[holder].replica.addr, std::move(req));
 }
 
+// A token bucket holding a tenth of a second of repairs, like anti-entropy's.
+bool Coordinator::take_repair_token() {
+  const double rate = config_.read_repairs_per_sec;
+  std::uint64_t now = uv_now(server_.loop());
+  double cap = std::max(1.0, rate / 10.0);
+  repair_tokens_ = std::min(cap, repair_tokens_ + static_cast<double>(now - repair_tokens_ms_) * rate / 1000.0);
+  repair_tokens_ms_ = now;
+  if (repair_tokens_ < 1) {
+    counters_.read_repairs_deferred++;
+    return false;
+  }
+  repair_tokens_ -= 1;
+  return true;
+}
+
 // Every asked replica that answered without the newest version gets it, from this node
 // when it holds it, else from the replica that does (POST /_/internal/push).
 void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
@@ -558,6 +573,7 @@ void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
   for (const auto& a : op->answers) {
     if (!a.ok || a.replica.self) continue;  // the local copy is repaired by serve_remote
     if (a.present && !(a.meta.version < newest->meta.version)) continue;
+    if (!take_repair_token()) continue;
     counters_.read_repairs++;
     std::string addr = a.replica.addr;
     if (newest->replica.self) {

@@ -37,10 +37,16 @@ bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore
 struct QuorumConfig {
   std::uint32_t n = 3, r = 2, w = 2;
   std::uint32_t replica_timeout_ms = 2'000;
+  // Replicas a node's reads may repair per second. A replica that lost everything (a
+  // wiped disk) would otherwise get a write for nearly every read while the node
+  // refills, work the foreground pays for; a repair over the budget is left to
+  // anti-entropy, which moves it at its own budget.
+  std::uint32_t read_repairs_per_sec = 2'000;
 };
 
 struct CoordinatorCounters {
   std::uint64_t read_repairs = 0;
+  std::uint64_t read_repairs_deferred = 0;  // over the budget: left to anti-entropy
   std::uint64_t hints_stored = 0;
   std::uint64_t replica_errors = 0;
   std::uint64_t writes_unavailable = 0;
@@ -88,11 +94,14 @@ class Coordinator {
   void on_answer(const std::shared_ptr<ReadOp>& op);
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
   void repair(const std::shared_ptr<ReadOp>& op);
+  bool take_repair_token();
 
   Server& server_;
   QuorumConfig config_;
   CoordinatorCounters counters_;
   ReplicaScores scores_;  // how fast replicas answered reads of late
+  double repair_tokens_ = 0;  // read repairs allowed now (refills at read_repairs_per_sec)
+  std::uint64_t repair_tokens_ms_ = 0;
 };
 
 }  // namespace node

@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--replica-timeout-ms", config.quorum.replica_timeout_ms,
                         "how long a replica may take to answer")
       ->envname("RINGSTORE_REPLICA_TIMEOUT_MS")->check(CLI::Range(50, 600'000));
+  serve_cmd->add_option("--read-repairs-per-sec", config.quorum.read_repairs_per_sec,
+                        "replicas this node's reads may repair per second (the rest: anti-entropy)")
+      ->envname("RINGSTORE_READ_REPAIRS_PER_SEC")->check(CLI::Range(1, 1'000'000));
   serve_cmd->add_option("--seeds", config.seeds, "gossip seeds, HOST:PORT (comma-separated or repeated)")
       ->envname("RINGSTORE_SEEDS")->delimiter(',');
   serve_cmd->add_option("--secret-file", secret_file, "file holding the cluster secret "

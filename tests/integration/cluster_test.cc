@@ -272,6 +272,37 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
   CHECK(request("GET", c.nodes[2]->url("rr-7?r=1")).body == "v7");
 }
 
+TEST_CASE("read repairs over the node's budget are left to anti-entropy", "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0", "--read-repairs-per-sec", "1"});
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  c.nodes[2]->kill9();
+  for (int k = 0; k < 20; k++) {
+    REQUIRE(request("PUT", c.nodes[0]->url("rb-" + std::to_string(k)), "v" + std::to_string(k)).status == 201);
+  }
+  c.nodes[2]->restart();
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
+  auto started = std::chrono::steady_clock::now();
+  for (int k = 0; k < 20; k++) {  // through node 1 only: one budget
+    Response r;
+    for (int attempt = 0; attempt < 20; attempt++) {
+      r = request("GET", c.nodes[0]->url("rb-" + std::to_string(k) + "?r=3"));
+      if (r.status != 503) break;
+      std::this_thread::sleep_for(Millis(250));
+    }
+    REQUIRE(r.status == 200);
+    REQUIRE(r.body == "v" + std::to_string(k));  // a deferred repair never costs the answer
+  }
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::uint64_t repairs = c.sum("read_repairs"), deferred = c.sum("read_repairs_deferred");
+  std::printf("20 stale reads in %.2f s at 1 repair/s: %llu repaired, %llu left to anti-entropy\n", took,
+              static_cast<unsigned long long>(repairs), static_cast<unsigned long long>(deferred));
+  CHECK(repairs + deferred == 20);
+  CHECK(static_cast<double>(repairs) <= 1 + took + 1);  // the bucket's one token, then 1/s
+  CHECK(deferred >= 1);
+  CHECK(wait_for([&] { return c.status(2)["keys"].get<std::uint64_t>() == repairs; }, 10) >= 0);
+}
+
 TEST_CASE("a read does not wait for a stalled replica: it asks one more", "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
   Cluster c(3, {"--anti-entropy-interval-ms", "0"});
