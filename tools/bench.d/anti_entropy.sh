@@ -3,11 +3,15 @@
 # repair, and on while it refills a node whose disks were wiped; prints p50/p99 of each
 # and the time the wiped node took to hold all its keys again.
 #   tools/bench.d/anti_entropy.sh [KEYS] [SECONDS]     (defaults 10000, 10)
+# ROUNDS=K measures the in-step and the refilling steps K times each (default 1), back
+# to back, and ends with the median p99 of each and their ratio; a refilling window that
+# the refill outlasted by less than its length is not counted.
 # AE_INTERVAL_MS=0 runs the same steps with anti-entropy off throughout: the control for
 # the refill step (GETs that find node 3 missing a key read-repair it either way).
 # PACE_MS=D paces the foreground: each of the 32 connections waits D ms after every
 # answer (the default saturates the two cores, so that any background work shows).
-# AE_KEYS_PER_SEC=K sets the nodes' --anti-entropy-keys-per-sec (default: the node's).
+# AE_KEYS_PER_SEC=K sets the nodes' --anti-entropy-keys-per-sec (default: the node's);
+# READ_REPAIRS_PER_SEC=K their --read-repairs-per-sec.
 # Everything lives in a temporary directory removed on exit; the nodes listen on free
 # ports of 127.0.0.1 and no traffic goes anywhere else.
 set -euo pipefail
@@ -39,6 +43,7 @@ start_node() {  # index, anti-entropy interval
   "$binary" --log-level warn serve --listen "127.0.0.1:${ports[i]}" --data "$d/data" --disk "$d/d0" --disk "$d/d1" \
     --seeds "127.0.0.1:${ports[0]}" --anti-entropy-interval-ms "$2" \
     ${AE_KEYS_PER_SEC:+--anti-entropy-keys-per-sec "$AE_KEYS_PER_SEC"} \
+    ${READ_REPAIRS_PER_SEC:+--read-repairs-per-sec "$READ_REPAIRS_PER_SEC"} \
     2>>"$d/log" >/dev/null &
   pids[i]=$!
 }
@@ -59,14 +64,20 @@ wait_members() {
 # a second: while node 3 refills its /_/metrics answer waits ~2.5 ms for the loop, and
 # five polls a second (the first version) added ~4 ms to the refill p99 on their own.
 node_keys() { curl -sf "127.0.0.1:${ports[$1]}/_/metrics" | awk '$1 == "ringstore_keys" {print $2}'; }
-measure() {  # label
-  local out
+measure() {  # label [file that collects the p99 in ms]
+  local out p99
   out=$(BENCH_METHOD=GET BENCH_PREFIX=k BENCH_KEYS=$keys BENCH_WIDTH=6 BENCH_DELAY_MS=${PACE_MS:-} \
         wrk -t2 -c32 -d"${seconds}s" --latency -s "$here/workload.lua" "http://127.0.0.1:${ports[0]}")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   printf '%-34s req/s %8s  p50 %8s  p99 %8s\n' "$1" \
-    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-    "$(awk '$1 == "50%" {print $2}' <<<"$out")" "$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1 == "50%" {print $2}' <<<"$out")" "$p99"
+  if [[ -n ${2:-} ]]; then
+    awk '{v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v *= 1; else if ($1 ~ /s$/) v *= 1000; print v}' \
+      <<<"$p99" >>"$2"
+  fi
 }
+median() { sort -g "$1" | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+rounds=${ROUNDS:-1}
 
 for i in 0 1 2; do start_node "$i" 0; done
 wait_members
@@ -91,8 +102,7 @@ on_ms=${AE_INTERVAL_MS:-1000}
 for i in 0 1 2; do stop_node "$i"; start_node "$i" "$on_ms"; done
 wait_members
 sleep 2
-measure "anti-entropy on, in step"
-measure "anti-entropy off -> on, in step (2)"
+for r in $(seq 1 "$rounds"); do measure "anti-entropy on, in step ($r)" "$tmp/p99.step"; done
 
 stop_node 2
 # The wiped disks are set aside, not deleted, until the end: this machine's disks are
@@ -104,15 +114,29 @@ mkdir -p "$tmp/n2/d0" "$tmp/n2/d1"
 "$binary" rebuild --data "$tmp/n2/data" --disk "$tmp/n2/d0" --disk "$tmp/n2/d1" >/dev/null
 start_node 2 "$on_ms"
 t0=$(date +%s.%N)
-measure "anti-entropy on, refilling node 3" &
+# The foreground rounds run one after another while the refill goes on; the first one
+# that starts after the refill ended is not run. Each round's p99 counts only when node 3
+# was still short of keys after it, so that every counted window lies within the refill.
+(
+  for r in $(seq 1 "$rounds"); do
+    [[ $r == 1 || $on_ms == 0 || $(node_keys 2 2>/dev/null || echo 0) != "$keys" ]] || break
+    measure "anti-entropy on, refilling node 3 ($r)" "$tmp/p99.round"
+    if [[ $on_ms == 0 || $(node_keys 2 2>/dev/null || echo 0) != "$keys" ]]; then
+      cat "$tmp/p99.round" >>"$tmp/p99.refill"
+    else
+      echo "  (node 3 was full before that window ended: not counted)"
+    fi
+    rm -f "$tmp/p99.round"
+  done
+) &
 wrk_pid=$!
 give_up=$((SECONDS + 300))
 until [[ $on_ms == 0 || $(node_keys 2 2>/dev/null || echo 0) == "$keys" ]]; do
   sleep 1
   if ((SECONDS > give_up)); then echo "node 3 did not refill" >&2; break; fi
 done
-wait "$wrk_pid"
 [[ $on_ms == 0 ]] || printf 'node 3 held all %s keys again after %.1f s\n' "$keys" "$(echo "$(date +%s.%N) - $t0" | bc)"
+wait "$wrk_pid"
 measure "anti-entropy on, after the refill"
 # What the refill moved: keys each node pushed and pulled, and the internal writes the
 # refilled node received for versions it already held (duplicate offers).
@@ -121,5 +145,12 @@ for i in 0 1 2; do
     $1 == "ringstore_anti_entropy_keys_pushed_total" {pu = $2}
     $1 == "ringstore_anti_entropy_keys_pulled_total" {pl = $2}
     $1 == "ringstore_internal_puts_already_held_total" {ah = $2}
-    END {printf "node %d: anti-entropy pushed %d, pulled %d; internal PUTs already held %d\n", n, pu, pl, ah}'
+    $1 == "ringstore_read_repairs_total" {rr = $2}
+    $1 == "ringstore_read_repairs_deferred_total" {rd = $2}
+    END {printf "node %d: anti-entropy pushed %d, pulled %d; internal PUTs already held %d; read repairs %d (deferred %d)\n", n, pu, pl, ah, rr, rd}'
 done
+step=$(median "$tmp/p99.step")
+refill=$([[ -s $tmp/p99.refill ]] && median "$tmp/p99.refill" || echo -)
+printf 'median p99: in step %s ms (%s rounds), refilling %s ms (%s rounds), ratio %s\n' "$step" \
+  "$(wc -l <"$tmp/p99.step")" "$refill" "$(cat "$tmp/p99.refill" 2>/dev/null | wc -l)" \
+  "$([[ $refill == - ]] && echo - || awk -v a="$refill" -v b="$step" 'BEGIN {printf "%.2f", a / b}')"
