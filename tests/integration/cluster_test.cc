@@ -75,6 +75,29 @@ struct Cluster {
 
 std::vector<std::string> secure() { return {}; }
 
+// Node 3 misses 20 writes (PREFIX0..19, values v0..v19) while it is killed, then returns.
+void miss_writes_on_node3(Cluster& c, const std::string& prefix) {
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
+  c.nodes[2]->kill9();
+  for (int k = 0; k < 20; k++) {
+    REQUIRE(request("PUT", c.nodes[0]->url(prefix + std::to_string(k)), "v" + std::to_string(k)).status == 201);
+  }
+  c.nodes[2]->restart();
+  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
+}
+
+// A GET with r=3 (every replica asked) through node VIA. Right after a restart a node may
+// still be reaching the restarted one at its old address: a 503 is tried again.
+Response read_every_replica(Cluster& c, std::size_t via, const std::string& key) {
+  Response r;
+  for (int attempt = 0; attempt < 20; attempt++) {
+    r = request("GET", c.nodes[via]->url(key + "?r=3"));
+    if (r.status != 503) break;
+    std::this_thread::sleep_for(Millis(250));
+  }
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("five nodes converge, place every key on exactly three, survive a kill -9",
@@ -243,23 +266,11 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
   // Hints never go out here and anti-entropy is off, so only read repair can bring the
   // returning node up to date.
   Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0"});
-  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
-  c.nodes[2]->kill9();
-  for (int k = 0; k < 20; k++) {
-    REQUIRE(request("PUT", c.nodes[0]->url("rr-" + std::to_string(k)), "v" + std::to_string(k)).status == 201);
-  }
-  c.nodes[2]->restart();
-  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
+  miss_writes_on_node3(c, "rr-");
   json before = c.status(2);
   CHECK(before["keys"].get<std::uint64_t>() == 0);
   for (int k = 0; k < 20; k++) {  // r=3 asks every replica, so every read sees node 3 stale
-    Response r;
-    // Right after the restart a node may still be reaching node 3 at its old address.
-    for (int attempt = 0; attempt < 20; attempt++) {
-      r = request("GET", c.nodes[k % 2]->url("rr-" + std::to_string(k) + "?r=3"));
-      if (r.status != 503) break;
-      std::this_thread::sleep_for(Millis(250));
-    }
+    Response r = read_every_replica(c, k % 2, "rr-" + std::to_string(k));
     INFO(r.body);
     REQUIRE(r.status == 200);
     REQUIRE(r.body == "v" + std::to_string(k));
@@ -275,21 +286,10 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
 TEST_CASE("read repairs over the node's budget are left to anti-entropy", "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
   Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0", "--read-repairs-per-sec", "1"});
-  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
-  c.nodes[2]->kill9();
-  for (int k = 0; k < 20; k++) {
-    REQUIRE(request("PUT", c.nodes[0]->url("rb-" + std::to_string(k)), "v" + std::to_string(k)).status == 201);
-  }
-  c.nodes[2]->restart();
-  REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
+  miss_writes_on_node3(c, "rb-");
   auto started = std::chrono::steady_clock::now();
   for (int k = 0; k < 20; k++) {  // through node 1 only: one budget
-    Response r;
-    for (int attempt = 0; attempt < 20; attempt++) {
-      r = request("GET", c.nodes[0]->url("rb-" + std::to_string(k) + "?r=3"));
-      if (r.status != 503) break;
-      std::this_thread::sleep_for(Millis(250));
-    }
+    Response r = read_every_replica(c, 0, "rb-" + std::to_string(k));
     REQUIRE(r.status == 200);
     REQUIRE(r.body == "v" + std::to_string(k));  // a deferred repair never costs the answer
   }
