@@ -160,8 +160,7 @@ void AntiEntropy::tick() {
     if (rebuilding_) return;
   }
   std::uint64_t now = uv_now(server_.loop());
-  double cap = std::max<double>(limits::ae_transfers_in_flight_max, config_.keys_per_sec / 10.0);
-  budget_ = std::min(cap, budget_ + static_cast<double>(now - budget_ms_) * config_.keys_per_sec / 1000.0);
+  budget_ = std::min(budget_cap(), budget_ + static_cast<double>(now - budget_ms_) * config_.keys_per_sec / 1000.0);
   budget_ms_ = now;
   pump();
   if (resume_ && queue_.size() < limits::ae_queue_max / 2) {
@@ -659,6 +658,18 @@ void AntiEntropy::finish_pass() {
 
 void AntiEntropy::enqueue(Transfer t) { queue_.push_back(std::move(t)); }
 
+double AntiEntropy::budget_cap() const {
+  return std::max<double>(limits::ae_transfers_in_flight_max, config_.keys_per_sec / 10.0);
+}
+
+// The peer held the version already: its other replica, or a read repair, got there
+// first (both replicas of a wiped node offer it every key). Nothing was written, so the
+// budget, which bounds the writes a transfer costs the foreground, gets it back.
+void AntiEntropy::offer_was_held() {
+  counters_.offers_already_held++;
+  budget_ = std::min(budget_cap(), budget_ + 1);
+}
+
 void AntiEntropy::pump() {
   if (pumping_) return;  // a transfer that finished at once: the loop below goes on
   pumping_ = true;
@@ -691,9 +702,10 @@ void AntiEntropy::run_transfer(const std::shared_ptr<Transfer>& t) {
   const std::uint32_t timeout = 4 * server_.coordinator().config().replica_timeout_ms;
   switch (t->kind) {
     case Transfer::Kind::push:
-      return server_.coordinator().push(t->key, t->addrs[0], nullptr, [this](Status s) {
+      return server_.coordinator().push(t->key, t->addrs[0], nullptr, [this](Status s, bool applied) {
         if (stopped_) return;
         if (s.is_ok()) counters_.keys_pushed++;
+        if (s.is_ok() && !applied) offer_was_held();
         transfer_done(s.is_ok() || s.code() == Code::not_found);  // gone here meanwhile
       });
     case Transfer::Kind::pull: {
@@ -707,6 +719,7 @@ void AntiEntropy::run_transfer(const std::shared_ptr<Transfer>& t) {
         if (stopped_) return;
         bool ok = s.is_ok() && r.status == 200;
         if (ok) counters_.keys_pulled++;
+        if (ok && r.body.find("\"applied\":false") != std::string::npos) offer_was_held();
         transfer_done(ok || (s.is_ok() && r.status == 404));
       };
       return server_.peers().send(t->addrs[0], std::move(req));
@@ -736,7 +749,7 @@ void AntiEntropy::run_transfer(const std::shared_ptr<Transfer>& t) {
   };
   for (const std::string& addr : t->addrs) {
     if (t->kind == Transfer::Kind::handoff) {
-      server_.coordinator().push(t->key, addr, nullptr, [votes, decided](Status s) {
+      server_.coordinator().push(t->key, addr, nullptr, [votes, decided](Status s, bool) {
         if (!s.is_ok()) votes->all = false;
         decided();
       });
@@ -875,6 +888,7 @@ nlohmann::json AntiEntropy::status_json() const {
           {"ranges_differing", k.ranges_differing},
           {"keys_pushed", k.keys_pushed},
           {"keys_pulled", k.keys_pulled},
+          {"offers_already_held", k.offers_already_held},
           {"keys_handed_off", k.keys_handed_off},
           {"tombstones_purged", k.tombstones_purged},
           {"transfer_errors", k.transfer_errors},
@@ -902,6 +916,7 @@ void AntiEntropy::write_metrics(std::string& out) const {
   counter("ringstore_anti_entropy_ranges_differing_total", "Compared arcs that differed.", k.ranges_differing);
   counter("ringstore_anti_entropy_keys_pushed_total", "Keys sent to a replica that lacked them or held them stale.", k.keys_pushed);
   counter("ringstore_anti_entropy_keys_pulled_total", "Keys fetched from a replica because this node lacked them or held them stale.", k.keys_pulled);
+  counter("ringstore_anti_entropy_offers_already_held_total", "Keys pushed or pulled that the receiver held already (budget refunded).", k.offers_already_held);
   counter("ringstore_anti_entropy_keys_handed_off_total", "Keys given to their owners and dropped here.", k.keys_handed_off);
   counter("ringstore_anti_entropy_tombstones_purged_total", "Tombstones purged after every replica held them and the grace passed.", k.tombstones_purged);
   counter("ringstore_anti_entropy_transfer_errors_total", "Anti-entropy transfers that failed.", k.transfer_errors);

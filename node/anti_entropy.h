@@ -83,6 +83,7 @@ struct AntiEntropyCounters {
   std::uint64_t ranges_differing = 0;  // of which differed
   std::uint64_t keys_pushed = 0;
   std::uint64_t keys_pulled = 0;
+  std::uint64_t offers_already_held = 0;  // pushed or pulled, and the receiver had it: refunded
   std::uint64_t keys_handed_off = 0;
   std::uint64_t tombstones_purged = 0;
   std::uint64_t transfer_errors = 0;
@@ -147,6 +148,8 @@ class AntiEntropy {
   // Transfers.
   void enqueue(Transfer t);
   void pump();
+  double budget_cap() const;
+  void offer_was_held();
   void run_transfer(const std::shared_ptr<Transfer>& t);
   void transfer_done(bool ok);
   // This node holds `key` as a replica at `v` or newer.

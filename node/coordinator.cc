@@ -577,7 +577,7 @@ void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
     counters_.read_repairs++;
     std::string addr = a.replica.addr;
     if (newest->replica.self) {
-      push(op->key, addr, nullptr, [addr](Status s) {
+      push(op->key, addr, nullptr, [addr](Status s, bool) {
         if (!s.is_ok()) log::warn("read repair to " + addr + " failed: " + s.message());
       });
       continue;
@@ -594,9 +594,9 @@ void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
 }
 
 void Coordinator::push(const std::string& key, const std::string& addr,
-                       const ring::NodeId* hint_for, std::function<void(Status)> done) {
+                       const ring::NodeId* hint_for, PushDone done) {
   auto h = server_.store().open_read(key);
-  if (!h.is_ok()) return done(h.take_status());
+  if (!h.is_ok()) return done(h.take_status(), false);
   const blobstore::BlobMeta& m = h.value().meta;
   auto req = std::make_unique<PeerRequest>();
   req->method = "PUT";
@@ -614,7 +614,8 @@ void Coordinator::push(const std::string& key, const std::string& addr,
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, m.size);
   req->done = [done = std::move(done)](Status s, PeerResponse r) {
     if (s.is_ok() && r.status != 201) s = Status::io_error("push answered " + std::to_string(r.status));
-    done(std::move(s));
+    bool applied = s.is_ok() && r.body.find("\"applied\":false") == std::string::npos;
+    done(std::move(s), applied);
   };
   server_.peers().send(addr, std::move(req));
 }

@@ -63,9 +63,10 @@ class Coordinator {
   void locate(Connection& c, const std::string& key);
 
   // Sends this node's copy of `key` to `addr` (as a hint for `hint_for` when given).
-  // done(ok) once the peer has it durably.
-  void push(const std::string& key, const std::string& addr, const ring::NodeId* hint_for,
-            std::function<void(Status)> done);
+  // done(ok, applied) once the peer has it durably; applied is false when the peer held
+  // that version or a newer one already (it wrote nothing).
+  using PushDone = std::function<void(Status, bool applied)>;
+  void push(const std::string& key, const std::string& addr, const ring::NodeId* hint_for, PushDone done);
 
   // n, r and w for a request: the defaults, a request's ?r= / ?w=, and never more than
   // the ring has members.

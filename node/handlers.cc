@@ -276,12 +276,13 @@ void Server::on_internal_request(Connection& c) {
   if (starts_with(r.target.path, internal_push)) {
     std::weak_ptr<Connection> weak = c.weak_from_this();
     return coordinator_->push(r.target.path.substr(internal_push.size()), *r.target.get("to"),
-                              nullptr, [weak](Status s) {
+                              nullptr, [weak](Status s, bool applied) {
                                 auto conn = weak.lock();
                                 if (!conn) return;
                                 if (!s.is_ok()) return conn->respond_error(s);
                                 conn->respond(200, "Content-Type: application/json\r\n",
-                                              "{\"pushed\":true}\n");
+                                              applied ? "{\"pushed\":true,\"applied\":true}\n"
+                                                      : "{\"pushed\":true,\"applied\":false}\n");
                               });
   }
   if (Transfers::handles(r.target.path)) return transfers_->on_request(c);

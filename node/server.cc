@@ -283,7 +283,7 @@ void Server::deliver_hints() {
     hints_in_flight_++;
     std::string key = h.key;
     blobstore::Version v = h.version;
-    coordinator_->push(key, owner->addr, nullptr, [this, key, v](Status s) {
+    coordinator_->push(key, owner->addr, nullptr, [this, key, v](Status s, bool) {
       hint_sweep_done(s.is_ok());
       if (!s.is_ok() || !store_) return;
       hints_delivered_++;
@@ -298,7 +298,7 @@ void Server::deliver_hints() {
     const Replica* owner = cluster_->find(m.target);
     if (owner == nullptr || owner->self || !owner->alive) continue;
     hints_in_flight_++;
-    coordinator_->push(m.key, owner->addr, nullptr, [this, m](Status s) {
+    coordinator_->push(m.key, owner->addr, nullptr, [this, m](Status s, bool) {
       hint_sweep_done(s.is_ok());
       if (!store_) return;
       // A key deleted and purged here meanwhile has nothing left to hand over; one on a

@@ -580,7 +580,8 @@ void Transfers::send_one(std::size_t index, std::size_t k) {
     send_one(index, k + 1);
   };
   if (sources_[send.holder].self) {
-    return server_.coordinator().push(w.key, send.to, nullptr, std::move(done));
+    return server_.coordinator().push(w.key, send.to, nullptr,
+                                      [done = std::move(done)](Status st, bool) { done(std::move(st)); });
   }
   auto req = std::make_unique<PeerRequest>();
   req->method = "POST";

@@ -129,6 +129,19 @@ double heal_wiped_node(int nodes, int count) {
   const std::size_t victim = static_cast<std::size_t>(nodes) - 1;
   std::uint64_t own = c.keys(victim);
   REQUIRE(own > 0);
+  // Keys written by anti-entropy transfers: pushed or pulled, less those the receiver
+  // answered it held already (both other replicas offer a wiped node every key).
+  auto written = [&](bool with_victim) {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i < c.nodes.size(); i++) {
+      if (i == victim && !with_victim) continue;
+      nlohmann::json a = c.status(i)["anti_entropy"];
+      n += a["keys_pushed"].get<std::uint64_t>() + a["keys_pulled"].get<std::uint64_t>() -
+           a["offers_already_held"].get<std::uint64_t>();
+    }
+    return n;
+  };
+  const std::uint64_t written_before = written(false);  // the victim's own counts restart
   wipe_disks_and_restart(c, victim);
   auto t0 = Clock::now();
   REQUIRE(wait_for([&] { return c.status(victim).is_object(); }, 10) >= 0);
@@ -143,6 +156,16 @@ double heal_wiped_node(int nodes, int count) {
               static_cast<unsigned long long>(c.sum("keys_pulled", "anti_entropy")));
   REQUIRE(healed >= 0);
   CHECK(c.sum("read_repairs") == 0);  // no client read did it
+  // Every offer of a key the victim held already was told apart from a write: once no
+  // transfer is queued or in flight anywhere, the writes are the victim's keys, no more.
+  CHECK(wait_for([&] { return c.sum("queued", "anti_entropy") + c.sum("in_flight", "anti_entropy") == 0; },
+                 30) >= 0);
+  std::uint64_t wrote = written(true) - written_before;
+  std::printf("transfers that wrote a key: %llu for %llu keys (%llu offers already held, %llu failed)\n",
+              static_cast<unsigned long long>(wrote), static_cast<unsigned long long>(own),
+              static_cast<unsigned long long>(c.sum("offers_already_held", "anti_entropy")),
+              static_cast<unsigned long long>(c.sum("transfer_errors", "anti_entropy")));
+  CHECK(wrote <= own);
   // The others may still be reaching the restarted node at its old address for a moment.
   REQUIRE(wait_for([&] { return c.agrees(static_cast<std::size_t>(nodes)); }, 30) >= 0);
   REQUIRE(wait_for([&] { return c.replicas_hold("wipe-0", versions[0], false, 3); }, 30) >= 0);

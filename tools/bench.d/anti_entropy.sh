@@ -145,9 +145,10 @@ for i in 0 1 2; do
     $1 == "ringstore_anti_entropy_keys_pushed_total" {pu = $2}
     $1 == "ringstore_anti_entropy_keys_pulled_total" {pl = $2}
     $1 == "ringstore_internal_puts_already_held_total" {ah = $2}
+    $1 == "ringstore_anti_entropy_offers_already_held_total" {oh = $2}
     $1 == "ringstore_read_repairs_total" {rr = $2}
     $1 == "ringstore_read_repairs_deferred_total" {rd = $2}
-    END {printf "node %d: anti-entropy pushed %d, pulled %d; internal PUTs already held %d; read repairs %d (deferred %d)\n", n, pu, pl, ah, rr, rd}'
+    END {printf "node %d: anti-entropy pushed %d, pulled %d; offers already held %d; internal PUTs already held %d; read repairs %d (deferred %d)\n", n, pu, pl, oh, ah, rr, rd}'
 done
 step=$(median "$tmp/p99.step")
 refill=$([[ -s $tmp/p99.refill ]] && median "$tmp/p99.refill" || echo -)
