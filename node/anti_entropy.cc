@@ -124,7 +124,10 @@ struct AntiEntropy::Compare {
 };
 
 AntiEntropy::AntiEntropy(Server& server, AntiEntropyConfig config)
-    : server_(server), config_(config) {}
+    : server_(server),
+      config_(config),
+      budget_(config.keys_per_sec,
+              std::max<double>(limits::ae_transfers_in_flight_max, config.keys_per_sec / 10.0)) {}
 
 AntiEntropy::~AntiEntropy() { ASSERT(timer_ == nullptr); }
 
@@ -132,9 +135,10 @@ Status AntiEntropy::start() {
   timer_ = new uv_timer_t;
   uv_timer_init(server_.loop(), timer_);
   timer_->data = this;
-  budget_ms_ = uv_now(server_.loop());
+  std::uint64_t now = uv_now(server_.loop());
+  budget_.start_at(now);
   // The first pass waits one interval: gossip needs a moment to find the members.
-  next_pass_ms_ = budget_ms_ + config_.interval_ms;
+  next_pass_ms_ = now + config_.interval_ms;
   uv_timer_start(timer_, on_tick, limits::ae_tick_ms, limits::ae_tick_ms);
   return Status::ok();
 }
@@ -160,8 +164,7 @@ void AntiEntropy::tick() {
     if (rebuilding_) return;
   }
   std::uint64_t now = uv_now(server_.loop());
-  budget_ = std::min(budget_cap(), budget_ + static_cast<double>(now - budget_ms_) * config_.keys_per_sec / 1000.0);
-  budget_ms_ = now;
+  budget_.refill(now);
   pump();
   if (resume_ && queue_.size() < limits::ae_queue_max / 2) {
     auto f = std::move(resume_);
@@ -658,16 +661,12 @@ void AntiEntropy::finish_pass() {
 
 void AntiEntropy::enqueue(Transfer t) { queue_.push_back(std::move(t)); }
 
-double AntiEntropy::budget_cap() const {
-  return std::max<double>(limits::ae_transfers_in_flight_max, config_.keys_per_sec / 10.0);
-}
-
 // The peer held the version already: its other replica, or a read repair, got there
 // first (both replicas of a wiped node offer it every key). Nothing was written, so the
 // budget, which bounds the writes a transfer costs the foreground, gets it back.
 void AntiEntropy::offer_was_held() {
   counters_.offers_already_held++;
-  budget_ = std::min(budget_cap(), budget_ + 1);
+  budget_.give(1);
 }
 
 void AntiEntropy::pump() {
@@ -675,8 +674,8 @@ void AntiEntropy::pump() {
   pumping_ = true;
   while (!stopped_ && in_flight_ < limits::ae_transfers_in_flight_max && !queue_.empty()) {
     double cost = static_cast<double>(std::max<std::size_t>(1, queue_.front().addrs.size()));
-    if (budget_ < cost && !(budget_ >= 1 && in_flight_ == 0)) break;
-    budget_ -= cost;
+    if (budget_.tokens() < cost && !(budget_.tokens() >= 1 && in_flight_ == 0)) break;
+    budget_.take(cost);
     auto t = std::make_shared<Transfer>(std::move(queue_.front()));
     queue_.pop_front();
     if (t->kind == Transfer::Kind::pull && holds(t->key, t->version)) continue;  // came meanwhile
@@ -719,7 +718,7 @@ void AntiEntropy::run_transfer(const std::shared_ptr<Transfer>& t) {
         if (stopped_) return;
         bool ok = s.is_ok() && r.status == 200;
         if (ok) counters_.keys_pulled++;
-        if (ok && r.body.find("\"applied\":false") != std::string::npos) offer_was_held();
+        if (ok && answered_already_held(r)) offer_was_held();
         transfer_done(ok || (s.is_ok() && r.status == 404));
       };
       return server_.peers().send(t->addrs[0], std::move(req));

@@ -39,6 +39,7 @@
 #include "blobstore/summary.h"
 #include "node/cluster.h"
 #include "node/connection.h"
+#include "node/token_bucket.h"
 
 namespace node {
 
@@ -148,7 +149,6 @@ class AntiEntropy {
   // Transfers.
   void enqueue(Transfer t);
   void pump();
-  double budget_cap() const;
   void offer_was_held();
   void run_transfer(const std::shared_ptr<Transfer>& t);
   void transfer_done(bool ok);
@@ -192,8 +192,9 @@ class AntiEntropy {
   std::deque<Transfer> queue_;
   std::size_t in_flight_ = 0;
   bool pumping_ = false;
-  double budget_ = 0;  // transfers allowed now (refills at keys_per_sec)
-  std::uint64_t budget_ms_ = 0;
+  // Transfers allowed now: keys_per_sec, a tenth of a second of burst (at least a full
+  // window of transfers in flight).
+  TokenBucket budget_;
 };
 
 }  // namespace node

@@ -24,6 +24,11 @@ std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes) {
 }
 
 // Reads a replica's answer to HEAD or GET /_/internal/blob: its stored version.
+// Both answers carry the receiver's {"applied":...}.
+bool answered_already_held(const PeerResponse& r) {
+  return r.body.find("\"applied\":false") != std::string::npos;
+}
+
 bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m) {
   const std::string* v = r.header("x-ringstore-version");
   if (v == nullptr) return false;
@@ -114,7 +119,11 @@ void close_late_timer(uv_timer_t* t) {
 }
 }  // namespace
 
-Coordinator::Coordinator(Server& server, QuorumConfig config) : server_(server), config_(config) {}
+// The read repair budget holds a tenth of a second of repairs, like anti-entropy's.
+Coordinator::Coordinator(Server& server, QuorumConfig config)
+    : server_(server),
+      config_(config),
+      repair_budget_(config.read_repairs_per_sec, std::max(1.0, config.read_repairs_per_sec / 10.0)) {}
 
 std::uint32_t Coordinator::effective_n() const {
   auto members = static_cast<std::uint32_t>(server_.cluster().member_count());
@@ -547,19 +556,10 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
   server_.peers().send(op->answers[holder].replica.addr, std::move(req));
 }
 
-// A token bucket holding a tenth of a second of repairs, like anti-entropy's.
 bool Coordinator::take_repair_token() {
-  const double rate = config_.read_repairs_per_sec;
-  std::uint64_t now = uv_now(server_.loop());
-  double cap = std::max(1.0, rate / 10.0);
-  repair_tokens_ = std::min(cap, repair_tokens_ + static_cast<double>(now - repair_tokens_ms_) * rate / 1000.0);
-  repair_tokens_ms_ = now;
-  if (repair_tokens_ < 1) {
-    counters_.read_repairs_deferred++;
-    return false;
-  }
-  repair_tokens_ -= 1;
-  return true;
+  if (repair_budget_.take_one(uv_now(server_.loop()))) return true;
+  counters_.read_repairs_deferred++;
+  return false;
 }
 
 // Every asked replica that answered without the newest version gets it, from this node
@@ -614,7 +614,7 @@ void Coordinator::push(const std::string& key, const std::string& addr,
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, m.size);
   req->done = [done = std::move(done)](Status s, PeerResponse r) {
     if (s.is_ok() && r.status != 201) s = Status::io_error("push answered " + std::to_string(r.status));
-    bool applied = s.is_ok() && r.body.find("\"applied\":false") == std::string::npos;
+    bool applied = s.is_ok() && !answered_already_held(r);
     done(std::move(s), applied);
   };
   server_.peers().send(addr, std::move(req));

@@ -22,6 +22,7 @@
 #include "node/connection.h"
 #include "node/peer_client.h"
 #include "node/replica_scores.h"
+#include "node/token_bucket.h"
 
 namespace node {
 
@@ -33,6 +34,10 @@ std::uint32_t transfer_timeout_ms(std::uint32_t base, std::uint64_t bytes);
 // Reads a replica's answer to HEAD or GET /_/internal/blob (its X-Ringstore-* headers):
 // the version it stores of `key`. False when the answer does not say one.
 bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore::BlobMeta* m);
+
+// Whether the answer to a pushed copy (PUT /_/internal/blob, or POST /_/internal/push
+// relaying one) says that the receiver held that version already and wrote nothing.
+bool answered_already_held(const PeerResponse& r);
 
 struct QuorumConfig {
   std::uint32_t n = 3, r = 2, w = 2;
@@ -101,8 +106,7 @@ class Coordinator {
   QuorumConfig config_;
   CoordinatorCounters counters_;
   ReplicaScores scores_;  // how fast replicas answered reads of late
-  double repair_tokens_ = 0;  // read repairs allowed now (refills at read_repairs_per_sec)
-  std::uint64_t repair_tokens_ms_ = 0;
+  TokenBucket repair_budget_;  // read repairs allowed now
 };
 
 }  // namespace node

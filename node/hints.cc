@@ -65,11 +65,8 @@ void HintPolicy::refresh(blobstore::BlobStore& store, std::uint64_t now_ms) {
 }
 
 std::size_t HintPolicy::deliverable(std::uint64_t now_ms) {
-  // At most one second's worth in a burst: a returning owner is never flooded.
-  double rate = config_.deliveries_per_s;
-  tokens_ = std::min(rate, tokens_ + static_cast<double>(now_ms - tokens_at_ms_) * rate / 1000.0);
-  tokens_at_ms_ = now_ms;
-  return tokens_ < 1 ? 0 : static_cast<std::size_t>(tokens_);
+  double tokens = delivery_.refill(now_ms);
+  return tokens < 1 ? 0 : static_cast<std::size_t>(tokens);
 }
 
 nlohmann::json HintPolicy::targets_json(const Cluster& cluster, std::uint64_t wall_ms) const {

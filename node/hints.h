@@ -22,6 +22,7 @@
 #include "blobstore/blob_store.h"
 #include "node/cluster.h"
 #include "node/healing_limits.h"
+#include "node/token_bucket.h"
 
 namespace node {
 
@@ -39,7 +40,9 @@ struct HintCounters {
 
 class HintPolicy {
  public:
-  explicit HintPolicy(HintConfig config) : config_(config) {}
+  // At most one second's worth in a burst: a returning owner is never flooded.
+  explicit HintPolicy(HintConfig config)
+      : config_(config), delivery_(config.deliveries_per_s, config.deliveries_per_s) {}
 
   // Follows liveness: when each member was last seen alive (now_ms: the loop clock).
   void observe(const Cluster& cluster, std::uint64_t now_ms);
@@ -53,7 +56,7 @@ class HintPolicy {
   void refresh(blobstore::BlobStore& store, std::uint64_t now_ms);
   // Hints that may be handed over now (token bucket); take() spends them.
   std::size_t deliverable(std::uint64_t now_ms);
-  void take(std::size_t n) { tokens_ -= static_cast<double>(n); }
+  void take(std::size_t n) { delivery_.take(static_cast<double>(n)); }
 
   // [{id, addr, count, oldest_age_ms, alive, down_ms}] for /_/status.
   nlohmann::json targets_json(const Cluster& cluster, std::uint64_t wall_ms) const;
@@ -76,8 +79,7 @@ class HintPolicy {
   std::uint64_t counted_at_ms_ = 0;
   bool counted_ = false;
   std::map<ring::NodeId, std::uint64_t> last_alive_ms_;  // loop clock
-  double tokens_ = 0;
-  std::uint64_t tokens_at_ms_ = 0;
+  TokenBucket delivery_;
 };
 
 }  // namespace node

@@ -67,3 +67,21 @@ TEST_CASE("hint delivery keeps to its rate with at most one second of burst", "[
   p.take(10);
   CHECK(p.deliverable(60'050) == 0);
 }
+
+TEST_CASE("a token bucket accrues at its rate up to its cap, and takes back what is given", "[hints]") {
+  TokenBucket b(100, 10);  // 100 a second, bursts of 10
+  b.start_at(1'000);
+  CHECK(b.refill(1'000) == 0);
+  CHECK_FALSE(b.take_one(1'005));  // half a unit
+  CHECK(b.take_one(1'015));        // 1.5 accrued by now: one spent
+  CHECK(b.tokens() == Approx(0.5));
+  CHECK(b.refill(60'000) == 10);   // an idle minute buys the cap, no more
+  b.take(12);                      // a transfer may cost more than is left
+  CHECK(b.tokens() == Approx(-2));
+  b.give(1);
+  CHECK(b.tokens() == Approx(-1));
+  b.give(50);
+  CHECK(b.tokens() == 10);  // given back, never beyond the cap
+  TokenBucket fresh(2, 1);
+  CHECK(fresh.take_one(5'000));  // never started: counts from time 0, so it is full
+}
