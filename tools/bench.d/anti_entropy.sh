@@ -4,8 +4,8 @@
 # and the time the wiped node took to hold all its keys again.
 #   tools/bench.d/anti_entropy.sh [KEYS] [SECONDS]     (defaults 10000, 10)
 # ROUNDS=K measures the in-step and the refilling steps K times each (default 1), back
-# to back, and ends with the median p99 of each and their ratio; a refilling window that
-# the refill outlasted by less than its length is not counted.
+# to back, and ends with the median p99 of each and their ratio; a refilling window
+# counts only if node 3 was still short of keys when it ended.
 # AE_INTERVAL_MS=0 runs the same steps with anti-entropy off throughout: the control for
 # the refill step (GETs that find node 3 missing a key read-repair it either way).
 # PACE_MS=D paces the foreground: each of the 32 connections waits D ms after every
