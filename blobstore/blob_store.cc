@@ -281,7 +281,7 @@ int BlobWriter::open_read_fd() {
 }
 
 Result<BlobMeta> BlobStore::lookup(std::string_view key) {
-  if (auto hit = cache_.peek(key)) return hit->meta;  // same coherence as read()
+  if (auto hit = cached(key, /*touch=*/false)) return hit->meta;  // same coherence as read()
   auto m = reader_.lookup(key);
   if (!m.is_ok()) return m;
   m.value().disk = disk_index_of(writer_.disk_ids(), m.value().disk);
@@ -418,7 +418,7 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
 void BlobStore::run_completions() {
   committer_->run_completions([this](const CommitOp& op) {
     if (op.kind == CommitOp::Kind::set_meta) return;  // meta.key names a meta row
-    cache_.erase(op.meta.key);
+    cache_written(op);
     if (change_listener_ && op.status.is_ok() && op.result.replica_changed) {
       change_listener_(op.meta.key, op.result);
     }
@@ -431,9 +431,37 @@ void BlobStore::run_completions() {
   for (const BlobMeta& m : damaged) report_damaged(m);
 }
 
+// A copy on a disk that has failed since it was cached is not there to serve.
+std::shared_ptr<const CachedValue> BlobStore::cached(std::string_view key, bool touch) {
+  auto hit = touch ? cache_.get(key) : cache_.peek(key);
+  if (hit && !hit->meta.tombstone && hit->meta.disk >= 0 && !disks_->healthy(hit->meta.disk)) {
+    cache_.erase(key);
+    return nullptr;
+  }
+  return hit;
+}
+
+// A small value a client wrote is cached as committed (a read of it soon after is the
+// common case: no query, no open, no checksum pass); any other change of the key drops
+// its entry. Writes no client waits for (anti-entropy, repair, hints) would push out
+// the values being read, so they only drop it.
+void BlobStore::cache_written(const CommitOp& op) {
+  if (op.is_write() && op.status.is_ok() && !op.result.applied) return;  // the row is as it was
+  bool cache = op.is_write() && op.status.is_ok() && !op.background && !op.meta.is_hint &&
+               op.meta.size <= limits::small_value_bytes_max && op.pending.size() == op.meta.size;
+  if (!cache) {
+    cache_.erase(op.meta.key);
+    return;
+  }
+  auto v = std::make_shared<CachedValue>();
+  v->meta = op.meta;
+  v->body = op.pending;
+  cache_.put(std::move(v));
+}
+
 Result<std::shared_ptr<const CachedValue>> BlobStore::read(std::string_view key,
                                                            BlobHandle* large) {
-  if (auto hit = cache_.get(key)) return hit;
+  if (auto hit = cached(key, /*touch=*/true)) return hit;
   auto h = open_read(key);
   if (!h.is_ok()) return h.take_status();
   if (!h.value().meta.tombstone && h.value().meta.size > limits::small_value_bytes_max) {

@@ -222,6 +222,8 @@ class BlobStore {
   Status start(Options& options);
   void sweep();
   Status submit(std::unique_ptr<BlobWriter> w, CommitCallback done);
+  void cache_written(const CommitOp& op);
+  std::shared_ptr<const CachedValue> cached(std::string_view key, bool touch);
   Status hint_op(CommitOp::Kind kind, const NodeId& target, std::string_view key,
                  const Version& version, CommitCallback done);
 

@@ -469,6 +469,8 @@ TEST_CASE("the value cache never serves a version older than an acknowledged wri
   };
   REQUIRE(s.put("k", "one", ver(1)).is_ok());
   CHECK(cached_body("k") == "one");
+  s.reopen();  // an empty cache: the first read fills it, the second is a hit
+  CHECK(cached_body("k") == "one");
   CHECK(cached_body("k") == "one");
   CHECK(s.store->cache().hits() == 1);
   REQUIRE(s.put("k", "two", ver(2)).is_ok());
@@ -477,6 +479,51 @@ TEST_CASE("the value cache never serves a version older than an acknowledged wri
   CHECK(cached_body("k") == "<tombstone>");
   REQUIRE(s.put("big", std::string(limits::small_value_bytes_max + 1, 'b'), ver(1)).is_ok());
   CHECK(cached_body("big") == "<large>");
+}
+
+TEST_CASE("a small value a client wrote is read from the cache, as committed", "[blobstore]") {
+  Store s;
+  auto read = [&](const std::string& key) {
+    BlobHandle large;
+    auto r = s.store->read(key, &large);
+    REQUIRE(r.is_ok());
+    REQUIRE(r.value());
+    return r.value();
+  };
+  REQUIRE(s.put("k", "two", ver(2)).is_ok());
+  bool applied = true;
+  REQUIRE(s.put("k", "one", ver(1), &applied).is_ok());  // older: not applied
+  CHECK_FALSE(applied);
+  auto v = read("k");
+  CHECK(s.store->cache().misses() == 0);  // no query, no file read
+  CHECK(v->body == "two");
+  CHECK(v->meta.version == ver(2));
+  CHECK(v->meta.content_type == "text/plain");
+  s.reopen();  // the same value as the disk serves it
+  auto from_disk = read("k");
+  CHECK(s.store->cache().misses() == 1);
+  CHECK(from_disk->body == v->body);
+  CHECK(from_disk->meta.md5 == v->meta.md5);
+  CHECK(from_disk->meta.size == v->meta.size);
+  CHECK(from_disk->meta.disk == v->meta.disk);
+  REQUIRE(s.del("k", ver(3)).is_ok());
+  CHECK(read("k")->meta.tombstone);
+  CHECK(s.store->cache().misses() == 1);
+
+  // A write no client waits for only drops the entry: the next read goes to the disk.
+  auto w = s.store->begin_write("k", "", 0);
+  REQUIRE(w.is_ok());
+  REQUIRE(w.value()->append("bg", 2).is_ok());
+  w.value()->set_background();
+  bool ran = false;
+  Status st;
+  REQUIRE(s.store->commit(std::move(w.value()), ver(4), [&](Status r, CommitResult) {
+    ran = true;
+    st = std::move(r);
+  }).is_ok());
+  REQUIRE(s.wait(ran, st).is_ok());
+  CHECK(read("k")->body == "bg");
+  CHECK(s.store->cache().misses() == 2);
 }
 
 TEST_CASE("the value cache evicts the least recently used within its budget", "[blobstore]") {

@@ -263,7 +263,9 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
       op->status = std::move(s);
       op->result.applied = false;
     }
-    op->pending.clear();
+    // The body stays (without the footer) for the loop's value cache: a read soon after
+    // a write is the common case.
+    op->pending.resize(op->status.is_ok() ? op->meta.size : 0);
     op->pending.shrink_to_fit();
   }
 }

@@ -73,6 +73,7 @@ struct CommitOp {
   std::string meta_value;  // set_meta only
   // A small value and its footer, which the committer writes at offset 0 of the temp
   // file (off the loop thread), and the length to cut a longer reused file to (0: none).
+  // Once written, only the value is left here.
   std::string pending;
   std::uint64_t truncate_to = 0;
   bool is_write() const { return kind == Kind::write; }

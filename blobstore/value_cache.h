@@ -1,9 +1,11 @@
-// ValueCache keeps recently read small values in memory, already checksum-verified, so
-// a hot GET costs no SQLite query and no file system call. Least recently used goes
-// first once the byte budget is spent.
-// Coherence: BlobStore drops a key's entry on the loop thread when a write of that key
-// completes, before the write is acknowledged; a read that raced with the commit can
-// only have cached the version that was current when it ran.
+// ValueCache keeps recently read or written small values in memory (read ones already
+// checksum-verified, written ones as they were checksummed on arrival), so a hot GET
+// costs no SQLite query and no file system call. Least recently used goes first once
+// the byte budget is spent.
+// Coherence: when a write of a key completes, before it is acknowledged, BlobStore
+// replaces the key's entry on the loop thread with the committed value, or drops it; a
+// read that raced with the commit can only have cached the version that was current
+// when it ran, and completions run in commit order.
 // Thread: the loop thread only.
 #pragma once
 
