@@ -250,8 +250,12 @@ Status Server::on_internal_headers(Connection& c) {
     if (!version) return Status::invalid("bad_version");
     // The committer would drop it as not newer: skip the temp file (creating one is the
     // dearest step of a write here). Replicas repairing the same node offer it the same
-    // copy, and handoffs and hints are retried after lost answers.
-    auto held = store_->lookup(key);
+    // copy, and handoffs and hints are retried after lost answers: background copies.
+    // A client's write is almost never held yet, and asking the index for a key it does
+    // not hold costs a query per replica write; the committer still drops it if it is.
+    const std::string* bg = r.ringstore_header("background");
+    bool background = bg != nullptr && *bg == "1";
+    auto held = background ? store_->lookup(key) : Result<blobstore::BlobMeta>(Status::not_found(""));
     if (held.is_ok() && !(held.value().version < *version)) {
       r.already_held = true;
       if (r.expect_continue) c.send_continue();

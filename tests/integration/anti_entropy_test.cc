@@ -365,9 +365,11 @@ TEST_CASE("a replica offered a version it already holds keeps its copy and makes
   AeCluster c(1, {"--anti-entropy-interval-ms", "0"});
   NodeProcess& n = *c.nodes[0];
   const std::string auth = auth_header();
-  auto offer = [&](const std::string& hlc, const std::string& body) {
-    return request("PUT", n.url("_/internal/blob/dup"), body,
-                   {auth, "X-Ringstore-Version: " + hlc + "-000000000000000000000000000000aa"});
+  // As repairs, hint deliveries and transfers send them: background copies.
+  auto offer = [&](const std::string& hlc, const std::string& body, bool background = true) {
+    std::vector<std::string> h = {auth, "X-Ringstore-Version: " + hlc + "-000000000000000000000000000000aa"};
+    if (background) h.push_back("X-Ringstore-Background: 1");
+    return request("PUT", n.url("_/internal/blob/dup"), body, h);
   };
   auto held = [&] { return c.status(0)["puts_already_held"].get<std::uint64_t>(); };
   Response first = offer("0000000000100000", "first");
@@ -381,6 +383,11 @@ TEST_CASE("a replica offered a version it already holds keeps its copy and makes
   CHECK(again.body.find("\"applied\":false") != std::string::npos);
   CHECK(offer("00000000000f0000", "older").status == 201);
   CHECK(offer("0000000000100000", std::string(200'000, 'x')).status == 201);
+  CHECK(held() == 3);
+  // A client's write (no background mark) skips the check, and the committer drops it.
+  Response client = offer("0000000000100000", "client", /*background=*/false);
+  CHECK(client.status == 201);
+  CHECK(client.body.find("\"applied\":false") != std::string::npos);
   CHECK(held() == 3);
   Response got = request("GET", n.url("dup"));
   CHECK(got.status == 200);
