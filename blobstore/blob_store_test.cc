@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -62,9 +63,11 @@ struct Store {
     REQUIRE(ran);
     return st;
   }
-  Status put(const std::string& key, const std::string& value, Version v, bool* applied = nullptr) {
+  Status put(const std::string& key, const std::string& value, Version v, bool* applied = nullptr,
+             const std::function<void(BlobWriter&)>& mark = nullptr) {
     auto w = store->begin_write(key, "text/plain", 0);
     REQUIRE(w.is_ok());
+    if (mark) mark(*w.value());
     for (std::size_t off = 0; off < value.size(); off += 7) {
       REQUIRE(w.value()->append(value.data() + off, std::min<std::size_t>(7, value.size() - off)).is_ok());
     }
@@ -511,17 +514,7 @@ TEST_CASE("a small value a client wrote is read from the cache, as committed", "
   CHECK(s.store->cache().misses() == 1);
 
   // A write no client waits for only drops the entry: the next read goes to the disk.
-  auto w = s.store->begin_write("k", "", 0);
-  REQUIRE(w.is_ok());
-  REQUIRE(w.value()->append("bg", 2).is_ok());
-  w.value()->set_background();
-  bool ran = false;
-  Status st;
-  REQUIRE(s.store->commit(std::move(w.value()), ver(4), [&](Status r, CommitResult) {
-    ran = true;
-    st = std::move(r);
-  }).is_ok());
-  REQUIRE(s.wait(ran, st).is_ok());
+  REQUIRE(s.put("k", "bg", ver(4), nullptr, [](BlobWriter& w) { w.set_background(); }).is_ok());
   CHECK(read("k")->body == "bg");
   CHECK(s.store->cache().misses() == 2);
 }
@@ -551,17 +544,7 @@ TEST_CASE("a hinted write onto a replica's own copy keeps one file and records t
   REQUIRE(s.put("k", "first", ver(1)).is_ok());
   NodeId owner{};
   owner[0] = 0xbb;
-  auto w = s.store->begin_write("k", "text/plain", 0);
-  REQUIRE(w.is_ok());
-  REQUIRE(w.value()->append("second", 6).is_ok());
-  w.value()->set_hint_for(owner);
-  bool ran = false;
-  Status st;
-  REQUIRE(s.store->commit(std::move(w.value()), ver(2), [&](Status r, CommitResult) {
-    ran = true;
-    st = std::move(r);
-  }).is_ok());
-  REQUIRE(s.wait(ran, st).is_ok());
+  REQUIRE(s.put("k", "second", ver(2), nullptr, [&](BlobWriter& w) { w.set_hint_for(owner); }).is_ok());
   auto m = s.store->lookup("k");
   REQUIRE(m.is_ok());
   CHECK_FALSE(m.value().is_hint);  // still this node's replica

@@ -233,6 +233,14 @@ void Server::serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::
 
 // ---- the node-to-node API ----
 
+namespace {
+// A copy no client waits for (repair, hint delivery, transfer): X-Ringstore-Background: 1.
+bool is_background(const HttpRequest& r) {
+  const std::string* bg = r.ringstore_header("background");
+  return bg != nullptr && *bg == "1";
+}
+}  // namespace
+
 Status Server::on_internal_headers(Connection& c) {
   HttpRequest& r = c.request();
   const std::string* auth = r.ringstore_header("auth");
@@ -253,13 +261,13 @@ Status Server::on_internal_headers(Connection& c) {
     // copy, and handoffs and hints are retried after lost answers: background copies.
     // A client's write is almost never held yet, and asking the index for a key it does
     // not hold costs a query per replica write; the committer still drops it if it is.
-    const std::string* bg = r.ringstore_header("background");
-    bool background = bg != nullptr && *bg == "1";
-    auto held = background ? store_->lookup(key) : Result<blobstore::BlobMeta>(Status::not_found(""));
-    if (held.is_ok() && !(held.value().version < *version)) {
-      r.already_held = true;
-      if (r.expect_continue) c.send_continue();
-      return Status::ok();
+    if (is_background(r)) {
+      auto held = store_->lookup(key);
+      if (held.is_ok() && !(held.value().version < *version)) {
+        r.already_held = true;
+        if (r.expect_continue) c.send_continue();
+        return Status::ok();
+      }
     }
     const std::string* t = r.ringstore_header("tombstone");
     return begin_upload(c, key, t != nullptr && *t == "1");
@@ -336,9 +344,7 @@ void Server::internal_put(Connection& c) {
       return c.respond_error(Status::invalid("checksum_mismatch: the body does not match its MD5"));
     }
   }
-  if (const std::string* bg = r.ringstore_header("background"); bg != nullptr && *bg == "1") {
-    r.writer->set_background();
-  }
+  if (is_background(r)) r.writer->set_background();
   std::optional<ring::NodeId> hinted;
   if (const std::string* hint = r.ringstore_header("hint-for")) {
     ring::NodeId owner{};
