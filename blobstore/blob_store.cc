@@ -103,7 +103,8 @@ Status BlobStore::start(Options& options) {
     if (Status s = writer_.set_meta("node_id", v); !s.is_ok()) return s;
   }
   cache_ = ValueCache(options.cache_bytes);
-  pool_ = std::make_unique<FilePool>(disks_->size(), limits::pooled_files_max, options.pool_cool_ms);
+  pool_ = std::make_unique<FilePool>(disks_->size(), limits::pooled_files_max,
+                                     limits::pooled_blocks_bytes_max, options.pool_cool_ms);
   sweep();
   // Names of this run's temp and pooled files: random, so that they never meet the
   // pooled files a previous run left in DISK/tmp (in a container the pid is always 1).

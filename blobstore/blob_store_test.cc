@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "blobstore/file_pool.h"
 #include "blobstore/limits.h"
 #include "support/test_server.h"
 
@@ -290,6 +291,32 @@ TEST_CASE("an upload abandoned midway leaves nothing behind", "[blobstore]") {
   }
   CHECK(s.files_under("tmp") == 0);
   CHECK(s.get("k") == "<absent>");
+}
+
+TEST_CASE("a file pool holds files up to its count and its blocks, and a taken file frees its share",
+          "[blobstore]") {
+  // Two disks; at most 3 files and 12 KiB of whole 4 KiB blocks per disk; 100 ms cooling.
+  FilePool pool(2, 3, 12 * 1024, 100);
+  CHECK(pool.wants(0, 4096));
+  CHECK_FALSE(pool.wants(0, limits::pooled_file_bytes_max + 1));
+  pool.add(0, "a", 4097, 1000);  // two blocks
+  CHECK(pool.wants(0, 4096));
+  CHECK_FALSE(pool.wants(0, 4097));  // 2 + 2 blocks > 3
+  pool.add(0, "b", 1, 1000);
+  CHECK_FALSE(pool.wants(0, 1));  // 12 KiB held
+  CHECK(pool.wants(0, 0));        // an empty file holds no block
+  CHECK(pool.wants(1, 4096));     // each disk has its own budget
+  pool.add_ready(0, "c", 0);
+  CHECK_FALSE(pool.wants(0, 0));  // three files
+  CHECK(pool.size(0) == 3);
+  // The ready one first; the others only once they have cooled, oldest first.
+  CHECK(pool.take(0, 1000).path == "c");
+  CHECK(pool.take(0, 1099).path.empty());
+  FilePool::Taken t = pool.take(0, 1100);
+  CHECK(t.path == "a");
+  CHECK(t.bytes == 4097);
+  CHECK(pool.wants(0, 8192));  // a's two blocks are free again
+  CHECK_FALSE(pool.wants(0, 8193));
 }
 
 TEST_CASE("orphan temp files from a crash are reused when small and removed when large",

@@ -19,14 +19,20 @@ std::uint64_t monotonic_ms() {
                                         .count());
 }
 
-FilePool::FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t cool_ms)
-    : free_(disk_count), files_max_(files_max_per_disk), cool_ms_(cool_ms) {}
+FilePool::FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t blocks_bytes_max_per_disk,
+                   std::uint64_t cool_ms)
+    : free_(disk_count),
+      held_(disk_count, 0),
+      files_max_(files_max_per_disk),
+      blocks_max_(blocks_bytes_max_per_disk),
+      cool_ms_(cool_ms) {}
 
 FilePool::Taken FilePool::take(int disk, std::uint64_t now_ms) {
   std::lock_guard<std::mutex> l(mu_);
   auto& q = free_.at(static_cast<std::size_t>(disk));
   if (q.empty() || q.front().ready_ms > now_ms) return {};
   Taken t{std::move(q.front().path), q.front().bytes};
+  held_[static_cast<std::size_t>(disk)] -= blocks_of(t.bytes);
   q.pop_front();
   return t;
 }
@@ -34,17 +40,28 @@ FilePool::Taken FilePool::take(int disk, std::uint64_t now_ms) {
 bool FilePool::wants(int disk, std::uint64_t bytes) const {
   if (bytes > limits::pooled_file_bytes_max) return false;  // big files would hold space
   std::lock_guard<std::mutex> l(mu_);
-  return free_.at(static_cast<std::size_t>(disk)).size() < files_max_;
+  auto i = static_cast<std::size_t>(disk);
+  return free_.at(i).size() < files_max_ && held_[i] + blocks_of(bytes) <= blocks_max_;
+}
+
+void FilePool::push_locked(int disk, Entry e, bool front) {
+  auto i = static_cast<std::size_t>(disk);
+  held_.at(i) += blocks_of(e.bytes);
+  if (front) {
+    free_[i].push_front(std::move(e));
+  } else {
+    free_[i].push_back(std::move(e));
+  }
 }
 
 void FilePool::add(int disk, std::string path, std::uint64_t bytes, std::uint64_t now_ms) {
   std::lock_guard<std::mutex> l(mu_);
-  free_.at(static_cast<std::size_t>(disk)).push_back({std::move(path), bytes, now_ms + cool_ms_});
+  push_locked(disk, {std::move(path), bytes, now_ms + cool_ms_}, false);
 }
 
 void FilePool::add_ready(int disk, std::string path, std::uint64_t bytes) {
   std::lock_guard<std::mutex> l(mu_);
-  free_.at(static_cast<std::size_t>(disk)).push_front({std::move(path), bytes, 0});
+  push_locked(disk, {std::move(path), bytes, 0}, true);
 }
 
 std::size_t FilePool::size(int disk) const {

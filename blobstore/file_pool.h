@@ -31,7 +31,10 @@ namespace blobstore {
 
 class FilePool {
  public:
-  FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t cool_ms);
+  // A disk's pool holds at most `files_max_per_disk` files and `blocks_bytes_max_per_disk`
+  // bytes of their sizes rounded up to whole 4 KiB blocks.
+  FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t blocks_bytes_max_per_disk,
+           std::uint64_t cool_ms);
 
   // A pooled file of `disk` ready at now_ms and its size, or an empty path when there is
   // none. The caller owns it.
@@ -57,9 +60,13 @@ class FilePool {
     std::uint64_t bytes;
     std::uint64_t ready_ms;
   };
+  static std::uint64_t blocks_of(std::uint64_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+  void push_locked(int disk, Entry e, bool front);
   mutable std::mutex mu_;
   std::vector<std::deque<Entry>> free_;  // per disk, oldest first; guarded by mu_
+  std::vector<std::uint64_t> held_;      // per disk: blocks_of() summed; guarded by mu_
   std::size_t files_max_;
+  std::uint64_t blocks_max_;
   std::uint64_t cool_ms_;
 };
 

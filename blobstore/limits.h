@@ -31,11 +31,16 @@ inline constexpr std::size_t syncfs_batch_min = 3;
 inline constexpr std::uint64_t background_linger_ms = 20;
 // Values up to this size are read whole, verified, and may be cached.
 inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
-// Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), and the
-// largest one kept: a small value with its footer (key, content type, 64 fixed bytes).
-// 4,096 of them bound a pool at ~270 MiB per disk; a pool of 1 KiB values holds 16 MiB
-// (one 4 KiB block each).
-inline constexpr std::size_t pooled_files_max = 4096;
+// Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), the
+// blocks they may hold, and the largest one kept: a small value with its footer (key,
+// content type, 64 fixed bytes). A steady overwrite load puts rate × pooled_file_cool_ms
+// files in the pool before the first comes back out (~1,300 writes/s per disk under the
+// 1 KiB PUT bench: ~13,000 files); a pool that is full unlinks the rest, and freed inodes
+// make every inode created in the next minute dearer on this filesystem (see
+// file_pool.h), so both bounds sit well above that: 65,536 files of 1 KiB values hold
+// 256 MiB (one 4 KiB block each), and the block budget stops large ones at 256 MiB too.
+inline constexpr std::size_t pooled_files_max = 65'536;
+inline constexpr std::uint64_t pooled_blocks_bytes_max = 256ull << 20;
 inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
 // A superseded file is reused only after this long: far longer than reading a small
 // value whole or sending one to a replica (replica_timeout_ms is 2 s).
