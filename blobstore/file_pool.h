@@ -26,13 +26,14 @@
 #include <vector>
 
 #include "blobstore/disks.h"
+#include "blobstore/limits.h"
 
 namespace blobstore {
 
 class FilePool {
  public:
   // A disk's pool holds at most `files_max_per_disk` files and `blocks_bytes_max_per_disk`
-  // bytes of their sizes rounded up to whole 4 KiB blocks.
+  // bytes of their sizes rounded up to whole blocks (limits::pooled_block_bytes).
   FilePool(std::size_t disk_count, std::size_t files_max_per_disk, std::uint64_t blocks_bytes_max_per_disk,
            std::uint64_t cool_ms);
 
@@ -60,7 +61,10 @@ class FilePool {
     std::uint64_t bytes;
     std::uint64_t ready_ms;
   };
-  static std::uint64_t blocks_of(std::uint64_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+  static std::uint64_t blocks_of(std::uint64_t bytes) {
+    constexpr std::uint64_t b = limits::pooled_block_bytes;
+    return (bytes + b - 1) / b * b;
+  }
   void push_locked(int disk, Entry e, bool front);
   mutable std::mutex mu_;
   std::vector<std::deque<Entry>> free_;  // per disk, oldest first; guarded by mu_

@@ -37,10 +37,13 @@ inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
 // files in the pool before the first comes back out (~1,300 writes/s per disk under the
 // 1 KiB PUT bench: ~13,000 files); a pool that is full unlinks the rest, and freed inodes
 // make every inode created in the next minute dearer on this filesystem (see
-// file_pool.h), so both bounds sit well above that: 65,536 files of 1 KiB values hold
-// 256 MiB (one 4 KiB block each), and the block budget stops large ones at 256 MiB too.
-inline constexpr std::size_t pooled_files_max = 65'536;
+// file_pool.h), so both bounds sit well above that. The blocks (sizes rounded up to
+// whole filesystem blocks) bound the space: 256 MiB per disk. The count bounds the
+// files that hold no block (empty stocked ones) and the pool's memory (a path of ~100
+// bytes each, ~6 MiB per disk): as many as fit the blocks at one block each (65,536).
+inline constexpr std::uint64_t pooled_block_bytes = 4096;
 inline constexpr std::uint64_t pooled_blocks_bytes_max = 256ull << 20;
+inline constexpr std::size_t pooled_files_max = pooled_blocks_bytes_max / pooled_block_bytes;
 inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
 // A superseded file is reused only after this long: far longer than reading a small
 // value whole or sending one to a replica (replica_timeout_ms is 2 s).
