@@ -5,6 +5,9 @@ node and catches a store that breaks its contract.
 1. Against a real `ringstore serve`: exit 0, cycles done, no errors, no mismatches.
 2. Against a small HTTP store that keeps a deleted value (a resurrection bug): exit 1,
    mismatches counted, and the failure named on stderr.
+3. `--cycle mkv` (PUT, GET, DELETE: three requests a cycle) passes against the real node
+   and still catches the store that keeps deleted values, after the timed part. An
+   unknown cycle is a usage error (exit 2).
 
 Usage: thrasher_test.py PATH_TO_RINGSTORE PATH_TO_RINGSTORE_THRASH
 """
@@ -31,8 +34,8 @@ def result(out):
     fail("no THRASHRESULT line in: " + out)
 
 
-def thrash(thrasher, urls, seconds="1.5"):
-    p = subprocess.run([thrasher, "--duration", seconds, "--workers", "4", *urls],
+def thrash(thrasher, urls, seconds="1.5", extra=()):
+    p = subprocess.run([thrasher, "--duration", seconds, "--workers", "4", *extra, *urls],
                        capture_output=True, text=True, timeout=120)
     return p.returncode, result(p.stdout), p.stderr
 
@@ -73,23 +76,43 @@ def main():
     binary, thrasher = sys.argv[1], sys.argv[2]
 
     with SingleNode(binary, "ringstore-thrash.") as port:
-        rc, r, err = thrash(thrasher, ["http://127.0.0.1:%d" % port])
-    if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
-        fail("against a real node: exit %d, %s\n%s" % (rc, r, err))
-    if int(r["final_checked"]) == 0:
-        fail("no deleted key was checked after the run: %s" % r)
-    print("real node: %s cycles, exit 0" % r["cycles"])
+        url = "http://127.0.0.1:%d" % port
+        rc, r, err = thrash(thrasher, [url])
+        if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
+            fail("against a real node: exit %d, %s\n%s" % (rc, r, err))
+        if int(r["final_checked"]) == 0:
+            fail("no deleted key was checked after the run: %s" % r)
+        if int(r["requests"]) != 4 * int(r["cycles"]):
+            fail("a full cycle is four requests: %s" % r)
+        print("real node: %s cycles, exit 0" % r["cycles"])
+        rc, r, err = thrash(thrasher, [url], "1", ("--cycle", "mkv"))
+        if rc != 0 or int(r["cycles"]) == 0 or r["errors"] != "0" or r["mismatches"] != "0":
+            fail("--cycle mkv against a real node: exit %d, %s\n%s" % (rc, r, err))
+        if int(r["requests"]) != 3 * int(r["cycles"]):
+            fail("an mkv cycle is three requests: %s" % r)
+        print("real node, mkv cycle: %s cycles, exit 0" % r["cycles"])
+        p = subprocess.run([thrasher, "--cycle", "nope", url], capture_output=True, text=True,
+                           timeout=60)
+        if p.returncode != 2 or "--cycle" not in p.stderr:
+            fail("an unknown cycle: exit %d, %s" % (p.returncode, p.stderr))
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepsDeleted)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        rc, r, err = thrash(thrasher, ["http://127.0.0.1:%d" % server.server_address[1]], "0.5")
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        rc, r, err = thrash(thrasher, [url], "0.5")
+        rc2, r2, err2 = thrash(thrasher, [url], "0.5", ("--cycle", "mkv"))
     finally:
         server.shutdown()
     if rc != 1 or int(r["mismatches"]) == 0 or "after DELETE" not in err:
         fail("a store that keeps deleted values: exit %d, %s\n%s" % (rc, r, err))
     print("store that keeps deleted values: %s mismatches, exit 1" % r["mismatches"])
+    if (rc2 != 1 or int(r2["mismatches"]) == 0 or r2["final_mismatches"] == "0" or
+            "after the run" not in err2):
+        fail("--cycle mkv, a store that keeps deleted values: exit %d, %s\n%s" % (rc2, r2, err2))
+    print("store that keeps deleted values, mkv cycle: %s mismatches after the run, exit 1"
+          % r2["final_mismatches"])
     print("PASS")
 
 

@@ -32,8 +32,8 @@ Options:
   --binary PATH          ringstore binary (default build/ringstore)
   --thrasher PATH        verifying load generator (default: ringstore-thrash
                          next to the ringstore binary)
-  --workloads LIST       comma-separated subset of put1k,get1k,thrash
-                         (default: all)
+  --workloads LIST       comma-separated subset of put1k,get1k,thrash,
+                         thrash-mkv (default: all)
   --markdown             print the table as Markdown (for BENCHMARKS.md)
   -h, --help             show this help
 
@@ -44,6 +44,10 @@ Workloads:
           its own, PUT random value (1..1024 bytes), GET and compare, DELETE,
           GET expecting 404, each request through the next node in turn;
           any wrong answer is a mismatch, any failed request an error
+  thrash-mkv  the same without the GET after DELETE (ringstore-thrash --cycle
+          mkv): PUT, GET, DELETE, the cycle of minikeyvalue's thrasher, so
+          that its key cycles compare like for like; the last deleted keys are
+          still read through every node after each run
 
 How the load is spread: put1k and get1k run one wrk process per node, all at
 once, with C/N connections each (the first C mod N nodes get one more); a
@@ -76,7 +80,7 @@ threads=1
 workers=16
 binary="$repo/build/ringstore"
 thrasher=""
-workloads="put1k,get1k,thrash"
+workloads="put1k,get1k,thrash,thrash-mkv"
 markdown=0
 
 while (($#)); do
@@ -127,18 +131,19 @@ done
   die_usage "--threads ($threads) must not exceed the connections per node ($((connections / nodes)))"
 
 # name | label | connections shown | reference (minikeyvalue, 3 replicas)
-declare -A W_LABEL W_REF W_METHOD W_PREFIX W_KEYS W_WIDTH
+declare -A W_LABEL W_REF W_METHOD W_PREFIX W_KEYS W_WIDTH W_CYCLE
 W_LABEL[put1k]="PUT 1 KiB";  W_REF[put1k]=3100
 W_METHOD[put1k]=PUT; W_PREFIX[put1k]=p1k-; W_KEYS[put1k]=10000; W_WIDTH[put1k]=5
 W_LABEL[get1k]="GET 1 KiB";  W_REF[get1k]=6000
 W_METHOD[get1k]=GET; W_PREFIX[get1k]=g1k-; W_KEYS[get1k]=1000; W_WIDTH[get1k]=4
-W_LABEL[thrash]="Thrasher";  W_REF[thrash]=1100
+W_LABEL[thrash]="Thrasher";  W_REF[thrash]=1100; W_CYCLE[thrash]=full
+W_LABEL[thrash-mkv]="Thrasher, mkv cycle";  W_REF[thrash-mkv]=1100; W_CYCLE[thrash-mkv]=mkv
 
 selected=()
 IFS=, read -r -a wanted <<<"$workloads"
 ((${#wanted[@]})) || die_usage "--workloads is empty"
 for w in "${wanted[@]}"; do
-  [[ -n ${W_LABEL[$w]+x} ]] || die_usage "unknown workload '$w' (known: put1k,get1k,thrash)"
+  [[ -n ${W_LABEL[$w]+x} ]] || die_usage "unknown workload '$w' (known: put1k,get1k,thrash,thrash-mkv)"
   [[ " ${selected[*]} " == *" $w "* ]] || selected+=("$w")
 done
 
@@ -341,10 +346,10 @@ print("bench: %-6s run %s/%s %8.0f req/s  (%s)%s"
 PY
 }
 
-run_thrash() { # run
-  local run=$1 rc=0 line out="$tmp/thrash-$run.log" err="$tmp/thrash-$run.err"
-  "$thrasher" --duration "$duration" --workers "$workers" --run-id "r$run" \
-    "${urls[@]}" >"$out" 2>"$err" &
+run_thrash() { # workload run
+  local w=$1 run=$2 rc=0 line out="$tmp/$1-$2.log" err="$tmp/$1-$2.err"
+  "$thrasher" --duration "$duration" --workers "$workers" --run-id "$w$run" \
+    --cycle "${W_CYCLE[$w]}" "${urls[@]}" >"$out" 2>"$err" &
   load_pids=($!)
   wait "${load_pids[0]}" || rc=$?
   load_pids=()
@@ -356,18 +361,18 @@ run_thrash() { # run
   elif [[ -s $err ]]; then
     show_log "$err" "thrasher failures, run $run"
   fi
-  echo "thrash $run 0 ${line#THRASHRESULT }" >>"$results"
-  python3 - "$line" "$run" "$runs" <<'PY' >&2
+  echo "$w $run 0 ${line#THRASHRESULT }" >>"$results"
+  python3 - "$line" "$w" "$run" "$runs" <<'PY' >&2
 import sys
-line, run, runs = sys.argv[1:]
+line, w, run, runs = sys.argv[1:]
 f = dict(kv.split("=", 1) for kv in line.split()[1:])
 if "failed" in f:
     sys.exit(0)
 d = float(f["duration_us"]) / 1e6
 bad = int(f["errors"]) + int(f["mismatches"])
-print("bench: thrash run %s/%s %8.0f req/s %6.0f cycles/s  p50 %.1fms p99 %.1fms  "
+print("bench: %s run %s/%s %8.0f req/s %6.0f cycles/s  p50 %.1fms p99 %.1fms  "
       "errors %s mismatches %s%s"
-      % (run, runs, int(f["requests"]) / d, int(f["cycles"]) / d, float(f["p50_us"]) / 1e3,
+      % (w, run, runs, int(f["requests"]) / d, int(f["cycles"]) / d, float(f["p50_us"]) / 1e3,
          float(f["p99_us"]) / 1e3, f["errors"], f["mismatches"], "  !!" if bad else ""))
 PY
 }
@@ -375,8 +380,8 @@ PY
 for ((run = 1; run <= runs; run++)); do
   for w in "${selected[@]}"; do
     nodes_alive || exit 1
-    if [[ $w == thrash ]]; then
-      run_thrash "$run"
+    if [[ -n ${W_CYCLE[$w]+x} ]]; then
+      run_thrash "$w" "$run"
     else
       run_wrk "$w" "$run"
     fi
@@ -402,7 +407,7 @@ spec="$tmp/spec.txt"
 per_node=""
 for ((i = 0; i < nodes; i++)); do per_node+="${per_node:+/}$(conns_for "$i")"; done
 for w in "${selected[@]}"; do
-  if [[ $w == thrash ]]; then
+  if [[ -n ${W_CYCLE[$w]+x} ]]; then
     shown="$workers"
   else
     shown="$connections"
