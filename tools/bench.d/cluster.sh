@@ -61,6 +61,10 @@ them, and for the thrasher failed requests and mismatches; a workload with
 any of them is flagged with "!!". After the PUT runs, keys are read in order
 through every node until 20 are found; the nodes must agree on each.
 
+A run starts at least a minute after the previous run removed its data dir
+(BENCH_SETTLE_SECONDS, default 60; 0: no wait): on ext4 without a journal the
+inodes freed in that minute slow down every file the next run writes.
+
 Exit status: 0 on success, 1 if a workload had errors or mismatches or a node
 failed, 2 on bad usage.
 EOF
@@ -161,6 +165,8 @@ loadavg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 # --- temp dir, processes, cleanup -------------------------------------------
 
+. "$(dirname "${BASH_SOURCE[0]}")/settle.sh"
+settle_wait
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringstore-bench.XXXXXX")
 node_pids=()
 load_pids=()   # wrk processes or the thrasher of the current run
@@ -205,7 +211,7 @@ cleanup() {
     for f in "$tmp"/n*/log; do show_log "$f" "${f#"$tmp"/} (tail)"; done
     ((rc)) || rc=1
   fi
-  rm -rf "$tmp"
+  settle_remove "$tmp"
   exit "$rc"
 }
 trap cleanup EXIT
