@@ -134,7 +134,8 @@ done
 ((threads <= connections / nodes)) ||
   die_usage "--threads ($threads) must not exceed the connections per node ($((connections / nodes)))"
 
-# name | label | connections shown | reference (minikeyvalue, 3 replicas)
+# name | label | connections shown | reference (minikeyvalue, 3 replicas); W_CYCLE: the
+# thrasher's --cycle for the thrasher workloads (wrk runs the others)
 declare -A W_LABEL W_REF W_METHOD W_PREFIX W_KEYS W_WIDTH W_CYCLE
 W_LABEL[put1k]="PUT 1 KiB";  W_REF[put1k]=3100
 W_METHOD[put1k]=PUT; W_PREFIX[put1k]=p1k-; W_KEYS[put1k]=10000; W_WIDTH[put1k]=5
@@ -353,7 +354,8 @@ PY
 }
 
 run_thrash() { # workload run
-  local w=$1 run=$2 rc=0 line out="$tmp/$1-$2.log" err="$tmp/$1-$2.err"
+  local w=$1 run=$2 rc=0 line
+  local out="$tmp/$w-$run.log" err="$tmp/$w-$run.err"
   "$thrasher" --duration "$duration" --workers "$workers" --run-id "$w$run" \
     --cycle "${W_CYCLE[$w]}" "${urls[@]}" >"$out" 2>"$err" &
   load_pids=($!)
@@ -418,7 +420,7 @@ for w in "${selected[@]}"; do
   else
     shown="$connections"
   fi
-  echo "$w|${W_LABEL[$w]}|$shown|${W_REF[$w]}"
+  echo "$w|${W_LABEL[$w]}|$shown|${W_REF[$w]}|${W_CYCLE[$w]:-}"
 done >"$spec"
 
 cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)

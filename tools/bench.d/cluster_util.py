@@ -201,10 +201,10 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
     markdown = markdown == "1"
     check_failed = check_failed.split()
 
-    spec = []  # (name, label, conns_text, reference)
+    spec = []  # (name, label, conns_text, reference, thrasher cycle or "" for wrk)
     for line in open(spec_path):
-        name, label, conns, ref = line.rstrip("\n").split("|")
-        spec.append((name, label, conns, float(ref) if ref else None))
+        name, label, conns, ref, cycle = line.rstrip("\n").split("|")
+        spec.append((name, label, conns, float(ref) if ref else None, cycle))
 
     # results: "workload run node key=value ..."; node 0 = the thrasher
     res = {}
@@ -215,9 +215,9 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
         res.setdefault(w, {}).setdefault(run, {})[node] = f
 
     rows, warnings, notes = [], [], []
-    for name, label, conns, ref in spec:
+    for name, label, conns, ref, cycle in spec:
         per_run = res.get(name, {})
-        if name in ("thrash", "thrash-mkv"):
+        if cycle:
             ok = {r: n[0] for r, n in per_run.items() if "failed" not in n[0]}
             failed = len(per_run) - len(ok)
             dur = {r: float(f["duration_us"]) / 1e6 for r, f in ok.items()}
@@ -250,13 +250,13 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
                     "ratio": fmt_ratio(m / r) if r and m is not None else "-",
                     "errors": err_text,
                 })
-            if ref and req and name == "thrash":
+            if ref and req and cycle == "full":
                 notes.append(
                     "minikeyvalue's thrasher reports key cycles per second (PUT, GET, DELETE: "
                     "3 requests); ours adds a GET that must answer 404 (4 requests), so the "
                     "reference is set against our key cycles. Set against our requests/s it "
                     "would be %s." % fmt_ratio(med(req) / ref))
-            if ref and req and name == "thrash-mkv":
+            if ref and req and cycle == "mkv":
                 notes.append(
                     "%s: minikeyvalue's own cycle (PUT, GET and compare, DELETE: 3 requests), "
                     "like for like with its key cycles; deleted keys are checked after each "
