@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "blobstore/limits.h"
+#include "common/digest.h"
 #include "ring/hash.h"
 
 namespace blobstore {
@@ -84,7 +85,7 @@ std::optional<Version> Version::parse(std::string_view text) {
 
 Md5::Md5() : ctx_(EVP_MD_CTX_new()) {
   ASSERT(ctx_ != nullptr);
-  int ok = EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_md5(), nullptr);
+  int ok = EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), common::md5_digest(), nullptr);
   ASSERT(ok == 1);
 }
 Md5::~Md5() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
@@ -104,7 +105,7 @@ Md5Digest Md5::finish() {
 Md5Digest md5_of(std::string_view bytes) {
   Md5Digest d{};
   unsigned int len = 0;
-  int ok = EVP_Digest(bytes.data(), bytes.size(), d.data(), &len, EVP_md5(), nullptr);
+  int ok = EVP_Digest(bytes.data(), bytes.size(), d.data(), &len, common::md5_digest(), nullptr);
   ASSERT(ok == 1);
   return d;
 }

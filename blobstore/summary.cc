@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/digest.h"
 #include "common/status.h"
 
 namespace blobstore {
@@ -54,7 +55,7 @@ Leaf entry_leaf(std::string_view key, const Version& version, bool tombstone) {
   buf.push_back(tombstone ? 1 : 0);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  ASSERT(EVP_Digest(buf.data(), buf.size(), md, &len, EVP_sha256(), nullptr) == 1);
+  ASSERT(EVP_Digest(buf.data(), buf.size(), md, &len, common::sha256_digest(), nullptr) == 1);
   Leaf l;
   l.h0 = load_be(md);
   l.h1 = load_be(md + 8);

@@ -6,6 +6,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "common/digest.h"
 #include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/http_status.h"
@@ -196,7 +197,7 @@ std::string AntiEntropy::fingerprint_of(const ring::Ring& r, std::size_t n) cons
   }
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  ASSERT(EVP_Digest(buf.data(), buf.size(), md, &len, EVP_sha256(), nullptr) == 1);
+  ASSERT(EVP_Digest(buf.data(), buf.size(), md, &len, common::sha256_digest(), nullptr) == 1);
   return blobstore::hex(md, 8);
 }
 

@@ -3,13 +3,14 @@
 #include <openssl/evp.h>
 
 #include "common/assert.h"
+#include "common/digest.h"
 
 namespace ring {
 
 Sha1Digest sha1(std::string_view bytes) {
   Sha1Digest out{};
   unsigned int len = 0;
-  int ok = EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, EVP_sha1(), nullptr);
+  int ok = EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, common::sha1_digest(), nullptr);
   ASSERT(ok == 1);
   ASSERT(len == out.size());
   return out;

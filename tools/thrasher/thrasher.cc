@@ -57,6 +57,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/digest.h"
 #include "llhttp.h"
 
 namespace {
@@ -94,7 +95,7 @@ class Reporter {
 std::string md5_hex(const std::string& data) {
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), d, &n, EVP_md5(), nullptr);
+  EVP_Digest(data.data(), data.size(), d, &n, common::md5_digest(), nullptr);
   static const char* hex = "0123456789abcdef";
   std::string out;
   for (unsigned int i = 0; i < n; ++i) {
