@@ -90,7 +90,9 @@ Status BlobStore::start(Options& options) {
   if (!disks.is_ok()) return disks.take_status();
   disks_ = std::move(disks.value());
   std::string db_path = options.data_dir + "/index.db";
-  if (Status s = writer_.open(db_path, paths); !s.is_ok()) return s;
+  if (Status s = writer_.open(db_path, paths, options.sync.mode == SyncMode::always); !s.is_ok()) {
+    return s;
+  }
   if (Status s = reader_.open(db_path); !s.is_ok()) return s;
   if (Status s = meta_writer_.open(db_path, paths); !s.is_ok()) return s;
 
@@ -112,7 +114,8 @@ Status BlobStore::start(Options& options) {
   ASSERT(RAND_bytes(run.data(), static_cast<int>(run.size())) == 1);
   temp_prefix_ = hex(run.data(), run.size()) + "-";
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
-                                           pool_.get(), temp_prefix_ + "p", options.background_linger_ms);
+                                           pool_.get(), temp_prefix_ + "p", options.background_linger_ms,
+                                           SyncPolicy{options.sync.mode, options.sync.period_ms, options.data_dir});
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());

@@ -37,6 +37,8 @@ struct Options {
   // How long background writes wait for company (blobstore/limits.h; tests lengthen it).
   std::uint64_t background_linger_ms = limits::background_linger_ms;
   bool stock_files = true;  // keep empty files ready (FileStock); tests that count files turn it off
+  // When writes reach the disk (Committer, SyncPolicy); index_dir is filled in.
+  SyncPolicy sync;
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is

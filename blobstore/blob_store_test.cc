@@ -35,6 +35,7 @@ struct Store {
   std::uint64_t pool_cool_ms = limits::pooled_file_cool_ms;
   bool stock_files = false;  // most tests count the files in tmp/
   std::uint64_t linger_ms = limits::background_linger_ms;
+  SyncPolicy sync;
 
   explicit Store(FaultHook f = nullptr, std::uint64_t cool_ms = limits::pooled_file_cool_ms)
       : fault(std::move(f)), pool_cool_ms(cool_ms) {
@@ -50,6 +51,7 @@ struct Store {
     o.pool_cool_ms = pool_cool_ms;
     o.stock_files = stock_files;
     o.background_linger_ms = linger_ms;
+    o.sync = sync;
     auto s = BlobStore::open(o);
     REQUIRE(s.is_ok());
     store = std::move(s.value());
@@ -244,6 +246,43 @@ TEST_CASE("background writes wait for company, and a foreground write ends the w
   CHECK(done == 4);
   CHECK(s.store->committer().batches() == batches + 2);
   CHECK(s.get("bg3") == "v");
+}
+
+TEST_CASE("the periodic sync mode acknowledges writes unsynced and syncs them within a period",
+          "[blobstore]") {
+  Store s;
+  const Committer& always = s.store->committer();
+  std::uint64_t before = always.batch_syncs();
+  REQUIRE(s.put("a", "1", ver(1)).is_ok());
+  CHECK(always.batch_syncs() > before);  // the default syncs every batch
+  CHECK(always.periodic_syncs() == 0);
+
+  s.sync.mode = SyncMode::periodic;
+  s.sync.period_ms = 100;
+  s.reopen();
+  const Committer& c = s.store->committer();
+  for (int i = 0; i < 5; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(2)).is_ok());
+  REQUIRE(s.del("a", ver(3)).is_ok());
+  CHECK(c.batch_syncs() == 0);
+  CHECK(s.get("k4") == "v");
+  CHECK(s.get("a") == "<tombstone>");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (c.periodic_syncs() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(c.periodic_syncs() > 0);
+  CHECK(c.periodic_sync_errors() == 0);
+  // Nothing written since: the next periods sync nothing.
+  std::uint64_t synced = c.periodic_syncs();
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
+  CHECK(c.periodic_syncs() == synced);
+  CHECK(c.batch_syncs() == 0);
+
+  // What the index holds survives a restart, in either mode.
+  s.sync = SyncPolicy{};
+  s.reopen();
+  CHECK(s.get("k0") == "v");
+  CHECK(s.get("a") == "<tombstone>");
 }
 
 TEST_CASE("a failure or crash at any step of the write path leaves the key absent or whole",

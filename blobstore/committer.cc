@@ -71,14 +71,17 @@ CommitOp::~CommitOp() {
 
 Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> notify,
                      FaultHook fault, FilePool* pool, std::string pool_prefix,
-                     std::uint64_t linger_ms)
+                     std::uint64_t linger_ms, SyncPolicy sync)
     : index_(index),
       disks_(disks),
       notify_(std::move(notify)),
       fault_(std::move(fault)),
       pool_(pool),
       pool_prefix_(std::move(pool_prefix)),
-      linger_ms_(linger_ms) {}
+      linger_ms_(linger_ms),
+      sync_(std::move(sync)) {
+  ASSERT(sync_.mode == SyncMode::always || sync_.period_ms > 0);
+}
 
 Committer::~Committer() { stop(); }
 
@@ -88,6 +91,12 @@ void Committer::start() {
     common::name_this_thread("rs-committer");
     run();
   });
+  if (sync_.mode == SyncMode::periodic) {
+    syncer_ = std::thread([this] {
+      common::name_this_thread("rs-syncer");
+      run_syncer();
+    });
+  }
 }
 
 void Committer::stop() {
@@ -97,6 +106,12 @@ void Committer::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> l(sync_mu_);
+    sync_stopping_ = true;
+  }
+  sync_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
 }
 
 bool Committer::submit(std::unique_ptr<CommitOp> op) {
@@ -150,6 +165,43 @@ void Committer::run() {
     }
     process(batch);
     finish(batch);
+  }
+}
+
+// Periodic mode, on its own thread so that a batch never waits for it: every period
+// in which the committer renamed a file or committed the index, one syncfs() per
+// filesystem that holds a healthy disk or the index. A disk whose filesystem fails to
+// sync may have lost acknowledged writes: it is marked failed, and the disk repair
+// copies its keys back from other replicas. Once stopping, a last sync.
+void Committer::run_syncer() {
+  auto period = std::chrono::milliseconds(sync_.period_ms);
+  for (bool last = false; !last;) {
+    {
+      std::unique_lock<std::mutex> l(sync_mu_);
+      last = sync_cv_.wait_for(l, period, [this] { return sync_stopping_; });
+    }
+    if (!unsynced_.exchange(false)) continue;
+    std::map<std::uint64_t, std::string> per_device;  // a path on each filesystem
+    for (std::size_t i = 0; i < disks_->size(); i++) {
+      int d = static_cast<int>(i);
+      if (disks_->healthy(d)) per_device.emplace(disks_->device(d), disks_->path(d));
+    }
+    struct stat st;
+    if (stat(sync_.index_dir.c_str(), &st) == 0) {
+      per_device.emplace(static_cast<std::uint64_t>(st.st_dev), sync_.index_dir);
+    } else {
+      periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (const auto& [dev, path] : per_device) {
+      Status s = syncfs_path(path);
+      periodic_syncs_.fetch_add(1, std::memory_order_relaxed);
+      if (s.is_ok()) continue;
+      periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
+      for (std::size_t i = 0; i < disks_->size(); i++) {
+        int d = static_cast<int>(i);
+        if (disks_->device(d) == dev) disks_->mark_failed(d, s.message());
+      }
+    }
   }
 }
 
@@ -300,15 +352,22 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 void Committer::make_durable(std::vector<CommitOp*>& winners) {
   std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
   for (CommitOp* op : winners) {
-    if (op->status.is_ok()) per_device[disks_->device(op->meta.disk)].push_back(op);
+    if (!op->status.is_ok()) continue;
+    if (sync_.mode == SyncMode::periodic) {
+      unsynced_.store(true);  // the syncer's next round covers it
+      continue;
+    }
+    per_device[disks_->device(op->meta.disk)].push_back(op);
   }
   for (auto& [dev, ops] : per_device) {
     if (ops.size() >= limits::syncfs_batch_min) {
       Status s = syncfs_path(disks_->path(ops.front()->meta.disk));
+      batch_syncs_.fetch_add(1, std::memory_order_relaxed);
       for (CommitOp* op : ops) op->status = s;
       continue;
     }
     std::set<std::string> dirs;
+    batch_syncs_.fetch_add(ops.size(), std::memory_order_relaxed);
     for (CommitOp* op : ops) {
       if (fsync(op->temp_fd) != 0) {
         op->status = Status::from_errno("fsync " + op->temp_path, errno);
@@ -442,6 +501,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   }
   auto t0 = std::chrono::steady_clock::now();
   if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
+  if (sync_.mode == SyncMode::periodic) unsynced_.store(true);
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
   for (std::size_t i = 0; i < commit_bounds.size(); i++) {
     if (static_cast<double>(ns) / 1e9 <= commit_bounds[i]) commit_buckets_[i]++;

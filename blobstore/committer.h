@@ -51,6 +51,24 @@ struct CommitResult {
 };
 using CommitCallback = std::function<void(Status, CommitResult)>;
 
+// When writes reach the disk.
+//  always:   every batch is synced before it is indexed and the index commit is synced
+//            too, so an acknowledged write survives a power cut (the default).
+//  periodic: nothing is synced per batch. The disks and the index's filesystem get one
+//            syncfs() each every period_ms while anything is unsynced, and at stop: the
+//            durability of Cassandra's periodic commit log, or of Garage without
+//            data_fsync. A power cut (not a crash of the process: the page cache
+//            outlives it) can lose up to a period of acknowledged writes on this node;
+//            the index stays consistent (SQLite WAL, synchronous=NORMAL), a copy whose
+//            bytes were lost fails its checksum when read or scrubbed and is repaired
+//            from another replica.
+enum class SyncMode : std::uint8_t { always, periodic };
+struct SyncPolicy {
+  SyncMode mode = SyncMode::always;
+  std::uint64_t period_ms = 1000;  // periodic only
+  std::string index_dir;           // periodic only: where the index lives (synced too)
+};
+
 struct CommitOp {
   ~CommitOp();            // closes temp_fd if still open
   BlobMeta meta;          // meta.disk is the --disk index
@@ -95,7 +113,7 @@ class Committer {
   // moved to DISK/tmp/<pool_prefix><n>.
   Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault,
             FilePool* pool = nullptr, std::string pool_prefix = "",
-            std::uint64_t linger_ms = limits::background_linger_ms);
+            std::uint64_t linger_ms = limits::background_linger_ms, SyncPolicy sync = {});
   ~Committer();  // stops, after committing everything already submitted
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
@@ -117,6 +135,11 @@ class Committer {
   std::uint64_t commit_bucket(std::size_t i) const { return commit_buckets_[i].load(); }
   std::uint64_t commit_count() const { return commit_count_.load(); }
   std::uint64_t commit_ns() const { return commit_ns_.load(); }
+  // syncfs() and fsync() calls that made batches durable (the always mode).
+  std::uint64_t batch_syncs() const { return batch_syncs_.load(); }
+  // syncfs() calls of the periodic mode, and those that failed.
+  std::uint64_t periodic_syncs() const { return periodic_syncs_.load(); }
+  std::uint64_t periodic_sync_errors() const { return periodic_sync_errors_.load(); }
 
  private:
   using Batch = std::vector<std::unique_ptr<CommitOp>>;
@@ -130,6 +153,7 @@ class Committer {
   void make_durable(std::vector<CommitOp*>& winners);
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
+  void run_syncer();
   bool retire(const std::string& path);
   void discard(CommitOp* op);
   static void note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
@@ -166,6 +190,16 @@ class Committer {
   std::atomic<std::uint64_t> batches_{0};
   std::array<std::atomic<std::uint64_t>, commit_bounds.size()> commit_buckets_{};
   std::atomic<std::uint64_t> commit_count_{0}, commit_ns_{0};
+
+  SyncPolicy sync_;
+  // Periodic mode: the syncer thread, and whether anything was written since its last
+  // round began.
+  std::thread syncer_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  bool sync_stopping_ = false;  // guarded by sync_mu_
+  std::atomic<bool> unsynced_{false};
+  std::atomic<std::uint64_t> batch_syncs_{0}, periodic_syncs_{0}, periodic_sync_errors_{0};
 };
 
 }  // namespace blobstore

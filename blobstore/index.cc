@@ -346,11 +346,14 @@ Result<std::string> IndexReader::get_meta(std::string_view name) {
 
 // ---- writer ----
 
-Status IndexWriter::open(const std::string& db_path, const std::vector<std::string>& disk_paths) {
+Status IndexWriter::open(const std::string& db_path, const std::vector<std::string>& disk_paths,
+                         bool sync_commits) {
   if (Status s = db_.open(db_path, true); !s.is_ok()) return s;
   // WAL: readers never wait for the writer. synchronous=FULL: a commit is durable when
-  // it returns, which is what a 201 promises.
-  if (Status s = db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"); !s.is_ok()) {
+  // it returns, which is what a 201 promises (NORMAL for the periodic sync mode).
+  if (Status s = db_.exec(sync_commits ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                       : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+      !s.is_ok()) {
     return s;
   }
   if (Status s = db_.exec(schema_sql); !s.is_ok()) return s;

@@ -105,8 +105,10 @@ class IndexReader {
 class IndexWriter {
  public:
   // Creates the schema when missing. `disk_paths` are registered in the disks table and
-  // disk_ids() maps --disk order to their ids.
-  Status open(const std::string& db_path, const std::vector<std::string>& disk_paths);
+  // disk_ids() maps --disk order to their ids. Without `sync_commits` a commit is not
+  // synced (synchronous=NORMAL: still consistent after a power cut); the caller syncs.
+  Status open(const std::string& db_path, const std::vector<std::string>& disk_paths,
+              bool sync_commits = true);
   const std::vector<int>& disk_ids() const { return disk_ids_; }
   Status begin();
   // A read transaction (ended by commit()): its lookups share one snapshot and one set

@@ -167,6 +167,7 @@ int main(int argc, char** argv) {
   node::ServerConfig config;
   std::string listen = "127.0.0.1:3000";
   std::string secret_file;
+  std::string sync_mode = "always";
   auto* serve_cmd = app.add_subcommand("serve", "run a node");
   serve_cmd->add_option("--listen", listen, "HOST:PORT to serve HTTP on (port 0: any free port)")
       ->envname("RINGSTORE_LISTEN");
@@ -234,6 +235,14 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--scrub-files-per-s", config.scrub.files_per_s,
                         "background checksum scrub: files verified per second (0: off)")
       ->envname("RINGSTORE_SCRUB_FILES_PER_S");
+  serve_cmd->add_option("--sync", sync_mode,
+                        "when a write reaches the disk: always (synced before it is "
+                        "acknowledged) or periodic (every --sync-period-ms; a power cut can "
+                        "lose that much)")
+      ->envname("RINGSTORE_SYNC")->check(CLI::IsMember({"always", "periodic"}));
+  serve_cmd->add_option("--sync-period-ms", config.sync.period_ms,
+                        "how often --sync periodic syncs unsynced writes")
+      ->envname("RINGSTORE_SYNC_PERIOD_MS")->check(CLI::Range(10ull, 60'000ull));
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")
       ->envname("RINGSTORE_CACHE_BYTES");
@@ -282,6 +291,7 @@ int main(int argc, char** argv) {
   }
 
   CLI11_PARSE(app, argc, argv);
+  config.sync.mode = sync_mode == "periodic" ? blobstore::SyncMode::periodic : blobstore::SyncMode::always;
   node::log::Level level;
   node::log::parse_level(log_level, &level);
   node::log::set_level(level);

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "blobstore/version.h"
+#include "common/digest.h"
 #include "node/log.h"
 
 namespace node {
@@ -50,6 +51,7 @@ Status Server::start() {
   opts.fault = config_.fault;
   opts.cache_bytes = config_.cache_bytes;
   opts.scrub = config_.scrub;
+  opts.sync = config_.sync;
   uv_async_t* async = async_;
   opts.notify = [async] { uv_async_send(async); };
   auto store = blobstore::BlobStore::open(std::move(opts));
@@ -254,7 +256,7 @@ std::string Server::auth_token_for(const std::string& secret) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   const std::string key = secret.empty() ? std::string("insecure") : secret;
-  ASSERT(HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+  ASSERT(HMAC(common::sha256_digest(), key.data(), static_cast<int>(key.size()),
               reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len) != nullptr);
   return blobstore::hex(mac, len);
 }
@@ -594,6 +596,11 @@ std::string Server::metrics_text() {
   std::snprintf(sum, sizeof sum, "%.9g", static_cast<double>(cm.commit_ns()) / 1e9);
   out += std::string("ringstore_sqlite_commit_seconds_sum ") + sum + "\n";
   out += "ringstore_sqlite_commit_seconds_count " + std::to_string(cm.commit_count()) + "\n";
+  counter("ringstore_batch_syncs_total", "syncfs() and fsync() calls that made write batches durable (--sync always).",
+          cm.batch_syncs());
+  counter("ringstore_periodic_syncs_total", "syncfs() calls of --sync periodic.", cm.periodic_syncs());
+  counter("ringstore_periodic_sync_errors_total", "Failed syncs of --sync periodic (the disk is marked failed).",
+          cm.periodic_sync_errors());
   return out;
 }
 

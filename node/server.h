@@ -56,6 +56,7 @@ struct ServerConfig {
   HintConfig hints;            // window, caps, delivery rate
   RepairConfig repair;         // refetch of lost copies
   blobstore::ScrubConfig scrub;  // background MD5 scrub (on by default)
+  blobstore::SyncPolicy sync;    // when writes reach the disk (always, or periodic)
 };
 
 struct ServerCounters {

@@ -786,3 +786,41 @@ TEST_CASE("pipelined requests on one connection are answered in order", "[integr
   CHECK(r5->status == 200);
   CHECK(r5->headers["content-length"] == "4");
 }
+
+namespace {
+std::uint64_t metric(const NodeProcess& node, const std::string& name) {
+  Response m = request("GET", node.url("_/metrics"));
+  std::smatch v;
+  if (!std::regex_search(m.body, v, std::regex("\n" + name + " ([0-9]+)\n"))) return ~0ull;
+  return std::stoull(v[1]);
+}
+}  // namespace
+
+TEST_CASE("a node with --sync periodic acknowledges writes unsynced and syncs them every period",
+          "[integration]") {
+  NodeProcess node({.disks = 2, .extra_args = {"--sync", "periodic", "--sync-period-ms", "50"}});
+  for (int i = 0; i < 20; i++) {
+    REQUIRE(request("PUT", node.url("p" + std::to_string(i)), "v" + std::to_string(i)).status == 201);
+  }
+  CHECK(request("DELETE", node.url("p0")).status == 204);
+  CHECK(request("GET", node.url("p7")).body == "v7");
+  CHECK(request("GET", node.url("p0")).status == 404);
+  CHECK(metric(node, "ringstore_batch_syncs_total") == 0);
+  CHECK(wait_for([&] {
+          std::uint64_t n = metric(node, "ringstore_periodic_syncs_total");
+          return n != ~0ull && n > 0;
+        }, 10) >= 0);
+  CHECK(metric(node, "ringstore_periodic_sync_errors_total") == 0);
+  CHECK(node.terminate() == 0);  // a clean stop syncs what is left
+  node.restart();
+  CHECK(request("GET", node.url("p19")).body == "v19");
+
+  NodeProcess always({.disks = 2});
+  REQUIRE(request("PUT", always.url("k"), "v").status == 201);
+  CHECK(metric(always, "ringstore_batch_syncs_total") > 0);
+  CHECK(metric(always, "ringstore_periodic_syncs_total") == 0);
+
+  RunResult bad = run_binary({"serve", "--data", node.root() + "/bad", "--insecure", "--sync", "sometimes"});
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("--sync") != std::string::npos);
+}

@@ -34,6 +34,10 @@ Options:
                          next to the ringstore binary)
   --workloads LIST       comma-separated subset of put1k,get1k,thrash,
                          thrash-mkv (default: all)
+  --sync MODE            the nodes' --sync: always (default; a write is synced
+                         before it is acknowledged) or periodic (synced every
+                         second, as minikeyvalue, Cassandra's periodic commit
+                         log or Garage without data_fsync)
   --markdown             print the table as Markdown (for BENCHMARKS.md)
   -h, --help             show this help
 
@@ -85,6 +89,7 @@ workers=16
 binary="$repo/build/ringstore"
 thrasher=""
 workloads="put1k,get1k,thrash,thrash-mkv"
+sync_mode=always
 markdown=0
 
 while (($#)); do
@@ -102,7 +107,7 @@ while (($#)); do
       markdown=1
       shift
       continue ;;
-    --nodes|--duration|--runs|--connections|--threads|--workers|--binary|--thrasher|--workloads)
+    --nodes|--duration|--runs|--connections|--threads|--workers|--binary|--thrasher|--workloads|--sync)
       if ((!has_val)); then
         (($# >= 2)) || die_usage "option $opt needs a value"
         val=$2
@@ -116,6 +121,10 @@ while (($#)); do
     --binary) binary=$val; continue ;;
     --thrasher) thrasher=$val; continue ;;
     --workloads) workloads=$val; continue ;;
+    --sync)
+      [[ $val == always || $val == periodic ]] || die_usage "--sync must be always or periodic, got '$val'"
+      sync_mode=$val
+      continue ;;
   esac
   [[ $val =~ ^[0-9]+$ ]] && ((10#$val > 0)) || die_usage "$opt needs a positive integer, got '$val'"
   val=$((10#$val))
@@ -250,7 +259,7 @@ for ((i = 1; i <= nodes; i++)); do
   mkdir -p "$d/data" "$d/disk1" "$d/disk2"
   "$binary" serve --listen "127.0.0.1:${ports[i - 1]}" --data "$d/data" \
     --disk "$d/disk1" --disk "$d/disk2" --seeds "$seeds" --secret-file "$tmp/secret" \
-    >"$d/log" 2>&1 </dev/null &
+    --sync "$sync_mode" >"$d/log" 2>&1 </dev/null &
   node_pids+=($!)
 done
 
@@ -428,7 +437,7 @@ rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 dirty=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | head -1 || true)
 [[ -n $dirty ]] && rev+="+dirty"
 header="$(date -u +%Y-%m-%dT%H:%MZ), ringstore $rev, $(nproc) CPUs (${cpu:-unknown}), $(uname -sr)"
-header+=$'\n'"cluster of $nodes nodes on 127.0.0.1 (2 disks each, server defaults N=3 R=2 W=2), load generators on the same CPUs; load average before the start: $loadavg"
+header+=$'\n'"cluster of $nodes nodes on 127.0.0.1 (2 disks each, server defaults N=3 R=2 W=2, --sync $sync_mode), load generators on the same CPUs; load average before the start: $loadavg"
 header+=$'\n'"PUT/GET: one wrk per node, -t$threads -c$per_node ($connections in all); thrasher: $workers workers, values of 1..1024 bytes; ${duration}s x $runs runs"
 
 rc=0
