@@ -113,9 +113,11 @@ Status BlobStore::start(Options& options) {
   std::array<std::uint8_t, 6> run{};
   ASSERT(RAND_bytes(run.data(), static_cast<int>(run.size())) == 1);
   temp_prefix_ = hex(run.data(), run.size()) + "-";
+  SyncPolicy sync = options.sync;
+  sync.index_dir = options.data_dir;
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
                                            pool_.get(), temp_prefix_ + "p", options.background_linger_ms,
-                                           SyncPolicy{options.sync.mode, options.sync.period_ms, options.data_dir});
+                                           std::move(sync));
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());

@@ -351,13 +351,11 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 // only after this returns, and rebuild checks every file's MD5 before it uses it.
 void Committer::make_durable(std::vector<CommitOp*>& winners) {
   std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
+  // Periodic mode syncs nothing here: the batch's index commit marks it for the syncer.
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok()) continue;
-    if (sync_.mode == SyncMode::periodic) {
-      unsynced_.store(true);  // the syncer's next round covers it
-      continue;
+    if (op->status.is_ok() && sync_.mode == SyncMode::always) {
+      per_device[disks_->device(op->meta.disk)].push_back(op);
     }
-    per_device[disks_->device(op->meta.disk)].push_back(op);
   }
   for (auto& [dev, ops] : per_device) {
     if (ops.size() >= limits::syncfs_batch_min) {
@@ -501,6 +499,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   }
   auto t0 = std::chrono::steady_clock::now();
   if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
+  // Periodic mode: the syncer's next round covers the files renamed and this commit.
   if (sync_.mode == SyncMode::periodic) unsynced_.store(true);
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
   for (std::size_t i = 0; i < commit_bounds.size(); i++) {
