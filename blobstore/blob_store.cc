@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "blobstore/limits.h"
 
@@ -115,6 +116,13 @@ Status BlobStore::start(Options& options) {
   temp_prefix_ = hex(run.data(), run.size()) + "-";
   SyncPolicy sync = options.sync;
   sync.index_dir = options.data_dir;
+  if (sync.mode == SyncMode::always && options.commit_log_bytes > 0) {
+    auto log = CommitLog::open(options.data_dir + "/commit.log", options.commit_log_bytes);
+    if (!log.is_ok()) return log.take_status();
+    log_ = std::move(log.value());
+    if (Status s = replay_log(); !s.is_ok()) return s;
+    sync.log = log_.get();
+  }
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
                                            pool_.get(), temp_prefix_ + "p", options.background_linger_ms,
                                            std::move(sync));
@@ -213,6 +221,47 @@ void BlobStore::sweep() {
   for (const std::string& p : trash.value()) {
     if (unlink(p.c_str()) == 0 || errno == ENOENT) (void)writer_.clear_trash(p);
   }
+}
+
+// After a power cut, the files whose records are still in the commit log may have lost
+// their bytes or their names. Each one that the index still names (the version and
+// disk of its row) is written again, and once they are all synced the log drops its
+// records. A record the index does not name was superseded, or never acknowledged.
+Status BlobStore::replay_log() {
+  std::set<int> touched;
+  Status status = log_->replay([&](const CommitLog::Entry& e) {
+    int disk = -1;
+    for (std::size_t i = 0; i < disks_->size(); i++) {
+      if (disks_->path(static_cast<int>(i)) == e.disk_path) disk = static_cast<int>(i);
+    }
+    if (disk < 0 || !disks_->healthy(disk)) return;
+    auto cur = writer_.current(e.key);
+    if (!cur.is_ok() || !cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
+    std::string dir = disks_->path(disk) + "/" + blob_relative_dir(e.key);
+    (void)mkdir(dir.substr(0, dir.rfind('/')).c_str(), 0755);
+    (void)mkdir(dir.c_str(), 0755);
+    std::string path = disks_->path(disk) + "/" + blob_relative_path(e.key, e.version);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    Status s = fd < 0 ? Status::from_errno("open " + path, errno)
+                      : write_all(fd, e.file.data(), e.file.size(), path, 0);
+    if (fd >= 0) close(fd);
+    if (!s.is_ok()) {
+      disks_->mark_failed(disk, "commit log replay: " + s.message());
+      return;
+    }
+    touched.insert(disk);
+    replayed_files_++;
+  });
+  if (!status.is_ok()) return status;
+  for (int disk : touched) {
+    if (!disks_->healthy(disk)) continue;
+    int fd = ::open(disks_->path(disk).c_str(), O_RDONLY | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : syncfs(fd);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (rc != 0) return Status::from_errno("sync " + disks_->path(disk) + " after the commit log replay", err);
+  }
+  return log_->checkpoint(log_->head());
 }
 
 Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,

@@ -37,8 +37,11 @@ struct Options {
   // How long background writes wait for company (blobstore/limits.h; tests lengthen it).
   std::uint64_t background_linger_ms = limits::background_linger_ms;
   bool stock_files = true;  // keep empty files ready (FileStock); tests that count files turn it off
-  // When writes reach the disk (Committer, SyncPolicy); index_dir is filled in.
+  // When writes reach the disk (Committer, SyncPolicy); index_dir and log are filled in.
   SyncPolicy sync;
+  // The always mode's commit log at DATA/commit.log: its capacity (0: no log, every
+  // batch synced in place). A log that exists keeps the capacity it was made with.
+  std::uint64_t commit_log_bytes = limits::commit_log_bytes;
 };
 
 // An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
@@ -190,6 +193,8 @@ class BlobStore {
   std::size_t pooled_files(int disk) const { return pool_->size(disk); }
   std::uint64_t stocked_files_made() const { return stock_ ? stock_->files_made() : 0; }
   const Committer& committer() const { return *committer_; }
+  // Files the commit log's replay rewrote at open (after a power cut).
+  std::uint64_t replayed_files() const { return replayed_files_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }
@@ -223,6 +228,7 @@ class BlobStore {
   BlobStore() = default;
   Status start(Options& options);
   void sweep();
+  Status replay_log();
   Status submit(std::unique_ptr<BlobWriter> w, CommitCallback done);
   void cache_written(const CommitOp& op);
   std::shared_ptr<const CachedValue> cached(std::string_view key, bool touch);
@@ -234,6 +240,8 @@ class BlobStore {
   IndexWriter writer_;
   IndexReader reader_;
   IndexWriter meta_writer_;  // loop thread: meta rows only
+  std::unique_ptr<CommitLog> log_;  // before committer_, which uses it
+  std::uint64_t replayed_files_ = 0;
   std::unique_ptr<Committer> committer_;
   std::unique_ptr<FileStock> stock_;
   ValueCache cache_{0};

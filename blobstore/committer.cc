@@ -80,7 +80,8 @@ Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> not
       pool_prefix_(std::move(pool_prefix)),
       linger_ms_(linger_ms),
       sync_(std::move(sync)) {
-  ASSERT(sync_.mode == SyncMode::always || sync_.period_ms > 0);
+  ASSERT(sync_.period_ms > 0);
+  ASSERT(sync_.mode == SyncMode::always || sync_.log == nullptr);
 }
 
 Committer::~Committer() { stop(); }
@@ -91,7 +92,7 @@ void Committer::start() {
     common::name_this_thread("rs-committer");
     run();
   });
-  if (sync_.mode == SyncMode::periodic) {
+  if (sync_.mode == SyncMode::periodic || sync_.log != nullptr) {
     syncer_ = std::thread([this] {
       common::name_this_thread("rs-syncer");
       run_syncer();
@@ -168,11 +169,9 @@ void Committer::run() {
   }
 }
 
-// Periodic mode, on its own thread so that a batch never waits for it: every period
-// in which the committer renamed a file or committed the index, one syncfs() per
-// filesystem that holds a healthy disk or the index. A disk whose filesystem fails to
-// sync may have lost acknowledged writes: it is marked failed, and the disk repair
-// copies its keys back from other replicas. Once stopping, a last sync.
+// Periodic mode and the commit log, on its own thread so that a batch never waits for
+// it: every period in which the committer renamed a file or committed the index
+// (periodic) or logged a file, one sync round. Once stopping, a last one.
 void Committer::run_syncer() {
   auto period = std::chrono::milliseconds(sync_.period_ms);
   for (bool last = false; !last;) {
@@ -181,27 +180,42 @@ void Committer::run_syncer() {
       last = sync_cv_.wait_for(l, period, [this] { return sync_stopping_; });
     }
     if (!unsynced_.exchange(false)) continue;
-    std::map<std::uint64_t, std::string> per_device;  // a path on each filesystem
+    sync_round();
+  }
+}
+
+// One syncfs() per filesystem that holds a healthy disk or the index. A disk whose
+// filesystem fails to sync may have lost acknowledged writes: it is marked failed, and
+// the disk repair copies its keys back from other replicas. Then the commit log drops
+// the records logged before the round began: their files are durable now, or on a
+// failed disk.
+void Committer::sync_round() {
+  std::lock_guard<std::mutex> round(round_mu_);
+  CommitLog::Mark mark;
+  if (sync_.log != nullptr) mark = sync_.log->head();
+  std::map<std::uint64_t, std::string> per_device;  // a path on each filesystem
+  for (std::size_t i = 0; i < disks_->size(); i++) {
+    int d = static_cast<int>(i);
+    if (disks_->healthy(d)) per_device.emplace(disks_->device(d), disks_->path(d));
+  }
+  struct stat st;
+  if (stat(sync_.index_dir.c_str(), &st) == 0) {
+    per_device.emplace(static_cast<std::uint64_t>(st.st_dev), sync_.index_dir);
+  } else {
+    periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (const auto& [dev, path] : per_device) {
+    Status s = syncfs_path(path);
+    periodic_syncs_.fetch_add(1, std::memory_order_relaxed);
+    if (s.is_ok()) continue;
+    periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < disks_->size(); i++) {
       int d = static_cast<int>(i);
-      if (disks_->healthy(d)) per_device.emplace(disks_->device(d), disks_->path(d));
+      if (disks_->device(d) == dev) disks_->mark_failed(d, s.message());
     }
-    struct stat st;
-    if (stat(sync_.index_dir.c_str(), &st) == 0) {
-      per_device.emplace(static_cast<std::uint64_t>(st.st_dev), sync_.index_dir);
-    } else {
-      periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
-    }
-    for (const auto& [dev, path] : per_device) {
-      Status s = syncfs_path(path);
-      periodic_syncs_.fetch_add(1, std::memory_order_relaxed);
-      if (s.is_ok()) continue;
-      periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
-      for (std::size_t i = 0; i < disks_->size(); i++) {
-        int d = static_cast<int>(i);
-        if (disks_->device(d) == dev) disks_->mark_failed(d, s.message());
-      }
-    }
+  }
+  if (sync_.log != nullptr && sync_.log->checkpoint(mark).is_ok()) {
+    log_checkpoints_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -315,10 +329,6 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
       op->status = std::move(s);
       op->result.applied = false;
     }
-    // The body stays (without the footer) for the loop's value cache: a read soon after
-    // a write is the common case.
-    op->pending.resize(op->status.is_ok() ? op->meta.size : 0);
-    op->pending.shrink_to_fit();
   }
 }
 
@@ -351,11 +361,19 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 // only after this returns, and rebuild checks every file's MD5 before it uses it.
 void Committer::make_durable(std::vector<CommitOp*>& winners) {
   std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
+  std::vector<CommitOp*> small;
   // Periodic mode syncs nothing here: the batch's index commit marks it for the syncer.
   for (CommitOp* op : winners) {
-    if (op->status.is_ok() && sync_.mode == SyncMode::always) {
+    if (!op->status.is_ok() || sync_.mode != SyncMode::always) continue;
+    if (sync_.log != nullptr && !op->pending.empty() &&
+        sync_.log->can_hold(disks_->path(op->meta.disk).size(), op->meta.key.size(), op->pending.size())) {
+      small.push_back(op);
+    } else {
       per_device[disks_->device(op->meta.disk)].push_back(op);
     }
+  }
+  if (!small.empty() && !log_batch(small)) {
+    for (CommitOp* op : small) per_device[disks_->device(op->meta.disk)].push_back(op);
   }
   for (auto& [dev, ops] : per_device) {
     if (ops.size() >= limits::syncfs_batch_min) {
@@ -389,6 +407,12 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
   }
   new_dirs_.clear();
   for (CommitOp* op : winners) {
+    // The body stays (without the footer) for the loop's value cache: a read soon after
+    // a write is the common case.
+    if (!op->pending.empty()) {
+      op->pending.resize(op->status.is_ok() ? op->meta.size : 0);
+      op->pending.shrink_to_fit();
+    }
     close(op->temp_fd);
     op->temp_fd = -1;
     if (!op->status.is_ok() && op->result.applied) {
@@ -396,6 +420,27 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
       op->result.applied = false;
     }
   }
+}
+
+// The small files of an always-mode batch go to the commit log, whole, in one append
+// and one fdatasync. A full log first takes a sync round here. False: the log cannot
+// take them (the caller syncs them in place); a failed append fails them.
+bool Committer::log_batch(std::vector<CommitOp*>& ops) {
+  log_entries_.clear();
+  for (CommitOp* op : ops) {
+    log_entries_.push_back({disks_->path(op->meta.disk), op->meta.key, op->meta.version, op->pending});
+  }
+  if (!sync_.log->fits(log_entries_)) sync_round();
+  if (!sync_.log->fits(log_entries_)) return false;
+  Status s = sync_.log->append(log_entries_);
+  batch_syncs_.fetch_add(1, std::memory_order_relaxed);
+  log_entries_.clear();
+  if (s.is_ok()) {
+    unsynced_.store(true);
+    return true;
+  }
+  for (CommitOp* op : ops) op->status = s;
+  return true;
 }
 
 void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& erases) {

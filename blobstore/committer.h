@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "blobstore/blob_file.h"
+#include "blobstore/commit_log.h"
 #include "blobstore/disks.h"
 #include "blobstore/file_pool.h"
 #include "blobstore/index.h"
@@ -52,8 +53,12 @@ struct CommitResult {
 using CommitCallback = std::function<void(Status, CommitResult)>;
 
 // When writes reach the disk.
-//  always:   every batch is synced before it is indexed and the index commit is synced
-//            too, so an acknowledged write survives a power cut (the default).
+//  always:   every batch is durable before it is indexed and the index commit is synced
+//            too, so an acknowledged write survives a power cut (the default). With a
+//            commit log, the batch's small files go to the log (one fdatasync) and
+//            their own names and bytes are synced by a round every period_ms (which
+//            then drops those records); large files are synced in place as without
+//            one: one syncfs() per filesystem, or fsyncs for a small batch.
 //  periodic: nothing is synced per batch. The disks and the index's filesystem get one
 //            syncfs() each every period_ms while anything is unsynced, and at stop: the
 //            durability of Cassandra's periodic commit log, or of Garage without
@@ -65,8 +70,9 @@ using CommitCallback = std::function<void(Status, CommitResult)>;
 enum class SyncMode : std::uint8_t { always, periodic };
 struct SyncPolicy {
   SyncMode mode = SyncMode::always;
-  std::uint64_t period_ms = 1000;  // periodic only
+  std::uint64_t period_ms = 1000;  // periodic, and the rounds of the commit log
   std::string index_dir;           // periodic only: where the index lives (synced too)
+  CommitLog* log = nullptr;        // always only (may be null); outlives the Committer
 };
 
 struct CommitOp {
@@ -135,11 +141,13 @@ class Committer {
   std::uint64_t commit_bucket(std::size_t i) const { return commit_buckets_[i].load(); }
   std::uint64_t commit_count() const { return commit_count_.load(); }
   std::uint64_t commit_ns() const { return commit_ns_.load(); }
-  // syncfs() and fsync() calls that made batches durable (the always mode).
+  // syncfs(), fsync() and commit log fdatasync() calls that made batches durable (the
+  // always mode), and the sync rounds that let the log drop records.
   std::uint64_t batch_syncs() const { return batch_syncs_.load(); }
   // syncfs() calls of the periodic mode, and those that failed.
   std::uint64_t periodic_syncs() const { return periodic_syncs_.load(); }
   std::uint64_t periodic_sync_errors() const { return periodic_sync_errors_.load(); }
+  std::uint64_t log_checkpoints() const { return log_checkpoints_.load(); }
 
  private:
   using Batch = std::vector<std::unique_ptr<CommitOp>>;
@@ -154,6 +162,8 @@ class Committer {
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);
   void finish(Batch& batch);
   void run_syncer();
+  void sync_round();
+  bool log_batch(std::vector<CommitOp*>& ops);
   bool retire(const std::string& path);
   void discard(CommitOp* op);
   static void note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
@@ -192,14 +202,17 @@ class Committer {
   std::atomic<std::uint64_t> commit_count_{0}, commit_ns_{0};
 
   SyncPolicy sync_;
-  // Periodic mode: the syncer thread, and whether anything was written since its last
-  // round began.
+  // Periodic mode and the commit log: the syncer thread, and whether anything was
+  // written (periodic) or logged since its last round began.
   std::thread syncer_;
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
   bool sync_stopping_ = false;  // guarded by sync_mu_
   std::atomic<bool> unsynced_{false};
   std::atomic<std::uint64_t> batch_syncs_{0}, periodic_syncs_{0}, periodic_sync_errors_{0};
+  std::atomic<std::uint64_t> log_checkpoints_{0};
+  std::mutex round_mu_;  // one sync round at a time (the syncer's, or the committer's)
+  std::vector<CommitLog::Entry> log_entries_;  // committer thread only
 };
 
 }  // namespace blobstore

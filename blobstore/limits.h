@@ -29,6 +29,10 @@ inline constexpr std::size_t syncfs_batch_min = 3;
 // at a time otherwise costs an fsync per key (~1.5 ms of CPU here, most of it in the
 // kernel), CPU that the foreground then misses. A foreground write ends the wait.
 inline constexpr std::uint64_t background_linger_ms = 20;
+// The always mode's commit log (blobstore/commit_log.h): the bytes of records it holds.
+// A sync round every --sync-period-ms drops them; at ~3 MiB/s of 1 KiB writes per node
+// a round's worth is a few MiB, so a full log (which takes a round inline) is rare.
+inline constexpr std::uint64_t commit_log_bytes = 64ull << 20;
 // Values up to this size are read whole, verified, and may be cached.
 inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
 // Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), the

@@ -241,7 +241,8 @@ int main(int argc, char** argv) {
                         "lose that much)")
       ->envname("RINGSTORE_SYNC")->check(CLI::IsMember({"always", "periodic"}));
   serve_cmd->add_option("--sync-period-ms", config.sync.period_ms,
-                        "how often --sync periodic syncs unsynced writes")
+                        "how often a sync round makes the files written since durable (--sync periodic: "
+                        "the unsynced writes; always: the files the commit log holds)")
       ->envname("RINGSTORE_SYNC_PERIOD_MS")->check(CLI::Range(10ull, 60'000ull));
   serve_cmd->add_option("--cache-bytes", config.cache_bytes,
                         "memory for hot small values (0: no cache)")

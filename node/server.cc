@@ -596,11 +596,16 @@ std::string Server::metrics_text() {
   std::snprintf(sum, sizeof sum, "%.9g", static_cast<double>(cm.commit_ns()) / 1e9);
   out += std::string("ringstore_sqlite_commit_seconds_sum ") + sum + "\n";
   out += "ringstore_sqlite_commit_seconds_count " + std::to_string(cm.commit_count()) + "\n";
-  counter("ringstore_batch_syncs_total", "syncfs() and fsync() calls that made write batches durable (--sync always).",
+  counter("ringstore_batch_syncs_total",
+          "syncfs(), fsync() and commit log fdatasync() calls that made write batches durable (--sync always).",
           cm.batch_syncs());
-  counter("ringstore_periodic_syncs_total", "syncfs() calls of --sync periodic.", cm.periodic_syncs());
-  counter("ringstore_periodic_sync_errors_total", "Failed syncs of --sync periodic (the disk is marked failed).",
+  counter("ringstore_periodic_syncs_total",
+          "syncfs() calls of the sync rounds (--sync periodic, and the commit log's).", cm.periodic_syncs());
+  counter("ringstore_periodic_sync_errors_total", "Failed syncs of the sync rounds (the disk is marked failed).",
           cm.periodic_sync_errors());
+  counter("ringstore_commit_log_checkpoints_total",
+          "Sync rounds after which the commit log dropped the records before them (--sync always).",
+          cm.log_checkpoints());
   return out;
 }
 

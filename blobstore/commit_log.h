@@ -1,0 +1,94 @@
+// CommitLog: what makes a batch of small writes durable in the always mode. The
+// committer appends each small file (body and footer, whole) to one log file and
+// fdatasyncs it once per batch: an overwrite of a few KiB and a cache flush, where a
+// syncfs() writes back everything the filesystem holds dirty. The files themselves are
+// renamed into place unsynced, and the index commit is synced as before. A sync round
+// (syncfs of each filesystem, off the batch path) later makes those files durable, and
+// the records before it are dropped: the log is a ring of fixed capacity.
+// After a power cut, replay() hands back every record after the last checkpoint, and
+// the store rewrites each file that its index row still names.
+//
+// Format (little-endian; docs/FORMATS.md has the same tables):
+//   header at offset 0: magic u32 "RSLH" | format u32 (1) | ring u64 | tail u64
+//                       | tail_seq u64 | check u32 (CRC-32 of the 32 bytes before it)
+//   records from offset 4096, at logical positions; a record never straddles the end
+//   of the ring (it starts again at 4096 instead):
+//     magic u32 "RSL1" | crc u32 (CRC-32 of every byte after it) | seq u64 | len u32
+//     | disk_len u16 | key_len u16 | hlc u64 | node[16] | disk path | key | file bytes
+// `ring` is the bytes of records the ring holds (fixed when the log is made), `tail` the
+// logical position of the first record still needed, `tail_seq` its seq;
+// seqs grow by one per record, so a stale record left by an earlier lap never passes.
+// Thread: append() on the committer thread; head(), checkpoint() on any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "blobstore/version.h"
+#include "common/status.h"
+
+namespace blobstore {
+
+class CommitLog {
+ public:
+  struct Entry {
+    std::string_view disk_path;  // the --disk root the file lives on
+    std::string_view key;
+    Version version;
+    std::string_view file;       // the whole file: body and footer
+  };
+  // A point in the log: everything appended before it.
+  struct Mark {
+    std::uint64_t pos = 0, seq = 0;
+  };
+
+  static constexpr std::uint64_t header_bytes = 4096;
+  static constexpr std::size_t record_fixed_bytes = 52;
+
+  // Opens or creates the log at `path` holding up to `capacity` bytes of records.
+  static Result<std::unique_ptr<CommitLog>> open(const std::string& path, std::uint64_t capacity);
+  ~CommitLog();
+  CommitLog(const CommitLog&) = delete;
+  CommitLog& operator=(const CommitLog&) = delete;
+
+  // Every record after the last checkpoint, oldest first; stops at the first record that
+  // is torn, stale or corrupt. Call before the first append.
+  Status replay(const std::function<void(const Entry&)>& fn);
+  // Whether a record for an entry of these sizes can ever go to the log.
+  bool can_hold(std::size_t disk_path, std::size_t key, std::size_t file) const;
+  // Bytes the entries need, and whether they fit now beside the records still needed.
+  bool fits(const std::vector<Entry>& entries) const;
+  // Writes the records and makes them durable (one fdatasync). The caller checked fits().
+  Status append(const std::vector<Entry>& entries);
+  Mark head() const;
+  // The records before `m` are durable elsewhere: they are dropped (the header moves).
+  Status checkpoint(Mark m);
+  // Records appended and bytes they took since open (for tests and metrics).
+  std::uint64_t records() const;
+
+ private:
+  CommitLog(int fd, std::uint64_t capacity) : fd_(fd), ring_(capacity) {}
+  static std::size_t record_bytes(const Entry& e);
+  std::uint64_t physical(std::uint64_t pos) const { return header_bytes + pos % ring_; }
+  // The logical position a record of n bytes starts at when the log is at `pos`.
+  std::uint64_t place(std::uint64_t pos, std::size_t n) const;
+  Status write_header(Mark tail);
+
+  int fd_;
+  std::uint64_t ring_;  // bytes of records the ring holds
+  std::string buf_;     // committer thread: the batch's records
+  mutable std::mutex mu_;
+  Mark head_, tail_;  // guarded by mu_
+  std::uint64_t records_ = 0;  // guarded by mu_
+  std::mutex header_mu_;  // one header write at a time
+};
+
+// CRC-32 (IEEE), as zlib computes it.
+std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t crc = 0);
+
+}  // namespace blobstore
