@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -76,6 +77,8 @@ Result<std::unique_ptr<CommitLog>> CommitLog::open(const std::string& path, std:
   if (Status s = pread_all(fd, h, sizeof h, 0, &short_read); !s.is_ok()) return s;
   struct stat st;
   if (fstat(fd, &st) != 0) return Status::from_errno("stat " + path, errno);
+  // The zeros ahead of the records start past the header block.
+  log->allocated_ = std::max<std::uint64_t>(static_cast<std::uint64_t>(st.st_size), header_bytes);
   if (short_read && st.st_size == 0) {
     // A new log: its header made durable (with its directory entry) before any record.
     log->tail_ = log->head_ = Mark{0, 1};
@@ -132,6 +135,7 @@ Status CommitLog::append(const std::vector<Entry>& entries) {
   buf_.clear();
   auto flush = [&]() -> Status {
     if (buf_.empty()) return Status::ok();
+    if (Status s = allocate_to(physical(run_start) + buf_.size()); !s.is_ok()) return s;
     Status s = write_all(fd_, buf_.data(), buf_.size(), "the commit log",
                          static_cast<std::int64_t>(physical(run_start)));
     buf_.clear();
@@ -169,6 +173,25 @@ Status CommitLog::append(const std::vector<Entry>& entries) {
   ASSERT(h.pos - tail_.pos <= ring_);
   head_ = h;
   records_ += entries.size();
+  return Status::ok();
+}
+
+// Zeros from the end of the file to a MiB past `end` (within the ring): on the first lap
+// the records then land in blocks that the fdatasync of an earlier batch allocated.
+Status CommitLog::allocate_to(std::uint64_t end) {
+  constexpr std::uint64_t step = 1 << 20;
+  const std::uint64_t limit = header_bytes + ring_;
+  if (end <= allocated_ || allocated_ >= limit) return Status::ok();
+  std::uint64_t target = std::min(limit, (end / step + 2) * step);
+  static const std::string zeros(step, '\0');
+  while (allocated_ < target) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(step, target - allocated_));
+    if (Status s = write_all(fd_, zeros.data(), n, "the commit log", static_cast<std::int64_t>(allocated_));
+        !s.is_ok()) {
+      return s;
+    }
+    allocated_ += n;
+  }
   return Status::ok();
 }
 

@@ -78,10 +78,15 @@ class CommitLog {
   // The logical position a record of n bytes starts at when the log is at `pos`.
   std::uint64_t place(std::uint64_t pos, std::size_t n) const;
   Status write_header(Mark tail);
+  Status allocate_to(std::uint64_t end);
 
   int fd_;
   std::uint64_t ring_;  // bytes of records the ring holds
   std::string buf_;     // committer thread: the batch's records
+  // Committer thread: the file's bytes (zeros where no record was written yet). The ring
+  // is filled with zeros ahead of the records, a MiB at a time, so that an append
+  // overwrites allocated blocks and its fdatasync writes no inode.
+  std::uint64_t allocated_ = 0;
   mutable std::mutex mu_;
   Mark head_, tail_;  // guarded by mu_
   std::uint64_t records_ = 0;  // guarded by mu_
