@@ -229,14 +229,21 @@ void BlobStore::sweep() {
 // records. A record the index does not name was superseded, or never acknowledged.
 Status BlobStore::replay_log() {
   std::set<int> touched;
+  Status lookup_error = Status::ok();
+  bool keep = false;  // a file could not be written again: the records stay
   Status status = log_->replay([&](const CommitLog::Entry& e) {
+    if (!lookup_error.is_ok()) return;
     int disk = -1;
     for (std::size_t i = 0; i < disks_->size(); i++) {
       if (disks_->path(static_cast<int>(i)) == e.disk_path) disk = static_cast<int>(i);
     }
     if (disk < 0 || !disks_->healthy(disk)) return;
     auto cur = writer_.current(e.key);
-    if (!cur.is_ok() || !cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
+    if (!cur.is_ok()) {
+      lookup_error = cur.take_status();
+      return;
+    }
+    if (!cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
     std::string dir = disks_->path(disk) + "/" + blob_relative_dir(e.key);
     (void)mkdir(dir.substr(0, dir.rfind('/')).c_str(), 0755);
     (void)mkdir(dir.c_str(), 0755);
@@ -247,21 +254,26 @@ Status BlobStore::replay_log() {
     if (fd >= 0) close(fd);
     if (!s.is_ok()) {
       disks_->mark_failed(disk, "commit log replay: " + s.message());
+      keep = true;
       return;
     }
     touched.insert(disk);
     replayed_files_++;
   });
   if (!status.is_ok()) return status;
+  if (!lookup_error.is_ok()) return lookup_error;
   for (int disk : touched) {
     if (!disks_->healthy(disk)) continue;
     int fd = ::open(disks_->path(disk).c_str(), O_RDONLY | O_CLOEXEC);
     int rc = fd < 0 ? -1 : syncfs(fd);
     int err = errno;
     if (fd >= 0) close(fd);
-    if (rc != 0) return Status::from_errno("sync " + disks_->path(disk) + " after the commit log replay", err);
+    if (rc != 0) {
+      disks_->mark_failed(disk, Status::from_errno("commit log replay: sync", err).message());
+      keep = true;
+    }
   }
-  return log_->checkpoint(log_->head());
+  return keep ? Status::ok() : log_->checkpoint(log_->head());
 }
 
 Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,

@@ -464,6 +464,36 @@ TEST_CASE("the commit log replays the records after its checkpoint, in order, an
   replayed(&got);
   CHECK(got.empty());
 
+  // A record that ends exactly at the ring's end: the next one, in the same append,
+  // starts the next lap at the ring's start.
+  {
+    const std::string lap_path = dir.path() + "/lap.log";
+    auto l = CommitLog::open(lap_path, 64 * 1024);
+    REQUIRE(l.is_ok());
+    std::deque<std::string> files;
+    auto sized = [&](std::uint64_t i, std::size_t record) {
+      keys.push_back("k");
+      files.push_back(std::string(record - CommitLog::record_fixed_bytes - 5 - 1, 'z'));
+      return CommitLog::Entry{"/disk", keys.back(), ver(i), files.back()};
+    };
+    std::vector<CommitLog::Entry> first, second;
+    for (int i = 0; i < 4; i++) first.push_back(sized(1 + i, 8192));
+    REQUIRE(l.value()->append(first).is_ok());
+    REQUIRE(l.value()->checkpoint(l.value()->head()).is_ok());
+    for (int i = 0; i < 4; i++) second.push_back(sized(5 + i, 8192));  // up to 64 KiB exactly
+    second.push_back(sized(9, 1000));
+    REQUIRE(l.value()->fits(second));
+    REQUIRE(l.value()->append(second).is_ok());
+    l.value().reset();
+    auto again = CommitLog::open(lap_path, 64 * 1024);
+    REQUIRE(again.is_ok());
+    std::vector<std::uint64_t> seen;
+    REQUIRE(again.value()->replay([&](const CommitLog::Entry& e) {
+      seen.push_back(e.version.hlc >> 16);
+    }).is_ok());
+    CHECK(seen == std::vector<std::uint64_t>{5, 6, 7, 8, 9});
+  }
+
   // A damaged header refuses to open, with a reason.
   {
     std::FILE* f = std::fopen(path.c_str(), "r+b");

@@ -121,16 +121,30 @@ std::uint64_t CommitLog::place(std::uint64_t pos, std::size_t n) const {
 
 bool CommitLog::fits(const std::vector<Entry>& entries) const {
   std::lock_guard<std::mutex> l(mu_);
-  std::uint64_t p = head_.pos;
+  if (broken_) return false;
+  return end_of(head_.pos, entries) - tail_.pos <= ring_;
+}
+
+std::uint64_t CommitLog::end_of(std::uint64_t p, const std::vector<Entry>& entries) const {
   for (const Entry& e : entries) {
     std::size_t n = record_bytes(e);
     p = place(p, n) + n;
   }
-  return p - tail_.pos <= ring_;
+  return p;
 }
 
 Status CommitLog::append(const std::vector<Entry>& entries) {
   Mark h = head();
+  const Mark end{end_of(h.pos, entries), h.seq + entries.size()};
+  // A failed append may still reach the disk, whole or in part, and the records after
+  // it must not reuse its place or seqs: the log takes no more until a checkpoint past
+  // it (a sync round) drops it.
+  auto fail = [&](Status s) {
+    std::lock_guard<std::mutex> l(mu_);
+    head_ = end;
+    broken_ = true;
+    return s;
+  };
   std::uint64_t run_start = h.pos;  // logical position of buf_[0]
   buf_.clear();
   auto flush = [&]() -> Status {
@@ -145,8 +159,9 @@ Status CommitLog::append(const std::vector<Entry>& entries) {
     ASSERT(can_hold(e.disk_path.size(), e.key.size(), e.file.size()));
     std::size_t n = record_bytes(e);
     std::uint64_t at = place(h.pos, n);
-    if (at != h.pos) {  // the ring's end: the rest of this lap stays unused
-      if (Status s = flush(); !s.is_ok()) return s;
+    // A new lap: at the ring's start, whether the last one ended early or just filled.
+    if (at != h.pos || (at % ring_ == 0 && !buf_.empty())) {
+      if (Status s = flush(); !s.is_ok()) return fail(std::move(s));
       run_start = at;
     }
     std::size_t start = buf_.size();
@@ -167,8 +182,9 @@ Status CommitLog::append(const std::vector<Entry>& entries) {
     h.pos = at + n;
     h.seq++;
   }
-  if (Status s = flush(); !s.is_ok()) return s;
-  if (fdatasync(fd_) != 0) return Status::from_errno("fdatasync the commit log", errno);
+  ASSERT(h.pos == end.pos && h.seq == end.seq);
+  if (Status s = flush(); !s.is_ok()) return fail(std::move(s));
+  if (fdatasync(fd_) != 0) return fail(Status::from_errno("fdatasync the commit log", errno));
   std::lock_guard<std::mutex> l(mu_);
   ASSERT(h.pos - tail_.pos <= ring_);
   head_ = h;
@@ -229,6 +245,7 @@ Status CommitLog::checkpoint(Mark m) {
   if (Status s = write_header(m); !s.is_ok()) return s;
   std::lock_guard<std::mutex> l(mu_);
   tail_ = m;
+  if (m.pos >= head_.pos) broken_ = false;
   return Status::ok();
 }
 

@@ -61,7 +61,8 @@ class CommitLog {
   Status replay(const std::function<void(const Entry&)>& fn);
   // Whether a record for an entry of these sizes can ever go to the log.
   bool can_hold(std::size_t disk_path, std::size_t key, std::size_t file) const;
-  // Bytes the entries need, and whether they fit now beside the records still needed.
+  // Whether the entries fit now beside the records still needed (never after a failed
+  // append, until a checkpoint at the head).
   bool fits(const std::vector<Entry>& entries) const;
   // Writes the records and makes them durable (one fdatasync). The caller checked fits().
   Status append(const std::vector<Entry>& entries);
@@ -77,6 +78,8 @@ class CommitLog {
   std::uint64_t physical(std::uint64_t pos) const { return header_bytes + pos % ring_; }
   // The logical position a record of n bytes starts at when the log is at `pos`.
   std::uint64_t place(std::uint64_t pos, std::size_t n) const;
+  // The logical position after the entries' records, appended at `pos`.
+  std::uint64_t end_of(std::uint64_t pos, const std::vector<Entry>& entries) const;
   Status write_header(Mark tail);
   Status allocate_to(std::uint64_t end);
 
@@ -90,6 +93,7 @@ class CommitLog {
   mutable std::mutex mu_;
   Mark head_, tail_;  // guarded by mu_
   std::uint64_t records_ = 0;  // guarded by mu_
+  bool broken_ = false;        // guarded by mu_: an append failed since the last checkpoint
   std::mutex header_mu_;  // one header write at a time
 };
 

@@ -188,7 +188,7 @@ void Committer::run_syncer() {
 // filesystem fails to sync may have lost acknowledged writes: it is marked failed, and
 // the disk repair copies its keys back from other replicas. Then the commit log drops
 // the records logged before the round began: their files are durable now, or on a
-// failed disk.
+// failed disk. A round in which a sync failed drops nothing.
 void Committer::sync_round() {
   std::lock_guard<std::mutex> round(round_mu_);
   CommitLog::Mark mark;
@@ -204,17 +204,20 @@ void Committer::sync_round() {
   } else {
     periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
   }
+  bool all_synced = true;
   for (const auto& [dev, path] : per_device) {
     Status s = syncfs_path(path);
     periodic_syncs_.fetch_add(1, std::memory_order_relaxed);
     if (s.is_ok()) continue;
+    all_synced = false;
     periodic_sync_errors_.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < disks_->size(); i++) {
       int d = static_cast<int>(i);
       if (disks_->device(d) == dev) disks_->mark_failed(d, s.message());
     }
   }
-  if (sync_.log != nullptr && sync_.log->checkpoint(mark).is_ok()) {
+  // After a failed sync the records stay: a later round (or the replay) still has them.
+  if (sync_.log != nullptr && all_synced && sync_.log->checkpoint(mark).is_ok()) {
     log_checkpoints_.fetch_add(1, std::memory_order_relaxed);
   }
 }
@@ -376,7 +379,9 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
     for (CommitOp* op : small) per_device[disks_->device(op->meta.disk)].push_back(op);
   }
   for (auto& [dev, ops] : per_device) {
-    if (ops.size() >= limits::syncfs_batch_min) {
+    // With a commit log, directories that logged writes made may not be durable yet
+    // (a sync round makes them so): only a syncfs() covers them for these files too.
+    if (ops.size() >= limits::syncfs_batch_min || sync_.log != nullptr) {
       Status s = syncfs_path(disks_->path(ops.front()->meta.disk));
       batch_syncs_.fetch_add(1, std::memory_order_relaxed);
       for (CommitOp* op : ops) op->status = s;
