@@ -61,6 +61,10 @@ Status Server::start() {
   }
   store_ = std::move(store.value());
   log::set_node(blobstore::hex(store_->node_id().data(), store_->node_id().size()));
+  if (store_->replayed_files() > 0) {
+    log::warn("the commit log restored " + std::to_string(store_->replayed_files()) +
+              " files that an unclean stop left unsynced");
+  }
 
   sweep_timer_ = new uv_timer_t;
   uv_timer_init(loop_, sweep_timer_);
