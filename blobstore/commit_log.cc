@@ -20,6 +20,7 @@ constexpr std::uint32_t header_magic = 0x484c5352;  // "RSLH"
 constexpr std::uint32_t record_magic = 0x314c5352;  // "RSL1"
 constexpr std::uint32_t format = 1;
 constexpr std::size_t header_used = 36;
+constexpr std::uint64_t ring_bytes_max = 1ull << 30;
 
 std::array<std::uint32_t, 256> make_crc_table() {
   std::array<std::uint32_t, 256> t{};
@@ -68,7 +69,7 @@ std::uint32_t crc32(const void* data, std::size_t n, std::uint32_t crc) {
 }
 
 Result<std::unique_ptr<CommitLog>> CommitLog::open(const std::string& path, std::uint64_t capacity) {
-  ASSERT(capacity >= 64 * 1024);
+  ASSERT(capacity >= 64 * 1024 && capacity <= ring_bytes_max);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Status::from_errno("open " + path, errno);
   std::unique_ptr<CommitLog> log(new CommitLog(fd, capacity));
@@ -98,7 +99,9 @@ Result<std::unique_ptr<CommitLog>> CommitLog::open(const std::string& path, std:
   }
   if (get(h + 4, 4) != format) return Status::corruption(path + ": unknown commit log format");
   log->ring_ = get(h + 8, 8);  // the ring keeps the size it was made with
-  if (log->ring_ < 64 * 1024) return Status::corruption(path + ": bad commit log size");
+  if (log->ring_ < 64 * 1024 || log->ring_ > ring_bytes_max) {
+    return Status::corruption(path + ": bad commit log size");
+  }
   log->tail_ = log->head_ = Mark{get(h + 16, 8), get(h + 24, 8)};
   return log;
 }
