@@ -261,12 +261,14 @@ TEST_CASE("a node joins a loaded cluster, streams its ranges, and one leaves",
   // ---- join, with a writer running ----
   std::atomic<bool> writing{true};
   std::vector<std::string> during, tried;  // acknowledged; attempted (a timed-out one may have landed)
+  // The node itself, not c.nodes[1]: c.add() below grows the vector while this runs.
+  NodeProcess& coordinator = *c.nodes[1];
   std::thread writer([&] {
     std::size_t i = 0;
     while (writing && i < 2'000) {
       std::string k = key_of("during", i++);
       tried.push_back(k);
-      if (request("PUT", c.nodes[1]->url(k), value_of(k)).status == 201) during.push_back(k);
+      if (request("PUT", coordinator.url(k), value_of(k)).status == 201) during.push_back(k);
     }
   });
   auto t_join = Clock::now();

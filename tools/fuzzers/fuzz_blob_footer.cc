@@ -24,17 +24,13 @@
 
 #include "blobstore/blob_file.h"
 #include "blobstore/limits.h"
+#include "tools/fuzzers/fuzz_support.h"
 
-#define CHECK(cond)                                                                \
-  do {                                                                             \
-    if (!(cond)) [[unlikely]] {                                                    \
-      std::fprintf(stderr, "fuzz_blob_footer: invariant broken: %s (line %d)\n",   \
-                   #cond, __LINE__);                                               \
-      __builtin_trap();                                                            \
-    }                                                                              \
-  } while (0)
 
 namespace {
+
+using fuzz::get_le;
+using fuzz::set_le;
 
 using blobstore::footer_fixed_bytes;
 
@@ -58,16 +54,6 @@ void put_file(int fd, std::string_view bytes) {
     CHECK(n > 0);
     off += static_cast<std::size_t>(n);
   }
-}
-
-std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
-  return v;
-}
-
-void set_le(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = static_cast<char>(v >> (8 * i));
 }
 
 // Makes the footer's size and check fields agree with the rest of it, as asked.

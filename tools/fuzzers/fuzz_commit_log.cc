@@ -21,32 +21,18 @@
 #include <vector>
 
 #include "blobstore/commit_log.h"
+#include "tools/fuzzers/fuzz_support.h"
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) [[unlikely]] {                                                  \
-      std::fprintf(stderr, "fuzz_commit_log: invariant broken: %s (line %d)\n",  \
-                   #cond, __LINE__);                                             \
-      __builtin_trap();                                                          \
-    }                                                                            \
-  } while (0)
 
 namespace {
+
+using fuzz::get_le;
+using fuzz::set_le;
 
 using blobstore::CommitLog;
 constexpr std::uint64_t ring = 64 * 1024;
 
 std::string log_path;
-
-std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
-  return v;
-}
-
-void set_le(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = static_cast<char>(v >> (8 * i));
-}
 
 void write_file(const std::string& bytes) {
   int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

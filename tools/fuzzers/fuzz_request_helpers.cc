@@ -22,15 +22,8 @@
 
 #include "node/limits.h"
 #include "node/request.h"
+#include "tools/fuzzers/fuzz_support.h"
 
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) [[unlikely]] {                                                      \
-      std::fprintf(stderr, "fuzz_request_helpers: invariant broken: %s (line %d)\n", \
-                   #cond, __LINE__);                                                 \
-      __builtin_trap();                                                              \
-    }                                                                                \
-  } while (0)
 
 namespace {
 
