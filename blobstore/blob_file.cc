@@ -1,6 +1,8 @@
 #include "blobstore/blob_file.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -214,6 +216,34 @@ std::string blob_relative_path(std::string_view key, const Version& v) {
   ring::Sha1Digest d = ring::sha1(key);
   std::string h = hex(d.data(), d.size());
   return "blobs/" + h.substr(0, 2) + "/" + h.substr(2, 2) + "/" + h + "." + v.to_string();
+}
+
+std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+Status syncfs_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("open " + path, errno);
+  int rc = syncfs(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return Status::from_errno("syncfs " + path, err);
+  return Status::ok();
+}
+
+Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
+                     std::unordered_set<std::string>* known) {
+  if (known->count(dir)) return Status::ok();
+  std::string parent = parent_of(dir);
+  for (const std::string& d : {parent, dir}) {
+    if (known->count(d)) continue;  // the 256 first-level directories are made once
+    if (mkdir(d.c_str(), 0755) == 0) {
+      if (created != nullptr) created->insert(parent_of(d));
+    } else if (errno != EEXIST) {
+      return Status::from_errno("mkdir " + d, errno);
+    }
+    known->insert(d);  // at most 65,792 per disk
+  }
+  return Status::ok();
 }
 
 }  // namespace blobstore

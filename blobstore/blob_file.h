@@ -11,8 +11,10 @@
 
 #include <array>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 #include "blobstore/version.h"
 #include "common/status.h"
@@ -51,6 +53,16 @@ std::string blob_relative_path(std::string_view key, const Version& v);
 std::string blob_relative_dir(std::string_view key);
 
 std::string md5_hex(const Md5Digest& d);
+
+// The directory part of a path ("a/b/c" -> "a/b").
+std::string parent_of(const std::string& path);
+// syncfs() of the filesystem that holds `path`.
+Status syncfs_path(const std::string& path);
+// mkdir -p for the two levels of a blob directory `dir` (DISK/blobs/xx/yy). The parents
+// of the directories it makes are added to `created` (when not null), so that the caller
+// can make the new entries durable; `known` holds the directories already there.
+Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
+                     std::unordered_set<std::string>* known);
 
 // Reads the first meta.size bytes of an open blob file and checks them against meta.md5.
 Status verify_body(int fd, const BlobMeta& meta);

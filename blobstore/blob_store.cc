@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <unordered_set>
 
 #include "blobstore/limits.h"
 
@@ -229,6 +230,7 @@ void BlobStore::sweep() {
 // records. A record the index does not name was superseded, or never acknowledged.
 Status BlobStore::replay_log() {
   std::set<int> touched;
+  std::unordered_set<std::string> dirs;  // blob directories there or made
   Status lookup_error = Status::ok();
   bool keep = false;  // a file could not be written again: the records stay
   Status status = log_->replay([&](const CommitLog::Entry& e) {
@@ -244,14 +246,14 @@ Status BlobStore::replay_log() {
       return;
     }
     if (!cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
-    std::string dir = disks_->path(disk) + "/" + blob_relative_dir(e.key);
-    (void)mkdir(dir.substr(0, dir.rfind('/')).c_str(), 0755);
-    (void)mkdir(dir.c_str(), 0755);
     std::string path = disks_->path(disk) + "/" + blob_relative_path(e.key, e.version);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    Status s = fd < 0 ? Status::from_errno("open " + path, errno)
-                      : write_all(fd, e.file.data(), e.file.size(), path, 0);
-    if (fd >= 0) close(fd);
+    Status s = make_blob_dir(parent_of(path), nullptr, &dirs);  // syncfs covers the entries
+    if (s.is_ok()) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      s = fd < 0 ? Status::from_errno("open " + path, errno)
+                 : write_all(fd, e.file.data(), e.file.size(), path, 0);
+      if (fd >= 0) close(fd);
+    }
     if (!s.is_ok()) {
       disks_->mark_failed(disk, "commit log replay: " + s.message());
       keep = true;
@@ -264,12 +266,8 @@ Status BlobStore::replay_log() {
   if (!lookup_error.is_ok()) return lookup_error;
   for (int disk : touched) {
     if (!disks_->healthy(disk)) continue;
-    int fd = ::open(disks_->path(disk).c_str(), O_RDONLY | O_CLOEXEC);
-    int rc = fd < 0 ? -1 : syncfs(fd);
-    int err = errno;
-    if (fd >= 0) close(fd);
-    if (rc != 0) {
-      disks_->mark_failed(disk, Status::from_errno("commit log replay: sync", err).message());
+    if (Status s = syncfs_path(disks_->path(disk)); !s.is_ok()) {
+      disks_->mark_failed(disk, "commit log replay: " + s.message());
       keep = true;
     }
   }

@@ -19,8 +19,6 @@ namespace blobstore {
 
 namespace {
 
-std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
-
 Status fsync_path(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::from_errno("open " + path, errno);
@@ -28,34 +26,6 @@ Status fsync_path(const std::string& path) {
   int err = errno;
   close(fd);
   if (rc != 0) return Status::from_errno("fsync " + path, err);
-  return Status::ok();
-}
-
-Status syncfs_path(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::from_errno("open " + path, errno);
-  int rc = syncfs(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0) return Status::from_errno("syncfs " + path, err);
-  return Status::ok();
-}
-
-// mkdir -p for the two levels under DISK/blobs; the parents of new directories are added
-// to `created` so that the new entries are made durable with the batch.
-Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
-                     std::unordered_set<std::string>* known) {
-  if (known->count(dir)) return Status::ok();
-  std::string parent = parent_of(dir);
-  for (const std::string& d : {parent, dir}) {
-    if (known->count(d)) continue;  // the 256 first-level directories are made once
-    if (mkdir(d.c_str(), 0755) == 0) {
-      created->insert(parent_of(d));
-    } else if (errno != EEXIST) {
-      return Status::from_errno("mkdir " + d, errno);
-    }
-    known->insert(d);  // at most 65,792 per disk
-  }
   return Status::ok();
 }
 
