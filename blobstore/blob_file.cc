@@ -220,15 +220,23 @@ std::string blob_relative_path(std::string_view key, const Version& v) {
 
 std::string parent_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
-Status syncfs_path(const std::string& path) {
+namespace {
+
+// Opens `path` and calls `sync` (fsync or syncfs) on it.
+Status sync_open(const std::string& path, int (*sync)(int), const char* what) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::from_errno("open " + path, errno);
-  int rc = syncfs(fd);
+  int rc = sync(fd);
   int err = errno;
   close(fd);
-  if (rc != 0) return Status::from_errno("syncfs " + path, err);
+  if (rc != 0) return Status::from_errno(std::string(what) + " " + path, err);
   return Status::ok();
 }
+
+}  // namespace
+
+Status fsync_path(const std::string& path) { return sync_open(path, fsync, "fsync"); }
+Status syncfs_path(const std::string& path) { return sync_open(path, syncfs, "syncfs"); }
 
 Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
                      std::unordered_set<std::string>* known) {

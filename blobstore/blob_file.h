@@ -56,7 +56,8 @@ std::string md5_hex(const Md5Digest& d);
 
 // The directory part of a path ("a/b/c" -> "a/b").
 std::string parent_of(const std::string& path);
-// syncfs() of the filesystem that holds `path`.
+// fsync() of the file or directory at `path`; syncfs() of the filesystem that holds it.
+Status fsync_path(const std::string& path);
 Status syncfs_path(const std::string& path);
 // mkdir -p for the two levels of a blob directory `dir` (DISK/blobs/xx/yy). The parents
 // of the directories it makes are added to `created` (when not null), so that the caller

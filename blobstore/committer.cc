@@ -19,16 +19,6 @@ namespace blobstore {
 
 namespace {
 
-Status fsync_path(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::from_errno("open " + path, errno);
-  int rc = fsync(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0) return Status::from_errno("fsync " + path, err);
-  return Status::ok();
-}
-
 std::string final_path(Disks* disks, const CommitOp& op) {
   return disks->path(op.meta.disk) + "/" + blob_relative_path(op.meta.key, op.meta.version);
 }
