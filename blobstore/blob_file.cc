@@ -206,12 +206,6 @@ Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
   return m;
 }
 
-std::string blob_relative_dir(std::string_view key) {
-  ring::Sha1Digest d = ring::sha1(key);
-  std::string h = hex(d.data(), 2);
-  return "blobs/" + h.substr(0, 2) + "/" + h.substr(2, 2);
-}
-
 std::string blob_relative_path(std::string_view key, const Version& v) {
   ring::Sha1Digest d = ring::sha1(key);
   std::string h = hex(d.data(), d.size());

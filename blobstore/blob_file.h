@@ -48,9 +48,8 @@ std::string encode_footer(const BlobMeta& meta);
 // Reads and checks the footer of an open blob file of `file_bytes` bytes.
 Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes);
 
-// "blobs/xx/yy/<sha1hex>.<version>" relative to the disk root, and its directory.
+// "blobs/xx/yy/<sha1hex>.<version>" relative to the disk root.
 std::string blob_relative_path(std::string_view key, const Version& v);
-std::string blob_relative_dir(std::string_view key);
 
 std::string md5_hex(const Md5Digest& d);
 

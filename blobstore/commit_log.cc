@@ -84,14 +84,8 @@ Result<std::unique_ptr<CommitLog>> CommitLog::open(const std::string& path, std:
     // A new log: its header made durable (with its directory entry) before any record.
     log->tail_ = log->head_ = Mark{0, 1};
     if (Status s = log->write_header(log->tail_); !s.is_ok()) return s;
-    std::string dir = path.substr(0, path.rfind('/'));
-    int dfd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY | O_CLOEXEC);
-    if (dfd >= 0) {
-      int rc = fsync(dfd);
-      int err = errno;
-      close(dfd);
-      if (rc != 0) return Status::from_errno("fsync " + dir, err);
-    }
+    std::string dir = parent_of(path);
+    if (Status s = fsync_path(dir.empty() ? "/" : dir); !s.is_ok()) return s;
     return log;
   }
   if (short_read || get(h, 4) != header_magic || get(h + 32, 4) != crc32(h, 32)) {
