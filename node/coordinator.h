@@ -52,6 +52,7 @@ struct QuorumConfig {
 struct CoordinatorCounters {
   std::uint64_t read_repairs = 0;
   std::uint64_t read_repairs_deferred = 0;  // over the budget: left to anti-entropy
+  std::uint64_t read_repairs_skipped = 0;   // the version's own write may still reach it
   std::uint64_t hints_stored = 0;
   std::uint64_t replica_errors = 0;
   std::uint64_t writes_unavailable = 0;
@@ -101,6 +102,7 @@ class Coordinator {
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
   void repair(const std::shared_ptr<ReadOp>& op);
   bool take_repair_token();
+  bool write_may_be_in_flight(const blobstore::BlobMeta& newest);
 
   Server& server_;
   QuorumConfig config_;

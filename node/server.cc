@@ -378,6 +378,7 @@ nlohmann::json Server::status_json() {
       {"corrupt_reads", store_->corrupt_reads()},
       {"read_repairs", cc.read_repairs},
       {"read_repairs_deferred", cc.read_repairs_deferred},
+      {"read_repairs_skipped", cc.read_repairs_skipped},
       {"speculative_reads", cc.speculative_reads},
       {"puts_already_held", counters_.puts_already_held},
       {"hints_stored", cc.hints_stored},
@@ -554,6 +555,7 @@ std::string Server::metrics_text() {
   gauge("ringstore_hints_pending", "Hints waiting for their owners.", hints.is_ok() ? static_cast<double>(hints.value()) : 0);
   counter("ringstore_read_repairs_total", "Replicas repaired after a read found them stale.", cc.read_repairs);
   counter("ringstore_read_repairs_deferred_total", "Read repairs over --read-repairs-per-sec, left to anti-entropy.", cc.read_repairs_deferred);
+  counter("ringstore_read_repairs_skipped_total", "Stale replicas left to the version's own write, still within its replica timeout.", cc.read_repairs_skipped);
   counter("ringstore_speculative_reads_total", "Reads that asked one more replica because one was late.", cc.speculative_reads);
   counter("ringstore_internal_puts_already_held_total", "Replica writes of a version held here already (no file made).", counters_.puts_already_held);
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());

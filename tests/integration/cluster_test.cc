@@ -76,12 +76,16 @@ struct Cluster {
 std::vector<std::string> secure() { return {}; }
 
 // Node 3 misses 20 writes (PREFIX0..19, values v0..v19) while it is killed, then returns.
-void miss_writes_on_node3(Cluster& c, const std::string& prefix) {
+// Writes 20 keys while node 3 is down, then brings it back. A read leaves a stale replica
+// to the version's own write for as long as that write may still reach it (the replica
+// timeout, 2 s by default): with `outlive_writes` node 3 stays down until then.
+void miss_writes_on_node3(Cluster& c, const std::string& prefix, bool outlive_writes = true) {
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
   c.nodes[2]->kill9();
   for (int k = 0; k < 20; k++) {
     REQUIRE(request("PUT", c.nodes[0]->url(prefix + std::to_string(k)), "v" + std::to_string(k)).status == 201);
   }
+  if (outlive_writes) std::this_thread::sleep_for(Millis(2'100));
   c.nodes[2]->restart();
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
 }
@@ -281,6 +285,22 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
   CHECK(c.sum("read_repairs") >= 20);
   // And it serves them itself now.
   CHECK(request("GET", c.nodes[2]->url("rr-7?r=1")).body == "v7");
+}
+
+TEST_CASE("a read leaves a stale replica to a write still within its replica timeout",
+          "[integration][cluster]") {
+  setenv("RINGSTORE_SECRET", secret_arg, 1);
+  // A long replica timeout: the writes node 3 missed stay young for the whole test.
+  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0",
+                "--replica-timeout-ms", "60000"});
+  miss_writes_on_node3(c, "ry-", /*outlive_writes=*/false);
+  for (int k = 0; k < 20; k++) {
+    Response r = read_every_replica(c, k % 2, "ry-" + std::to_string(k));
+    REQUIRE(r.status == 200);
+    REQUIRE(r.body == "v" + std::to_string(k));  // the answer is the newest all the same
+  }
+  CHECK(c.sum("read_repairs") == 0);
+  CHECK(c.sum("read_repairs_skipped") >= 20);
 }
 
 TEST_CASE("read repairs over the node's budget are left to anti-entropy", "[integration][cluster]") {
