@@ -76,16 +76,18 @@ struct Cluster {
 std::vector<std::string> secure() { return {}; }
 
 // Node 3 misses 20 writes (PREFIX0..19, values v0..v19) while it is killed, then returns.
-// Writes 20 keys while node 3 is down, then brings it back. A read leaves a stale replica
-// to the version's own write for as long as that write may still reach it (the replica
-// timeout, 2 s by default): with `outlive_writes` node 3 stays down until then.
+// A read leaves a stale replica to the version's own write for as long as that write may
+// still reach it (the replica timeout): with `outlive_writes` node 3 stays down for 600 ms
+// more, past the 500 ms of `short_replica_timeout`, and well before the others would mark
+// it down (its return would then set off hint and handoff deliveries).
+const std::vector<std::string> short_replica_timeout = {"--replica-timeout-ms", "500"};
 void miss_writes_on_node3(Cluster& c, const std::string& prefix, bool outlive_writes = true) {
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
   c.nodes[2]->kill9();
   for (int k = 0; k < 20; k++) {
     REQUIRE(request("PUT", c.nodes[0]->url(prefix + std::to_string(k)), "v" + std::to_string(k)).status == 201);
   }
-  if (outlive_writes) std::this_thread::sleep_for(Millis(2'100));
+  if (outlive_writes) std::this_thread::sleep_for(Millis(600));
   c.nodes[2]->restart();
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 15) >= 0);
 }
@@ -269,7 +271,9 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
   setenv("RINGSTORE_SECRET", secret_arg, 1);
   // Hints never go out here and anti-entropy is off, so only read repair can bring the
   // returning node up to date.
-  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0"});
+  std::vector<std::string> args = {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0"};
+  args.insert(args.end(), short_replica_timeout.begin(), short_replica_timeout.end());
+  Cluster c(3, args);
   miss_writes_on_node3(c, "rr-");
   json before = c.status(2);
   CHECK(before["keys"].get<std::uint64_t>() == 0);
@@ -305,7 +309,10 @@ TEST_CASE("a read leaves a stale replica to a write still within its replica tim
 
 TEST_CASE("read repairs over the node's budget are left to anti-entropy", "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
-  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0", "--read-repairs-per-sec", "1"});
+  std::vector<std::string> args = {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0",
+                                   "--read-repairs-per-sec", "1"};
+  args.insert(args.end(), short_replica_timeout.begin(), short_replica_timeout.end());
+  Cluster c(3, args);
   miss_writes_on_node3(c, "rb-");
   auto started = std::chrono::steady_clock::now();
   for (int k = 0; k < 20; k++) {  // through node 1 only: one budget
