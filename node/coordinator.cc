@@ -540,7 +540,9 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
     auto handle = server_.store().handle_of(**writer, want.version);
     bool local_replica = std::any_of(op->answers.begin(), op->answers.end(),
                                      [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
-    if (local_replica && !write_may_be_in_flight(want) && take_repair_token()) {
+    bool young = local_replica && write_may_be_in_flight(want);
+    if (young) counters_.read_repairs_skipped++;
+    if (local_replica && !young && take_repair_token()) {
       counters_.read_repairs++;
       (*writer)->set_background();
       Status c = server_.store().commit(std::move(*writer), want.version,
@@ -562,11 +564,9 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
 // fresh keys, a quarter of the reads did): one of the two copies is written and the other
 // dropped as already held, for two more internal requests. A coordinator that dies
 // mid-write leaves the miss to a later read or to anti-entropy.
-bool Coordinator::write_may_be_in_flight(const blobstore::BlobMeta& newest) {
+bool Coordinator::write_may_be_in_flight(const blobstore::BlobMeta& newest) const {
   std::uint64_t window = transfer_timeout_ms(config_.replica_timeout_ms, newest.size);
-  if (newest.version.wall_ms() + window <= Hlc::wall_clock_ms()) return false;
-  counters_.read_repairs_skipped++;
-  return true;
+  return newest.version.wall_ms() + window > Hlc::wall_clock_ms();
 }
 
 bool Coordinator::take_repair_token() {
@@ -583,10 +583,15 @@ void Coordinator::repair(const std::shared_ptr<ReadOp>& op) {
     if (a.ok && a.present && (newest == nullptr || newest->meta.version < a.meta.version)) newest = &a;
   }
   if (newest == nullptr) return;
+  const bool young = write_may_be_in_flight(newest->meta);
   for (const auto& a : op->answers) {
     if (!a.ok || a.replica.self) continue;  // the local copy is repaired by serve_remote
     if (a.present && !(a.meta.version < newest->meta.version)) continue;
-    if (write_may_be_in_flight(newest->meta) || !take_repair_token()) continue;
+    if (young) {
+      counters_.read_repairs_skipped++;
+      continue;
+    }
+    if (!take_repair_token()) continue;
     counters_.read_repairs++;
     std::string addr = a.replica.addr;
     if (newest->replica.self) {

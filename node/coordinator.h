@@ -102,7 +102,7 @@ class Coordinator {
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
   void repair(const std::shared_ptr<ReadOp>& op);
   bool take_repair_token();
-  bool write_may_be_in_flight(const blobstore::BlobMeta& newest);
+  bool write_may_be_in_flight(const blobstore::BlobMeta& newest) const;
 
   Server& server_;
   QuorumConfig config_;

@@ -78,9 +78,9 @@ std::vector<std::string> secure() { return {}; }
 // Node 3 misses 20 writes (PREFIX0..19, values v0..v19) while it is killed, then returns.
 // A read leaves a stale replica to the version's own write for as long as that write may
 // still reach it (the replica timeout): with `outlive_writes` node 3 stays down for 600 ms
-// more, past the 500 ms of `short_replica_timeout`, and well before the others would mark
-// it down (its return would then set off hint and handoff deliveries).
-const std::vector<std::string> short_replica_timeout = {"--replica-timeout-ms", "500"};
+// more, past a replica timeout of `short_replica_timeout_ms`, and well before the others
+// would mark it down (its return would then set off hint and handoff deliveries).
+const char* const short_replica_timeout_ms = "500";
 void miss_writes_on_node3(Cluster& c, const std::string& prefix, bool outlive_writes = true) {
   REQUIRE(wait_for([&] { return c.agrees(3, 0); }, 10) >= 0);
   c.nodes[2]->kill9();
@@ -271,9 +271,8 @@ TEST_CASE("a read repairs the replicas it finds stale", "[integration][cluster]"
   setenv("RINGSTORE_SECRET", secret_arg, 1);
   // Hints never go out here and anti-entropy is off, so only read repair can bring the
   // returning node up to date.
-  std::vector<std::string> args = {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0"};
-  args.insert(args.end(), short_replica_timeout.begin(), short_replica_timeout.end());
-  Cluster c(3, args);
+  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0",
+                "--replica-timeout-ms", short_replica_timeout_ms});
   miss_writes_on_node3(c, "rr-");
   json before = c.status(2);
   CHECK(before["keys"].get<std::uint64_t>() == 0);
@@ -309,10 +308,8 @@ TEST_CASE("a read leaves a stale replica to a write still within its replica tim
 
 TEST_CASE("read repairs over the node's budget are left to anti-entropy", "[integration][cluster]") {
   setenv("RINGSTORE_SECRET", secret_arg, 1);
-  std::vector<std::string> args = {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0",
-                                   "--read-repairs-per-sec", "1"};
-  args.insert(args.end(), short_replica_timeout.begin(), short_replica_timeout.end());
-  Cluster c(3, args);
+  Cluster c(3, {"--hint-interval-ms", "600000", "--anti-entropy-interval-ms", "0",
+                "--read-repairs-per-sec", "1", "--replica-timeout-ms", short_replica_timeout_ms});
   miss_writes_on_node3(c, "rb-");
   auto started = std::chrono::steady_clock::now();
   for (int k = 0; k < 20; k++) {  // through node 1 only: one budget
