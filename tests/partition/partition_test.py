@@ -145,6 +145,33 @@ def missing_on(node, expected):
     return missing
 
 
+def explain_missing(nodes, missing, before_acked):
+    """Prints where the keys .13 lacks are: which writes they were, what each replica
+    holds, and the counters of the paths that deliver or drop copies."""
+    order = {k: i for i, k in enumerate(before_acked)}
+    seqs = sorted(order[k] for k in missing if k in order)
+    print("missing: %d of the %d keys written before the cut, positions %s; %d baseline"
+          % (len(seqs), len(before_acked), seqs[:5] + ["..."] + seqs[-5:] if len(seqs) > 10 else seqs,
+             len(missing) - len(seqs)), file=sys.stderr)
+    for key in missing[:3] + missing[-3:]:
+        try:
+            st, _, body = nodes[0].call("GET", "/_/locate?key=" + quote(key), timeout=5)
+            print("locate %s: %s %s" % (key, st, body.decode(errors="replace")), file=sys.stderr)
+        except (OSError, http.client.HTTPException) as e:
+            print("locate %s: %r" % (key, e), file=sys.stderr)
+    for n in nodes:
+        s = n.status() or {}
+        print("%s: keys=%s hints=%s" % (n.name, s.get("keys"), s.get("hints")), file=sys.stderr)
+        try:
+            _, _, body = n.call("GET", "/_/metrics", timeout=5)
+            for line in body.decode(errors="replace").splitlines():
+                if not line.startswith("#") and any(w in line for w in (
+                        "hint", "purge", "damaged", "handoff", "replica_errors", "repair")):
+                    print("  %s" % line, file=sys.stderr)
+        except (OSError, http.client.HTTPException) as e:
+            print("  metrics: %r" % e, file=sys.stderr)
+
+
 def main():
     binary, ns = sys.argv[1], sys.argv[2]
     check_namespace(ns)
@@ -264,9 +291,10 @@ def main():
                             % (still_missing, len(expected), HEAL_DEADLINE_S))
         if baseline_missing:
             problems.append("127.0.0.13 lost %d baseline keys" % len(baseline_missing))
+            explain_missing(nodes, baseline_missing, before.acked)
         if problems:
             for n in nodes:
-                print("--- %s log tail\n%s" % (n.name, n.log_tail(8)), file=sys.stderr)
+                print("--- %s log tail\n%s" % (n.name, n.log_tail(30)), file=sys.stderr)
             fail("; ".join(problems))
         for n in nodes:
             if n.terminate() != 0:
