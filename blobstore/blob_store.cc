@@ -312,6 +312,15 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
 }
 
 Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
+  if (w->meta_.tombstone) {
+    ASSERT(w->fd_ < 0 && w->meta_.size == 0);
+    auto op = std::make_unique<CommitOp>();
+    op->meta = w->meta_;
+    op->background = w->background_;
+    op->done = std::move(done);
+    if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full");
+    return Status::ok();
+  }
   std::string footer = encode_footer(w->meta_);
   std::uint64_t file_bytes = w->meta_.size + footer.size();
   auto op = std::make_unique<CommitOp>();
@@ -431,11 +440,24 @@ std::string BlobStore::blob_path(const BlobMeta& m) const {
   return disks_->path(m.disk) + "/" + blob_relative_path(m.key, m.version);
 }
 
+Result<std::unique_ptr<BlobWriter>> BlobStore::begin_tombstone(std::string_view key,
+                                                               std::uint64_t now_ms) {
+  ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
+  // The row still names a healthy disk, as every row does; nothing is written there.
+  int disk = disks_->choose(key, now_ms);
+  if (disk < 0) return Status::unavailable("no healthy disk");
+  std::unique_ptr<BlobWriter> w(new BlobWriter());
+  w->meta_.key = std::string(key);
+  w->meta_.disk = disk;
+  w->meta_.tombstone = true;
+  w->disks_ = disks_.get();
+  return w;
+}
+
 Status BlobStore::remove(std::string_view key, const Version& version, std::uint64_t now_ms,
                          CommitCallback done) {
-  auto w = begin_write(key, "", now_ms);
+  auto w = begin_tombstone(key, now_ms);
   if (!w.is_ok()) return w.take_status();
-  w.value()->meta_.tombstone = true;
   return commit(std::move(w.value()), version, std::move(done));
 }
 

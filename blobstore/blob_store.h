@@ -44,7 +44,8 @@ struct Options {
   std::uint64_t commit_log_bytes = limits::commit_log_bytes;
 };
 
-// An upload in progress: bytes go to a temp file on the chosen disk while their MD5 is
+// An upload in progress (or a tombstone, which has no file: BlobStore::begin_tombstone):
+// bytes go to a temp file on the chosen disk while their MD5 is
 // computed. The first small_value_bytes_max bytes are held in memory, so a small value
 // reaches its file in one write with its footer (made by the committer, off the loop
 // thread), and a coordinator sends it to the
@@ -62,7 +63,6 @@ class BlobWriter {
     meta_.is_hint = true;
     meta_.hint_for = owner;
   }
-  void set_tombstone() { meta_.tombstone = true; }
   // No client waits for this write (a repair, a hint delivered, a range streamed): the
   // committer may hold it briefly to make it durable together with others.
   void set_background() { background_ = true; }
@@ -124,6 +124,9 @@ class BlobStore {
   Result<std::unique_ptr<BlobWriter>> begin_write(std::string_view key,
                                                   std::string_view content_type,
                                                   std::uint64_t now_ms);
+  // A tombstone for `key`, to commit like a write. It takes no file: a tombstone is its
+  // index row alone, durable with the batch's index commit.
+  Result<std::unique_ptr<BlobWriter>> begin_tombstone(std::string_view key, std::uint64_t now_ms);
   // Seals the writer with `version` and queues it for group commit. `done` runs exactly
   // once from run_completions(), unless this returns an error (then it never runs).
   Status commit(std::unique_ptr<BlobWriter> writer, const Version& version, CommitCallback done);

@@ -76,7 +76,7 @@ void Committer::stop() {
 }
 
 bool Committer::submit(std::unique_ptr<CommitOp> op) {
-  ASSERT(!op->is_write() || op->temp_fd >= 0);
+  ASSERT(!op->has_file() || op->temp_fd >= 0);
   {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
@@ -198,7 +198,7 @@ bool Committer::fault(WriteStep step, Batch& batch) {
   for (auto& op : batch) {
     if (!op->status.is_ok()) continue;
     op->status = Status::io_error(a == FaultAction::crash ? "simulated crash" : "injected fault");
-    if (a == FaultAction::fail && op->is_write() && step < WriteStep::indexed) {
+    if (a == FaultAction::fail && op->has_file() && step < WriteStep::indexed) {
       unlink(op->temp_path.c_str());
       if (op->result.applied) unlink(final_path(disks_, *op).c_str());
     }
@@ -244,7 +244,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       auto cur = index_->current(op->meta.key);
       if (!cur.is_ok()) {
         op->status = cur.take_status();
-        unlink(op->temp_path.c_str());
+        if (op->has_file()) unlink(op->temp_path.c_str());
         continue;
       }
       const auto& stored = cur.value();
@@ -297,7 +297,7 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
 
 void Committer::rename_all(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok()) continue;
+    if (!op->status.is_ok() || !op->has_file()) continue;
     std::string dst = final_path(disks_, *op);
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
@@ -322,12 +322,13 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 // The renames come before this point, so a crash can leave a file under its final name
 // whose bytes never reached the disk. Nothing trusts such a file: the index names it
 // only after this returns, and rebuild checks every file's MD5 before it uses it.
+// A tombstone has no file: its index row, committed (and synced) next, is all of it.
 void Committer::make_durable(std::vector<CommitOp*>& winners) {
   std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
   std::vector<CommitOp*> small;
   // Periodic mode syncs nothing here: the batch's index commit marks it for the syncer.
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok() || sync_.mode != SyncMode::always) continue;
+    if (!op->status.is_ok() || !op->has_file() || sync_.mode != SyncMode::always) continue;
     if (sync_.log != nullptr && !op->pending.empty() &&
         sync_.log->can_hold(disks_->path(op->meta.disk).size(), op->meta.key.size(), op->pending.size())) {
       small.push_back(op);
@@ -378,9 +379,9 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
       op->pending.resize(op->status.is_ok() ? op->meta.size : 0);
       op->pending.shrink_to_fit();
     }
-    close(op->temp_fd);
+    if (op->temp_fd >= 0) close(op->temp_fd);
     op->temp_fd = -1;
-    if (!op->status.is_ok() && op->result.applied) {
+    if (!op->status.is_ok() && op->result.applied && op->has_file()) {
       unlink(final_path(disks_, *op).c_str());
       op->result.applied = false;
     }
@@ -417,7 +418,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     index_->rollback().is_ok();
     for (CommitOp* op : winners) {
       if (!op->status.is_ok()) continue;
-      unlink(final_path(disks_, *op).c_str());
+      if (op->has_file()) unlink(final_path(disks_, *op).c_str());
       op->status = s;
       op->result.applied = false;
       op->result.replica_changed = false;
@@ -526,6 +527,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
 // as much as making one here. It cools like a superseded file, since a coordinator may
 // still be sending its spool to other replicas.
 void Committer::discard(CommitOp* op) {
+  if (!op->has_file()) return;
   struct stat st;
   if (pool_ != nullptr && op->temp_fd >= 0 && fstat(op->temp_fd, &st) == 0 &&
       pool_->wants(op->meta.disk, static_cast<std::uint64_t>(st.st_size))) {

@@ -78,8 +78,8 @@ struct SyncPolicy {
 struct CommitOp {
   ~CommitOp();            // closes temp_fd if still open
   BlobMeta meta;          // meta.disk is the --disk index
-  // What the op does. Only `write` has a temp file; the others change index rows in the
-  // batch's transaction.
+  // What the op does. Only a `write` of a value has a temp file; a tombstone's write and
+  // the others change index rows in the batch's transaction.
   //  erase_hint: drop this node's copy of meta.key if it is still a hint at meta.version
   //              (the hint reached its owner);
   //  add_hint:   remember that `target` missed meta.key at meta.version (this node holds
@@ -101,6 +101,7 @@ struct CommitOp {
   std::string pending;
   std::uint64_t truncate_to = 0;
   bool is_write() const { return kind == Kind::write; }
+  bool has_file() const { return kind == Kind::write && !meta.tombstone; }
   // No client waits for it: the committer may hold it up to the linger (see
   // limits::background_linger_ms) to commit it with others.
   bool background = false;

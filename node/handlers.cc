@@ -89,10 +89,10 @@ Status Server::begin_upload(Connection& c, const std::string& key, bool tombston
   if (ct.size() > blobstore::limits::content_type_bytes_max) {
     return Status::invalid("content_type_too_long");
   }
-  auto w = store_->begin_write(key, ct, Hlc::wall_clock_ms());
+  auto w = tombstone ? store_->begin_tombstone(key, Hlc::wall_clock_ms())
+                     : store_->begin_write(key, ct, Hlc::wall_clock_ms());
   if (!w.is_ok()) return w.take_status();
   r.writer = std::move(w.value());
-  if (tombstone) r.writer->set_tombstone();
   if (r.expect_continue) c.send_continue();
   return Status::ok();
 }
@@ -134,10 +134,9 @@ void Server::on_request(Connection& c) {
         return c.respond_error(s);
       }
       if (r.method == HTTP_DELETE) {
-        auto w = store_->begin_write(r.target.path, "", Hlc::wall_clock_ms());
+        auto w = store_->begin_tombstone(r.target.path, Hlc::wall_clock_ms());
         if (!w.is_ok()) return c.respond_error(w.status());
         r.writer = std::move(w.value());
-        r.writer->set_tombstone();
       }
       return coordinator_->write(c, std::move(r.writer), quorum);
     }

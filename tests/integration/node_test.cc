@@ -538,8 +538,10 @@ TEST_CASE("rebuild recreates the index from the disks alone", "[integration]") {
   REQUIRE(rb.exit_code == 0);
   std::smatch m;
   REQUIRE(std::regex_search(rb.out, m, std::regex(R"(rebuilt index: (\d+) files, (\d+) keys, (\d+) skipped)")));
-  CHECK(std::stoi(m[1]) >= 30);
-  CHECK(std::stoi(m[2]) == 30);
+  // The deleted keys' tombstones were index rows alone, and their values' files went
+  // with them: those keys are simply absent now.
+  CHECK(std::stoi(m[1]) >= static_cast<int>(live.size()));
+  CHECK(std::stoi(m[2]) == static_cast<int>(live.size()));
   CHECK(std::stoi(m[3]) == 0);
 
   node.restart();
@@ -817,7 +819,7 @@ TEST_CASE("after a power cut a default node restores its acknowledged small writ
       }
     }
   }
-  REQUIRE(n >= 20);
+  REQUIRE(n == 19);  // c1..c19: c0's tombstone is a row of the (durable) index
   node.restart();
   CHECK(node.log().find("the commit log restored") != std::string::npos);
   for (int i = 1; i < 20; i++) {
