@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "node/http_status.h"
@@ -512,24 +513,56 @@ void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
 
 // Fetches the newest copy from the replica that holds it into a spool on this node, then
 // serves it from there (and keeps it, when this node is a stale replica: read repair).
+namespace {
+// What serve_remote() fetches: a small value in memory, a larger one in a temp file.
+struct Spool {
+  std::unique_ptr<blobstore::BlobWriter> writer;  // a larger value
+  std::string body;                                // a small one
+  blobstore::Md5 md5;
+  std::optional<blobstore::Md5Digest> digest;
+  Status append(const char* d, std::size_t n) {
+    if (writer) return writer->append(d, n);
+    if (body.size() + n > blobstore::limits::small_value_bytes_max) {
+      return Status::io_error("replica_read_failed: a longer copy than it announced");
+    }
+    body.append(d, n);
+    md5.update(d, n);
+    return Status::ok();
+  }
+  blobstore::Md5Digest finish_md5() {
+    if (writer) return writer->finish_md5();
+    if (!digest) digest = md5.finish();
+    return *digest;
+  }
+};
+}  // namespace
+
+// The newest copy is on another replica: fetch it, serve it, and repair the local copy
+// with it when that is due. A small value stays in memory: most reads that come here
+// find the local copy a moment behind a write still on its way, leave it to that write,
+// and so make no temp file at all. A larger one is spooled to a temp file, which the
+// repair commits.
 void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder) {
   const blobstore::BlobMeta want = op->answers[holder].meta;
-  auto spool = server_.store().begin_write(op->key, want.content_type, Hlc::wall_clock_ms());
-  if (!spool.is_ok()) {
-    if (auto conn = op->conn.lock()) conn->respond_error(spool.status());
-    return;
+  auto spool = std::make_shared<Spool>();
+  if (want.size > blobstore::limits::small_value_bytes_max) {
+    auto w = server_.store().begin_write(op->key, want.content_type, Hlc::wall_clock_ms());
+    if (!w.is_ok()) {
+      if (auto conn = op->conn.lock()) conn->respond_error(w.status());
+      return;
+    }
+    spool->writer = std::move(w.value());
   }
-  auto writer = std::make_shared<std::unique_ptr<blobstore::BlobWriter>>(std::move(spool.value()));
   auto req = std::make_unique<PeerRequest>();
   req->method = "GET";
   req->target = "/_/internal/blob/" + encode_key(op->key);
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, want.size);
-  req->body_sink = [writer](const char* d, std::size_t n) { return (*writer)->append(d, n); };
-  req->done = [this, op, writer, want](Status s, PeerResponse resp) {
+  req->body_sink = [spool](const char* d, std::size_t n) { return spool->append(d, n); };
+  req->done = [this, op, spool, want](Status s, PeerResponse resp) {
     auto conn = op->conn.lock();
     blobstore::BlobMeta got;
     if (s.is_ok() && (resp.status != 200 || !meta_from_response(op->key, resp, &got) ||
-                      got.version != want.version || (*writer)->finish_md5() != got.md5)) {
+                      got.version != want.version || spool->finish_md5() != got.md5)) {
       s = Status::io_error("replica_read_failed: the copy changed or did not check out");
     }
     if (!s.is_ok()) {
@@ -537,25 +570,41 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
       if (conn) conn->respond_error(s);
       return;
     }
-    auto handle = server_.store().handle_of(**writer, want.version);
+    // A spooled copy is served from its temp file, opened before the repair renames it.
+    std::optional<Result<blobstore::BlobHandle>> handle;
+    if (spool->writer) handle = server_.store().handle_of(*spool->writer, want.version);
     bool local_replica = std::any_of(op->answers.begin(), op->answers.end(),
                                      [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
     bool young = local_replica && write_may_be_in_flight(want);
     if (young) counters_.read_repairs_skipped++;
     if (local_replica && !young && take_repair_token()) {
       counters_.read_repairs++;
-      (*writer)->set_background();
-      Status c = server_.store().commit(std::move(*writer), want.version,
-                                        [](Status, blobstore::CommitResult) {});
+      Status c = repair_local(op->key, want, spool->body, std::move(spool->writer));
       if (!c.is_ok()) log::warn("read repair of a local copy failed: " + c.message());
     }
-    if (!handle.is_ok()) {
-      if (conn) conn->respond_error(handle.status());
-      return;
-    }
-    if (conn) server_.serve_handle(*conn, std::move(handle.value()), false);
+    if (!conn) return;
+    if (handle && !handle->is_ok()) return conn->respond_error(handle->status());
+    if (handle) return server_.serve_handle(*conn, std::move(handle->value()), false);
+    blobstore::BlobMeta m = want;
+    m.size = spool->body.size();
+    m.md5 = got.md5;
+    server_.serve_body(*conn, m, spool->body);
   };
   server_.peers().send(op->answers[holder].replica.addr, std::move(req));
+}
+
+// Commits the copy serve_remote() fetched as this node's own: `writer` when it spooled
+// one, else a new write of `body`.
+Status Coordinator::repair_local(const std::string& key, const blobstore::BlobMeta& want,
+                                 const std::string& body, std::unique_ptr<blobstore::BlobWriter> writer) {
+  if (!writer) {
+    auto w = server_.store().begin_write(key, want.content_type, Hlc::wall_clock_ms());
+    if (!w.is_ok()) return w.take_status();
+    writer = std::move(w.value());
+    if (Status a = writer->append(body.data(), body.size()); !a.is_ok()) return a;
+  }
+  writer->set_background();
+  return server_.store().commit(std::move(writer), want.version, [](Status, blobstore::CommitResult) {});
 }
 
 // A replica found without a version younger than that write's replica timeout is left to

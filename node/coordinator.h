@@ -100,6 +100,8 @@ class Coordinator {
   static void cancel_late(ReadOp& op);
   void on_answer(const std::shared_ptr<ReadOp>& op);
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
+  Status repair_local(const std::string& key, const blobstore::BlobMeta& want, const std::string& body,
+                      std::unique_ptr<blobstore::BlobWriter> writer);
   void repair(const std::shared_ptr<ReadOp>& op);
   bool take_repair_token();
   bool write_may_be_in_flight(const blobstore::BlobMeta& newest) const;

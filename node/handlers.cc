@@ -192,6 +192,10 @@ void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only
   serve_blob(c, meta, headers, nullptr, &h, head_only);
 }
 
+void Server::serve_body(Connection& c, const blobstore::BlobMeta& m, const std::string& body) {
+  serve_blob(c, m, blob_headers(m), &body, nullptr, false);
+}
+
 void Server::serve_meta_head(Connection& c, const blobstore::BlobMeta& m) {
   serve_blob(c, m, blob_headers(m), nullptr, nullptr, true);
 }

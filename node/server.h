@@ -106,6 +106,8 @@ class Server {
   Status serve_local(Connection& c, bool head_only);
   void serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only);
   void serve_meta_head(Connection& c, const blobstore::BlobMeta& m);
+  // A whole small value held in memory, already checked against m.md5.
+  void serve_body(Connection& c, const blobstore::BlobMeta& m, const std::string& body);
 
   Cluster& cluster() { return *cluster_; }
   PeerClient& peers() { return *peers_; }

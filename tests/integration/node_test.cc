@@ -19,8 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string quoted_md5(const std::string& body) { return "\"" + md5_hex(body) + "\""; }
-
 // The body of an error response: exactly one line of JSON with a string "error".
 void check_error_body(const std::string& body, const std::string& error = "") {
   INFO("error body: " << body);

@@ -170,6 +170,8 @@ class RawSocket {
 // ---- data ----
 
 std::string md5_hex(const std::string& data);
+// The ETag of a value: its MD5 in hex, quoted.
+inline std::string quoted_md5(const std::string& body) { return "\"" + md5_hex(body) + "\""; }
 std::string sha256_hex_of(const std::string& data);
 
 class Sha256 {
