@@ -35,7 +35,6 @@ BlobWriter::~BlobWriter() {
 }
 
 Status BlobWriter::append(const char* data, std::size_t n) {
-  ASSERT(fd_ >= 0);
   if (!spilled_ && held_.size() + n > limits::small_value_bytes_max) {
     if (Status s = spill(); !s.is_ok()) return s;
   }
@@ -49,8 +48,29 @@ Status BlobWriter::append(const char* data, std::size_t n) {
   return Status::ok();
 }
 
+// The body outgrew memory (or a descriptor is wanted): it goes to a temp file on the
+// writer's disk, or on another healthy one when that disk cannot create files.
 Status BlobWriter::spill() {
   if (spilled_) return Status::ok();
+  ASSERT(fd_ < 0);
+  Status opened = Status::unavailable("no healthy disk");
+  for (std::size_t attempt = 0; attempt < disks_->size(); attempt++) {
+    if (!disks_->healthy(meta_.disk)) {
+      int d = disks_->choose(meta_.key, monotonic_ms());
+      if (d < 0) break;
+      meta_.disk = d;
+    }
+    TempFiles::File f;
+    opened = temp_files_->open(meta_.disk, &f);
+    if (opened.is_ok()) {
+      temp_path_ = std::move(f.path);
+      fd_ = f.fd;
+      reused_bytes_ = f.reused_bytes;
+      break;
+    }
+    if (opened.code() != Code::io_error) break;  // out of descriptors: no other disk helps
+  }
+  if (!opened.is_ok()) return opened;
   spilled_ = true;
   Status s = write_through(held_.data(), held_.size());
   std::string().swap(held_);
@@ -74,6 +94,7 @@ BlobHandle& BlobHandle::operator=(BlobHandle&& o) noexcept {
   meta = std::move(o.meta);
   fd_ = o.fd_;
   o.fd_ = -1;
+  held_ = std::move(o.held_);
   return *this;
 }
 
@@ -115,6 +136,10 @@ Status BlobStore::start(Options& options) {
   std::array<std::uint8_t, 6> run{};
   ASSERT(RAND_bytes(run.data(), static_cast<int>(run.size())) == 1);
   temp_prefix_ = hex(run.data(), run.size()) + "-";
+  if (options.stock_files) {
+    stock_ = std::make_unique<FileStock>(pool_.get(), disks_.get(), temp_prefix_ + "s");
+  }
+  temp_files_ = std::make_unique<TempFiles>(pool_.get(), disks_.get(), stock_.get(), temp_prefix_);
   SyncPolicy sync = options.sync;
   sync.index_dir = options.data_dir;
   if (sync.mode == SyncMode::always && options.commit_log_bytes > 0) {
@@ -122,23 +147,25 @@ Status BlobStore::start(Options& options) {
     if (!log.is_ok()) return log.take_status();
     log_ = std::move(log.value());
     if (Status s = replay_log(); !s.is_ok()) return s;
+    pending_ = std::make_unique<PendingFiles>();
     sync.log = log_.get();
+    sync.pending = pending_.get();
   }
   committer_ = std::make_unique<Committer>(&writer_, disks_.get(), options.notify, options.fault,
-                                           pool_.get(), temp_prefix_ + "p", options.background_linger_ms,
-                                           std::move(sync));
+                                           pool_.get(), temp_files_.get(), temp_prefix_ + "p",
+                                           options.background_linger_ms, std::move(sync));
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
   committer_->start();
-  if (options.stock_files) {
-    stock_ = std::make_unique<FileStock>(pool_.get(), disks_.get(), temp_prefix_ + "s");
+  if (stock_) {
     stock_->start();
     for (std::size_t i = 0; i < disks_->size(); i++) stock_->wake(static_cast<int>(i), monotonic_ms());
   }
   notify_ = options.notify;
   if (options.scrub.enabled()) {
-    scrubber_ = std::make_unique<Scrubber>(db_path, disks_.get(), writer_.disk_ids(), options.scrub,
+    scrubber_ = std::make_unique<Scrubber>(db_path, disks_.get(), writer_.disk_ids(), pending_.get(),
+                                           options.scrub,
                                            [this](const BlobMeta& m) {
                                              {
                                                std::lock_guard<std::mutex> l(damaged_mu_);
@@ -279,36 +306,15 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
                                                            std::uint64_t now_ms) {
   ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
   ASSERT(content_type.size() <= limits::content_type_bytes_max);
-  for (std::size_t attempt = 0; attempt < disks_->size(); attempt++) {
-    int disk = disks_->choose(key, now_ms);
-    if (disk < 0) return Status::unavailable("no healthy disk");
-    std::unique_ptr<BlobWriter> w(new BlobWriter());
-    w->meta_.key = std::string(key);
-    w->meta_.content_type = std::string(content_type);
-    w->meta_.disk = disk;
-    w->disks_ = disks_.get();
-    // A pooled file is overwritten from offset 0 (and truncated when sealed): no new inode.
-    std::uint64_t now = monotonic_ms();
-    FilePool::Taken reused = pool_->take(disk, now);
-    if (stock_) stock_->wake(disk, now);
-    w->temp_path_ = std::move(reused.path);
-    if (!w->temp_path_.empty()) {
-      w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CLOEXEC);
-      if (w->fd_ >= 0) {
-        w->reused_bytes_ = reused.bytes;
-        return w;
-      }
-      unlink(w->temp_path_.c_str());
-    }
-    w->temp_path_ = disks_->path(disk) + "/tmp/" + temp_prefix_ + std::to_string(++temp_seq_) + ".tmp";
-    w->fd_ = ::open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (w->fd_ >= 0) return w;
-    int err = errno;
-    if (err == EMFILE || err == ENFILE) return Status::unavailable("out of file descriptors");
-    // The disk cannot create files: use the others.
-    disks_->mark_failed(disk, std::string("cannot create a file: ") + std::strerror(err));
-  }
-  return Status::unavailable("no healthy disk");
+  int disk = disks_->choose(key, now_ms);
+  if (disk < 0) return Status::unavailable("no healthy disk");
+  std::unique_ptr<BlobWriter> w(new BlobWriter());
+  w->meta_.key = std::string(key);
+  w->meta_.content_type = std::string(content_type);
+  w->meta_.disk = disk;
+  w->disks_ = disks_.get();
+  w->temp_files_ = temp_files_.get();
+  return w;
 }
 
 Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
@@ -325,10 +331,10 @@ Status BlobStore::submit(std::unique_ptr<BlobWriter> w, CommitCallback done) {
   std::uint64_t file_bytes = w->meta_.size + footer.size();
   auto op = std::make_unique<CommitOp>();
   if (!w->spilled_) {
-    // A small body and its footer reach the file in one write, on the committer thread.
+    // A small body and its footer go to the commit log, or to a file in one write, on
+    // the committer thread.
     footer.insert(0, w->held_);
     op->pending = std::move(footer);
-    if (w->reused_bytes_ > file_bytes) op->truncate_to = file_bytes;
   } else {
     if (Status s = w->write_through(footer.data(), footer.size()); !s.is_ok()) return s;
     if (w->reused_bytes_ > file_bytes && ftruncate(w->fd_, static_cast<off_t>(file_bytes)) != 0) {
@@ -472,6 +478,14 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     if (h.meta.tombstone) return h;
     if (!disks_->healthy(h.meta.disk)) return Status::not_found("on a failed disk");
     std::string path = disks_->path(h.meta.disk) + "/" + blob_relative_path(key, h.meta.version);
+    std::uint64_t expect = h.meta.size + h.meta.key.size() + h.meta.content_type.size() +
+                           footer_fixed_bytes;
+    if (pending_) {
+      if ((h.held_ = pending_->find(path))) {
+        ASSERT(h.held_->size() == expect);
+        return h;
+      }
+    }
     h.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (h.fd_ < 0) {
       if (errno == ENOENT) continue;  // replaced meanwhile: look again
@@ -484,8 +498,6 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     }
     struct stat st;
     if (fstat(h.fd_, &st) != 0) return Status::from_errno("stat " + path, errno);
-    std::uint64_t expect = h.meta.size + h.meta.key.size() + h.meta.content_type.size() +
-                           footer_fixed_bytes;
     if (static_cast<std::uint64_t>(st.st_size) != expect) {
       report_damaged(h.meta);
       return Status::corruption("blob file has the wrong size: " + path);
@@ -568,6 +580,13 @@ Result<std::shared_ptr<const CachedValue>> BlobStore::read(std::string_view key,
 
 Result<std::string> BlobStore::read_verified(const BlobHandle& h) {
   ASSERT(!h.meta.tombstone);
+  if (h.held()) {
+    // The bytes were checksummed as they arrived; checking again costs little and keeps
+    // one rule for every read.
+    std::string body = h.held()->substr(0, h.meta.size);
+    if (md5_of(body) != h.meta.md5) return Status::corruption("checksum mismatch in memory");
+    return body;
+  }
   std::string body(h.meta.size, '\0');
   std::size_t done = 0;
   while (done < body.size()) {

@@ -20,6 +20,7 @@
 #include "blobstore/file_pool.h"
 #include "blobstore/index.h"
 #include "blobstore/limits.h"
+#include "blobstore/pending_files.h"
 #include "blobstore/scrubber.h"
 #include "blobstore/value_cache.h"
 
@@ -44,13 +45,13 @@ struct Options {
   std::uint64_t commit_log_bytes = limits::commit_log_bytes;
 };
 
-// An upload in progress (or a tombstone, which has no file: BlobStore::begin_tombstone):
-// bytes go to a temp file on the chosen disk while their MD5 is
-// computed. The first small_value_bytes_max bytes are held in memory, so a small value
-// reaches its file in one write with its footer (made by the committer, off the loop
-// thread), and a coordinator sends it to the
-// other replicas from memory; a larger one is written through as it arrives. Dropping a
-// writer without committing it removes the temp file.
+// An upload in progress (or a tombstone, which has no file: BlobStore::begin_tombstone)
+// for a disk chosen at its start, its MD5 computed as the bytes arrive. The first
+// small_value_bytes_max bytes are held in memory: a small value never takes a temp file
+// on the loop thread (the committer logs it, or writes it with its footer in one write),
+// and a coordinator sends it to the other replicas from memory. A larger one spills to
+// a temp file on that disk and is written through as it arrives. Dropping a writer
+// without committing it removes its temp file, if it made one.
 class BlobWriter {
  public:
   ~BlobWriter();
@@ -70,7 +71,7 @@ class BlobWriter {
   Md5Digest finish_md5();
   // What the writer holds so far (version and MD5 are set at commit).
   const BlobMeta& meta() const { return meta_; }
-  // A read-only descriptor of the temp file (the bytes held in memory are written to it
+  // A read-only descriptor of the temp file (the bytes held in memory are spilled to one
   // first); it stays valid after the commit renames the file and after an abandoned
   // writer unlinks it. -1 on failure.
   int open_read_fd();
@@ -81,8 +82,9 @@ class BlobWriter {
   friend class BlobStore;
   BlobWriter() = default;
   BlobMeta meta_;
-  std::string temp_path_;
+  std::string temp_path_;  // empty until the body spills
   Disks* disks_ = nullptr;  // to mark the disk failed when a write says it is bad
+  TempFiles* temp_files_ = nullptr;
   int fd_ = -1;
   std::uint64_t reused_bytes_ = 0;  // a pooled file's old size: truncated when longer
   std::string held_;               // the body while it is small
@@ -94,21 +96,28 @@ class BlobWriter {
   bool md5_done_ = false;
 };
 
-// An open, committed version of a key. The file stays readable even if a newer version
-// replaces it meanwhile. Closes its descriptor on destruction.
+// An open, committed version of a key: its file, or its bytes in memory while the file
+// is pending (PendingFiles: only small values). Either stays readable even if a newer
+// version replaces it meanwhile. Closes its descriptor on destruction.
 class BlobHandle {
  public:
   BlobHandle() = default;
   ~BlobHandle();
-  BlobHandle(BlobHandle&& o) noexcept : meta(std::move(o.meta)), fd_(o.fd_) { o.fd_ = -1; }
+  BlobHandle(BlobHandle&& o) noexcept : meta(std::move(o.meta)), fd_(o.fd_), held_(std::move(o.held_)) {
+    o.fd_ = -1;
+  }
   BlobHandle& operator=(BlobHandle&& o) noexcept;
   BlobHandle(const BlobHandle&) = delete;
+  // -1 for a tombstone and for a version held in memory.
   int fd() const { return fd_; }
+  // The whole file (body, then footer) while it is pending, else null.
+  const std::string* held() const { return held_.get(); }
   BlobMeta meta;
 
  private:
   friend class BlobStore;
   int fd_ = -1;
+  std::shared_ptr<const std::string> held_;
 };
 
 class BlobStore {
@@ -183,9 +192,11 @@ class BlobStore {
   // The stored version's metadata only (disk as a --disk index).
   Result<BlobMeta> lookup(std::string_view key);
   // A handle on an uncommitted writer's bytes, with `version` (for serving a value
-  // fetched from another replica). The writer may be committed or dropped afterwards.
+  // fetched from another replica; it spills the writer to a temp file). The writer may be
+  // committed or dropped afterwards.
   Result<BlobHandle> handle_of(BlobWriter& writer, const Version& version);
-  // Reads a whole blob (REQUIRES: not a tombstone) and checks its MD5.
+  // Reads a whole blob (REQUIRES: not a tombstone) from its file or from memory, and
+  // checks its MD5.
   Result<std::string> read_verified(const BlobHandle& h);
   Status list(std::string_view prefix, std::string_view start, std::size_t limit,
               std::vector<std::string>* keys, std::string* next);
@@ -196,6 +207,12 @@ class BlobStore {
   std::size_t pooled_files(int disk) const { return pool_->size(disk); }
   std::uint64_t stocked_files_made() const { return stock_ ? stock_->files_made() : 0; }
   const Committer& committer() const { return *committer_; }
+  // Small files durable in the commit log, not yet written under their names.
+  std::size_t pending_files() const { return pending_ ? pending_->count() : 0; }
+  std::uint64_t pending_bytes() const { return pending_ ? pending_->bytes() : 0; }
+  // Runs a sync round now, on the calling thread: every pending file is written out and
+  // everything written so far is synced (tests, and anything that must see the files).
+  void flush() { committer_->sync_now(); }
   // Files the commit log's replay rewrote at open (after a power cut).
   std::uint64_t replayed_files() const { return replayed_files_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
@@ -240,16 +257,17 @@ class BlobStore {
 
   std::unique_ptr<Disks> disks_;
   std::unique_ptr<FilePool> pool_;
+  std::unique_ptr<FileStock> stock_;  // before temp_files_, which wakes it
+  std::unique_ptr<TempFiles> temp_files_;
   IndexWriter writer_;
   IndexReader reader_;
   IndexWriter meta_writer_;  // loop thread: meta rows only
   std::unique_ptr<CommitLog> log_;  // before committer_, which uses it
+  std::unique_ptr<PendingFiles> pending_;  // with the log only; before committer_
   std::uint64_t replayed_files_ = 0;
   std::unique_ptr<Committer> committer_;
-  std::unique_ptr<FileStock> stock_;
   ValueCache cache_{0};
   NodeId node_id_{};
-  std::uint64_t temp_seq_ = 0;
   std::string temp_prefix_;
   std::uint64_t corrupt_reads_ = 0;
   ChangeListener change_listener_;
@@ -263,9 +281,11 @@ class BlobStore {
 };
 
 // Recreates DATA/index.db from the blob files on `disks` alone (the highest version of
-// each key wins). The old index, if any, is kept as index.db.old. Prints nothing.
+// each key wins), after writing out the files whose records are still in the commit
+// log. The old index, if any, is kept as index.db.old. Prints nothing.
 struct RebuildStats {
   std::uint64_t files = 0, keys = 0, skipped = 0;
+  std::uint64_t from_log = 0;  // files written out from the commit log's records first
 };
 Result<RebuildStats> rebuild_index(const std::string& data_dir,
                                    const std::vector<std::string>& disks);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -41,6 +42,7 @@ struct Store {
   std::uint64_t linger_ms = limits::background_linger_ms;
   SyncPolicy sync;
   std::uint64_t commit_log_bytes = limits::commit_log_bytes;
+  ScrubConfig scrub{0, 0};
 
   explicit Store(FaultHook f = nullptr, std::uint64_t cool_ms = limits::pooled_file_cool_ms)
       : fault(std::move(f)), pool_cool_ms(cool_ms) {
@@ -58,6 +60,7 @@ struct Store {
     o.background_linger_ms = linger_ms;
     o.sync = sync;
     o.commit_log_bytes = commit_log_bytes;
+    o.scrub = scrub;
     auto s = BlobStore::open(o);
     REQUIRE(s.is_ok());
     store = std::move(s.value());
@@ -137,6 +140,9 @@ struct Store {
 
 }  // namespace
 
+// A sync round every hour: in a test's time the small files stay in memory.
+constexpr std::uint64_t no_round_ms = 3'600'000;
+
 TEST_CASE("a blob round-trips with its MD5, content type and version", "[blobstore]") {
   Store s;
   REQUIRE(s.put("k1", "hello world", ver(1)).is_ok());
@@ -149,8 +155,46 @@ TEST_CASE("a blob round-trips with its MD5, content type and version", "[blobsto
   CHECK(s.get("k1") == "hello world");
   CHECK(s.get("nope") == "<absent>");
   CHECK(s.store->live_keys() == 1);
+  // Durable in the commit log, its file not written yet: served from memory.
+  CHECK(s.files_under("tmp") == 0);
+  CHECK(s.files_under("blobs") == 0);
+  CHECK(s.store->pending_files() == 1);
+  CHECK(h.value().held() != nullptr);
+  s.store->flush();  // a sync round writes it out
+  CHECK(s.store->pending_files() == 0);
+  CHECK(s.store->pending_bytes() == 0);
   CHECK(s.files_under("tmp") == 0);
   CHECK(s.files_under("blobs") == 1);
+  CHECK(s.store->committer().files_written_out() == 1);
+  auto again = s.store->open_read("k1");
+  REQUIRE(again.is_ok());
+  CHECK(again.value().held() == nullptr);
+  CHECK(again.value().fd() >= 0);
+  CHECK(s.get("k1") == "hello world");
+}
+
+TEST_CASE("a small version superseded before its sync round never becomes a file",
+          "[blobstore]") {
+  Store s;
+  REQUIRE(s.put("k", "first", ver(1)).is_ok());
+  REQUIRE(s.put("k", "second", ver(2)).is_ok());
+  CHECK(s.store->pending_files() == 1);  // "first" left without a file
+  CHECK(s.get("k") == "second");
+  REQUIRE(s.del("k", ver(3)).is_ok());
+  CHECK(s.store->pending_files() == 0);
+  CHECK(s.store->committer().files_never_written() == 2);
+  REQUIRE(s.put("other", "stays", ver(1)).is_ok());
+  s.store->flush();
+  CHECK(s.store->committer().files_written_out() == 1);
+  CHECK(s.files_under("blobs") == 1);
+  CHECK(s.files_under("tmp") == 0);
+  CHECK(s.get("k") == "<tombstone>");
+  CHECK(s.get("other") == "stays");
+  // Reopened (a clean stop checkpoints the log), nothing comes back.
+  s.reopen();
+  CHECK(s.store->replayed_files() == 0);
+  CHECK(s.get("k") == "<tombstone>");
+  CHECK(s.get("other") == "stays");
 }
 
 TEST_CASE("last writer wins and older writes are ignored", "[blobstore]") {
@@ -166,7 +210,8 @@ TEST_CASE("last writer wins and older writes are ignored", "[blobstore]") {
   REQUIRE(s.put("k", "v3", ver(3), &applied).is_ok());
   CHECK(applied);
   CHECK(s.get("k") == "v3");
-  CHECK(s.files_under("blobs") == 1);  // the superseded file was removed
+  s.store->flush();
+  CHECK(s.files_under("blobs") == 1);  // v3 only: v2 was superseded before it had a file
   REQUIRE(s.del("k", ver(4)).is_ok());
   CHECK(s.get("k") == "<tombstone>");
   CHECK(s.store->live_keys() == 0);
@@ -179,6 +224,7 @@ TEST_CASE("last writer wins and older writes are ignored", "[blobstore]") {
   REQUIRE(s.put("k", "v5", ver(5), &applied).is_ok());  // a newer write replaces it
   CHECK(applied);
   CHECK(s.get("k") == "v5");
+  s.store->flush();
   CHECK(s.files_under("blobs") == 1);
 }
 
@@ -552,7 +598,10 @@ TEST_CASE("an upload abandoned midway leaves nothing behind", "[blobstore]") {
     auto w = s.store->begin_write("k", "", 0);
     REQUIRE(w.is_ok());
     REQUIRE(w.value()->append("partial", 7).is_ok());
-    CHECK(s.files_under("tmp") == 1);
+    CHECK(s.files_under("tmp") == 0);  // a small body stays in memory
+    std::string more(limits::small_value_bytes_max, 'm');
+    REQUIRE(w.value()->append(more.data(), more.size()).is_ok());
+    CHECK(s.files_under("tmp") == 1);  // a larger one spills to a temp file
   }
   CHECK(s.files_under("tmp") == 0);
   CHECK(s.get("k") == "<absent>");
@@ -607,6 +656,7 @@ TEST_CASE("orphan temp files from a crash are reused when small and removed when
   int written = 0;
   for (; written < 64 && s.pooled() == 1; written++) {
     REQUIRE(s.put("k" + std::to_string(written), "short", ver(1)).is_ok());
+    s.store->flush();  // its file is written out: from the pool when the disk is right
   }
   CHECK(s.pooled() == 0);
   CHECK(s.files_under("tmp") == 0);
@@ -618,21 +668,23 @@ TEST_CASE("an overwrite reuses the superseded file once it has cooled", "[blobst
     INFO("cool_ms " << cool_ms);
     Store s(nullptr, cool_ms);
     REQUIRE(s.put("k", std::string(3000, 'a'), ver(1)).is_ok());
+    s.store->flush();
     ino_t old_inode = s.inode_of("k", ver(1));
     REQUIRE(old_inode != 0);
-    REQUIRE(s.put("k", "b", ver(2)).is_ok());  // v1 is superseded and pooled
+    REQUIRE(s.del("k", ver(2)).is_ok());  // v1 is superseded and pooled
     CHECK(s.pooled() == 1);
-    CHECK(s.files_under("blobs") == 1);
+    CHECK(s.files_under("blobs") == 0);
     // A write to the pooled file's disk takes it when it has cooled, else a new inode.
     bool reused = false;
     for (int i = 0; i < 64 && !reused; i++) {
       std::string key = "j" + std::to_string(i);
       REQUIRE(s.put(key, "c", ver(3)).is_ok());
+      s.store->flush();
       CHECK(s.get(key) == "c");  // truncated: nothing of the old 3,000 bytes is left
       reused = s.inode_of(key, ver(3)) == old_inode;
     }
     CHECK(reused == (cool_ms == 0));
-    CHECK(s.get("k") == "b");
+    CHECK(s.get("k") == "<tombstone>");
   }
 }
 
@@ -640,6 +692,7 @@ TEST_CASE("a damaged blob is an error, never served", "[blobstore]") {
   Store s;
   std::string value(5000, 'x');
   REQUIRE(s.put("k", value, ver(1)).is_ok());
+  s.store->flush();
   std::string path;
   for (const auto& d : s.disks()) {
     std::string p = d + "/" + blob_relative_path("k", ver(1));
@@ -683,6 +736,90 @@ TEST_CASE("rebuild recreates the index from the disks alone", "[blobstore]") {
   }
   CHECK(s.store->live_keys() == 25);
   CHECK(s.store->node_id() != id);  // the id lived only in the deleted index
+}
+
+TEST_CASE("rebuild writes out the small files that only the commit log holds", "[blobstore]") {
+  bool crash = false;
+  Store s([&](WriteStep at) { return crash && at == WriteStep::indexed ? FaultAction::crash : FaultAction::proceed; });
+  s.sync.period_ms = no_round_ms;
+  s.reopen();
+  for (int i = 0; i < 10; i++) REQUIRE(s.put("k" + std::to_string(i), "v1-" + std::to_string(i), ver(1)).is_ok());
+  REQUIRE(s.put("k0", "v2-0", ver(2)).is_ok());
+  crash = true;
+  CHECK_FALSE(s.put("last", "indexed, then the power went", ver(1)).is_ok());
+  s.fault = nullptr;
+  s.store.reset();  // after the "power cut" nothing more reaches the disks
+  CHECK(s.files_under("blobs") == 0);
+  for (const char* f : {"index.db", "index.db-wal", "index.db-shm"}) fs::remove(s.dir.path() + "/data/" + f);
+  auto r = rebuild_index(s.dir.path() + "/data", s.disks());
+  REQUIRE(r.is_ok());
+  CHECK(r.value().from_log == 12);  // both versions of k0, k1..k9 and "last"
+  CHECK(r.value().keys == 11);
+  CHECK(r.value().skipped == 0);
+  CHECK(s.files_under("blobs") == 11);  // k0's first version lost to its second
+  s.reopen();
+  CHECK(s.get("k0") == "v2-0");
+  for (int i = 1; i < 10; i++) CHECK(s.get("k" + std::to_string(i)) == "v1-" + std::to_string(i));
+  CHECK(s.get("last") == "indexed, then the power went");
+}
+
+TEST_CASE("values stay readable and whole while sync rounds write them out", "[blobstore]") {
+  Store s;
+  s.sync.period_ms = 1;  // rounds all the time, racing the writes, deletes and reads
+  s.reopen();
+  std::mt19937 rng(20261207);
+  std::map<std::string, std::string> want;
+  for (std::uint64_t v = 1; v <= 1500; v++) {
+    std::string key = "k" + std::to_string(rng() % 40);
+    if (rng() % 4 == 0) {
+      REQUIRE(s.del(key, ver(v)).is_ok());
+      want[key] = "<tombstone>";
+    } else {
+      std::string value = key + "@" + std::to_string(v) + std::string(rng() % 3000, 'x');
+      REQUIRE(s.put(key, value, ver(v)).is_ok());
+      want[key] = value;
+    }
+    auto it = want.begin();
+    std::advance(it, static_cast<long>(rng() % want.size()));
+    INFO("version " << v << " reading " << it->first);
+    REQUIRE(s.get(it->first) == it->second);
+  }
+  s.store->flush();
+  CHECK(s.store->pending_files() == 0);
+  std::size_t live = 0;
+  for (const auto& [k, v] : want) live += v != "<tombstone>";
+  CHECK(s.files_under("blobs") == live);  // one file per live key: nothing left behind
+  CHECK(s.files_under("tmp") == s.pooled());
+  CHECK(s.store->committer().files_written_out() > 0);
+  s.reopen();
+  CHECK(s.store->replayed_files() == 0);
+  for (const auto& [k, v] : want) CHECK(s.get(k) == v);
+}
+
+TEST_CASE("the scrub leaves pending files alone and checks them once written out",
+          "[blobstore][scrub]") {
+  Store s;
+  s.sync.period_ms = no_round_ms;
+  s.scrub = ScrubConfig{64ull << 20, 10'000};
+  s.reopen();
+  for (int i = 0; i < 20; i++) REQUIRE(s.put("k" + std::to_string(i), "value " + std::to_string(i), ver(1)).is_ok());
+  auto passes_after = [&](std::uint64_t n) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (s.store->scrubber()->stats().passes < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return s.store->scrubber()->stats();
+  };
+  std::uint64_t start = s.store->scrubber()->stats().passes;
+  ScrubStats st = passes_after(start + 2);  // a whole pass after the writes
+  REQUIRE(st.passes >= start + 2);
+  CHECK(st.damaged == 0);  // no file yet is not a missing file
+  CHECK(st.files_verified == 0);
+  s.store->flush();
+  st = passes_after(st.passes + 2);
+  CHECK(st.damaged == 0);
+  CHECK(st.files_verified >= 20);
+  for (int i = 0; i < 20; i++) CHECK(s.get("k" + std::to_string(i)) == "value " + std::to_string(i));
 }
 
 TEST_CASE("rebuild keeps the node id and skips damaged footers", "[blobstore]") {
@@ -848,6 +985,7 @@ TEST_CASE("a hinted write onto a replica's own copy keeps one file and records t
   REQUIRE(missed.value().size() == 1);  // the owner is owed the same file, not a copy
   CHECK(missed.value()[0].target == owner);
   CHECK(missed.value()[0].version == ver(2));
+  s.store->flush();
   CHECK(s.files_under("blobs") == 1);
   auto by_target = s.store->hints_by_target();
   REQUIRE(by_target.is_ok());
@@ -908,6 +1046,7 @@ TEST_CASE("a replaced marker fails a disk that still holds rows", "[blobstore][d
 TEST_CASE("the scrub's file check tells whole, damaged and missing files apart", "[blobstore][scrub]") {
   Store s;
   REQUIRE(s.put("k", std::string(5000, 'x'), ver(1)).is_ok());
+  s.store->flush();
   auto h = s.store->open_read("k");
   REQUIRE(h.is_ok());
   std::string path = s.store->blob_path(h.value().meta);
@@ -942,7 +1081,7 @@ TEST_CASE("empty files are kept ready, so that writes create none on the caller'
   }
   REQUIRE(stocked());
   CHECK(s.files_under("tmp") == s.pooled());
-  // Writes take stocked files (their inodes become the blobs) and no new file appears
+  // Written-out files take stocked ones (their inodes become the blobs) and no new file appears
   // in tmp/ beside the stock; the stock is topped up again behind them.
   std::set<ino_t> stock_inodes;
   for (const auto& d : s.disks()) {
@@ -955,6 +1094,7 @@ TEST_CASE("empty files are kept ready, so that writes create none on the caller'
   // 40 writes leave either disk far above the low mark: no top-up yet.
   const int writes = 40;
   for (int i = 0; i < writes; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(1)).is_ok());
+  s.store->flush();  // the files are written out (of the stock) by a sync round
   int from_stock = 0;
   for (int i = 0; i < writes; i++) {
     CHECK(s.get("k" + std::to_string(i)) == "v");
@@ -964,6 +1104,7 @@ TEST_CASE("empty files are kept ready, so that writes create none on the caller'
   CHECK(s.files_under("tmp") == s.pooled());
   // Enough writes to take either disk under the low mark: the stock is made again.
   for (int i = writes; i < 6 * writes; i++) REQUIRE(s.put("k" + std::to_string(i), "v", ver(1)).is_ok());
+  s.store->flush();
   deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   // Topped up to the high mark once under the low one; the writes after may take some.
   while (!stocked(limits::stocked_files_low) && std::chrono::steady_clock::now() < deadline) {

@@ -23,6 +23,11 @@ std::string final_path(Disks* disks, const CommitOp& op) {
   return disks->path(op.meta.disk) + "/" + blob_relative_path(op.meta.key, op.meta.version);
 }
 
+// The temp file of an op that will not be committed (a small value may have none).
+void drop_temp(const CommitOp& op) {
+  if (!op.temp_path.empty()) unlink(op.temp_path.c_str());
+}
+
 }  // namespace
 
 CommitOp::~CommitOp() {
@@ -30,18 +35,21 @@ CommitOp::~CommitOp() {
 }
 
 Committer::Committer(IndexWriter* index, Disks* disks, std::function<void()> notify,
-                     FaultHook fault, FilePool* pool, std::string pool_prefix,
-                     std::uint64_t linger_ms, SyncPolicy sync)
+                     FaultHook fault, FilePool* pool, TempFiles* temp_files,
+                     std::string pool_prefix, std::uint64_t linger_ms, SyncPolicy sync)
     : index_(index),
       disks_(disks),
       notify_(std::move(notify)),
       fault_(std::move(fault)),
       pool_(pool),
+      temp_files_(temp_files),
       pool_prefix_(std::move(pool_prefix)),
       linger_ms_(linger_ms),
       sync_(std::move(sync)) {
   ASSERT(sync_.period_ms > 0);
   ASSERT(sync_.mode == SyncMode::always || sync_.log == nullptr);
+  ASSERT((sync_.log == nullptr) == (sync_.pending == nullptr));
+  ASSERT(temp_files_ != nullptr);
 }
 
 Committer::~Committer() { stop(); }
@@ -76,7 +84,7 @@ void Committer::stop() {
 }
 
 bool Committer::submit(std::unique_ptr<CommitOp> op) {
-  ASSERT(!op->has_file() || op->temp_fd >= 0);
+  ASSERT(!op->has_file() || op->temp_fd >= 0 || !op->pending.empty());
   {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
@@ -144,15 +152,20 @@ void Committer::run_syncer() {
   }
 }
 
-// One syncfs() per filesystem that holds a healthy disk or the index. A disk whose
-// filesystem fails to sync may have lost acknowledged writes: it is marked failed, and
-// the disk repair copies its keys back from other replicas. Then the commit log drops
-// the records logged before the round began: their files are durable now, or on a
-// failed disk. A round in which a sync failed drops nothing.
+// With a commit log, the pending files are written out first. Then one syncfs() per
+// filesystem that holds a healthy disk or the index. A disk whose filesystem fails to
+// sync may have lost acknowledged writes: it is marked failed, and the disk repair
+// copies its keys back from other replicas. Then the commit log drops the records
+// logged before the round began: their files are durable now, or on a failed disk, or
+// superseded. A round in which a sync failed, or a file could not be written out,
+// drops nothing.
 void Committer::sync_round() {
   std::lock_guard<std::mutex> round(round_mu_);
+  if (crashed_) return;  // a simulated power cut: nothing more reaches the disks
   CommitLog::Mark mark;
   if (sync_.log != nullptr) mark = sync_.log->head();
+  // Every record before the mark has its file in PendingFiles or under its name by now.
+  const bool written = write_out_pending();
   std::map<std::uint64_t, std::string> per_device;  // a path on each filesystem
   for (std::size_t i = 0; i < disks_->size(); i++) {
     int d = static_cast<int>(i);
@@ -176,10 +189,70 @@ void Committer::sync_round() {
       if (disks_->device(d) == dev) disks_->mark_failed(d, s.message());
     }
   }
-  // After a failed sync the records stay: a later round (or the replay) still has them.
-  if (sync_.log != nullptr && all_synced && sync_.log->checkpoint(mark).is_ok()) {
+  // After a failed sync, or a file that could not be written out, the records stay: a
+  // later round (or the replay) still has them.
+  if (sync_.log != nullptr && all_synced && written && sync_.log->checkpoint(mark).is_ok()) {
     log_checkpoints_.fetch_add(1, std::memory_order_relaxed);
   }
+}
+
+// Writes out every pending file under its final name, when its disk is healthy (a failed
+// disk's keys are fetched back by the disk repair: those files are let go). The bytes go
+// to a temp file outside PendingFiles' lock; the rename happens under it, and only while
+// the version is still pending. True when every file left PendingFiles; one that could
+// not be written stays for the next round, and so does its record.
+bool Committer::write_out_pending() {
+  if (sync_.pending == nullptr) return true;
+  bool all = true;
+  for (const auto& [path, f] : sync_.pending->snapshot()) {
+    if (!disks_->healthy(f.disk)) {
+      (void)sync_.pending->erase(path);
+      continue;
+    }
+    if (!write_out(path, f).is_ok()) all = false;
+  }
+  return all;
+}
+
+Status Committer::write_out(const std::string& path, const PendingFiles::File& f) {
+  TempFiles::File t;
+  if (Status s = temp_files_->open(f.disk, &t); !s.is_ok()) return s;  // a bad disk is marked
+  const std::uint64_t size = f.bytes->size();
+  Status s = write_all(t.fd, f.bytes->data(), f.bytes->size(), t.path, 0);
+  if (s.is_ok() && t.reused_bytes > size && ftruncate(t.fd, static_cast<off_t>(size)) != 0) {
+    s = Status::from_errno("truncate " + t.path, errno);
+  }
+  int err = s.is_ok() ? 0 : errno;
+  close(t.fd);
+  bool held = false;
+  if (s.is_ok()) {
+    s = sync_.pending->place(path, [&] {
+      if (Status d = make_blob_dir(parent_of(path), nullptr, &round_dirs_); !d.is_ok()) {
+        err = errno;
+        return d;
+      }
+      if (rename(t.path.c_str(), path.c_str()) == 0) return Status::ok();
+      err = errno;
+      return Status::from_errno("rename " + path, err);
+    }, &held);
+  }
+  if (!s.is_ok()) {
+    if (is_disk_error(err)) disks_->mark_failed(f.disk, "writing out a logged file: " + s.message());
+    round_dirs_.clear();  // a directory may have gone: make them again next time
+    unlink(t.path.c_str());
+    return s;
+  }
+  if (held) {
+    files_written_out_.fetch_add(1, std::memory_order_relaxed);
+    return Status::ok();
+  }
+  // Superseded meanwhile: the file was never visible, so it can be handed out at once.
+  if (pool_ != nullptr && pool_->wants(f.disk, size)) {
+    pool_->add_ready(f.disk, t.path, size);
+  } else {
+    unlink(t.path.c_str());
+  }
+  return Status::ok();
 }
 
 // Whether the queue is worth a batch now: anything a client waits for, or background
@@ -199,8 +272,12 @@ bool Committer::fault(WriteStep step, Batch& batch) {
     if (!op->status.is_ok()) continue;
     op->status = Status::io_error(a == FaultAction::crash ? "simulated crash" : "injected fault");
     if (a == FaultAction::fail && op->has_file() && step < WriteStep::indexed) {
-      unlink(op->temp_path.c_str());
-      if (op->result.applied) unlink(final_path(disks_, *op).c_str());
+      drop_temp(*op);
+      if (op->logged) {
+        unlog(op.get());
+      } else if (op->result.applied) {
+        unlink(final_path(disks_, *op).c_str());
+      }
     }
     op->result.applied = false;
   }
@@ -220,6 +297,7 @@ void Committer::process(Batch& batch) {
   }
   // Deciding first means that a write which loses to a newer version is never synced.
   decide_winners(batch, &winners);
+  log_small(winners);
   write_pending(winners);
   rename_all(winners);
   if (fault(WriteStep::renamed, batch)) return;
@@ -244,7 +322,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       auto cur = index_->current(op->meta.key);
       if (!cur.is_ok()) {
         op->status = cur.take_status();
-        if (op->has_file()) unlink(op->temp_path.c_str());
+        drop_temp(*op);
         continue;
       }
       const auto& stored = cur.value();
@@ -277,11 +355,54 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
   }
 }
 
-// A buffered write of a few KiB can still wait for a while (the pages of a reused file
-// under writeback, dirty throttling): here it holds back the batch, not the loop.
+// The always mode's small files go to the commit log. Each one is put in PendingFiles
+// before its record is appended, so that a round which takes the log's head and then
+// writes out PendingFiles covers every record before that head. A log that cannot take
+// them leaves them to write_pending(); a failed append fails them.
+void Committer::log_small(std::vector<CommitOp*>& winners) {
+  if (sync_.log == nullptr) return;
+  std::vector<CommitOp*> small;
+  for (CommitOp* op : winners) {
+    if (!op->status.is_ok() || !op->has_file() || op->pending.empty()) continue;
+    if (!sync_.log->can_hold(disks_->path(op->meta.disk).size(), op->meta.key.size(), op->pending.size())) {
+      continue;
+    }
+    sync_.pending->add(final_path(disks_, *op),
+                       {op->meta.disk, std::make_shared<const std::string>(op->pending)});
+    op->logged = true;
+    small.push_back(op);
+  }
+  if (small.empty() || log_batch(small)) return;
+  for (CommitOp* op : small) unlog(op);
+}
+
+// Takes a logged op's file back out of PendingFiles: its record did not reach the log,
+// or its batch failed. A round may have written the file out meanwhile.
+void Committer::unlog(CommitOp* op) {
+  if (!op->logged) return;
+  op->logged = false;
+  std::string path = final_path(disks_, *op);
+  if (!sync_.pending->erase(path)) unlink(path.c_str());
+}
+
+// Small values that did not go to the log get a temp file here (a pooled one when
+// ready), off the loop thread, and reach it in one write with their footer. A buffered
+// write of a few KiB can still wait for a while (the pages of a reused file under
+// writeback, dirty throttling): here it holds back the batch, not the loop.
 void Committer::write_pending(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
-    if (op->pending.empty()) continue;
+    if (op->pending.empty() || op->logged || !op->status.is_ok()) continue;
+    if (op->temp_fd < 0) {
+      TempFiles::File t;
+      if (Status s = temp_files_->open(op->meta.disk, &t); !s.is_ok()) {
+        op->status = std::move(s);
+        op->result.applied = false;
+        continue;
+      }
+      op->temp_path = std::move(t.path);
+      op->temp_fd = t.fd;
+      if (t.reused_bytes > op->pending.size()) op->truncate_to = op->pending.size();
+    }
     Status s = write_all(op->temp_fd, op->pending.data(), op->pending.size(), op->temp_path, 0);
     if (s.is_ok() && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
       s = Status::from_errno("truncate " + op->temp_path, errno);
@@ -297,7 +418,7 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
 
 void Committer::rename_all(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok() || !op->has_file()) continue;
+    if (!op->status.is_ok() || !op->has_file() || op->logged) continue;
     std::string dst = final_path(disks_, *op);
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
@@ -325,19 +446,11 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
 // A tombstone has no file: its index row, committed (and synced) next, is all of it.
 void Committer::make_durable(std::vector<CommitOp*>& winners) {
   std::map<std::uint64_t, std::vector<CommitOp*>> per_device;
-  std::vector<CommitOp*> small;
   // Periodic mode syncs nothing here: the batch's index commit marks it for the syncer.
+  // Logged files are durable already.
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok() || !op->has_file() || sync_.mode != SyncMode::always) continue;
-    if (sync_.log != nullptr && !op->pending.empty() &&
-        sync_.log->can_hold(disks_->path(op->meta.disk).size(), op->meta.key.size(), op->pending.size())) {
-      small.push_back(op);
-    } else {
-      per_device[disks_->device(op->meta.disk)].push_back(op);
-    }
-  }
-  if (!small.empty() && !log_batch(small)) {
-    for (CommitOp* op : small) per_device[disks_->device(op->meta.disk)].push_back(op);
+    if (!op->status.is_ok() || !op->has_file() || op->logged || sync_.mode != SyncMode::always) continue;
+    per_device[disks_->device(op->meta.disk)].push_back(op);
   }
   for (auto& [dev, ops] : per_device) {
     // With a commit log, directories that logged writes made may not be durable yet
@@ -382,15 +495,20 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
     if (op->temp_fd >= 0) close(op->temp_fd);
     op->temp_fd = -1;
     if (!op->status.is_ok() && op->result.applied && op->has_file()) {
-      unlink(final_path(disks_, *op).c_str());
+      if (op->logged) {
+        unlog(op);
+      } else {
+        unlink(final_path(disks_, *op).c_str());
+      }
       op->result.applied = false;
     }
   }
 }
 
 // The small files of an always-mode batch go to the commit log, whole, in one append
-// and one fdatasync. A full log first takes a sync round here. False: the log cannot
-// take them (the caller syncs them in place); a failed append fails them.
+// and one fdatasync. A full log first takes a sync round here (which writes out the
+// pending files, these included). False: the log cannot take them (the caller writes
+// them to files and syncs them in place); a failed append fails them.
 bool Committer::log_batch(std::vector<CommitOp*>& ops) {
   log_entries_.clear();
   for (CommitOp* op : ops) {
@@ -418,7 +536,11 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     index_->rollback().is_ok();
     for (CommitOp* op : winners) {
       if (!op->status.is_ok()) continue;
-      if (op->has_file()) unlink(final_path(disks_, *op).c_str());
+      if (op->logged) {
+        unlog(op);
+      } else if (op->has_file()) {
+        unlink(final_path(disks_, *op).c_str());
+      }
       op->status = s;
       op->result.applied = false;
       op->result.replica_changed = false;
@@ -527,7 +649,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
 // as much as making one here. It cools like a superseded file, since a coordinator may
 // still be sending its spool to other replicas.
 void Committer::discard(CommitOp* op) {
-  if (!op->has_file()) return;
+  if (!op->has_file() || op->temp_path.empty()) return;
   struct stat st;
   if (pool_ != nullptr && op->temp_fd >= 0 && fstat(op->temp_fd, &st) == 0 &&
       pool_->wants(op->meta.disk, static_cast<std::uint64_t>(st.st_size))) {
@@ -583,6 +705,12 @@ void Committer::finish(Batch& batch) {
     // clear their trash rows in the next transaction (at start, leftover rows are
     // processed again).
     for (const std::string& p : superseded_) {
+      // A version that was still pending never became a file: nothing to retire.
+      if (sync_.pending != nullptr && sync_.pending->erase(p)) {
+        files_never_written_.fetch_add(1, std::memory_order_relaxed);
+        unlinked_trash_.push_back(p);
+        continue;
+      }
       if (retire(p)) unlinked_trash_.push_back(p);
     }
     superseded_.clear();

@@ -1,9 +1,11 @@
 // Committer makes finished writes durable and visible in batches (group commit) on its
 // own thread:
-//   drop the writes older than what is stored → rename each temp file to its final name
-//   → one durability point per filesystem for the files, their names and new directories
-//   (one syncfs() for a larger batch, fsyncs for a small one) → one SQLite transaction →
-//   acknowledge every write of the batch → unlink the files the batch superseded.
+//   drop the writes older than what is stored → small files to the commit log (one
+//   append, one fdatasync; the files wait in PendingFiles) → write the other small ones
+//   and rename each temp file to its final name → one durability point per filesystem
+//   for those files, their names and new directories (one syncfs() for a larger batch,
+//   fsyncs for a small one) → one SQLite transaction → acknowledge every write of the
+//   batch → retire the files the batch superseded (a pending one was never written).
 // A write older than the stored version of its key is dropped (last writer wins), which
 // makes every write idempotent.
 // Owns: its thread and the queue. Thread: submit() and run_completions() from the loop
@@ -34,6 +36,7 @@
 #include "blobstore/file_pool.h"
 #include "blobstore/index.h"
 #include "blobstore/limits.h"
+#include "blobstore/pending_files.h"
 
 namespace blobstore {
 
@@ -55,10 +58,12 @@ using CommitCallback = std::function<void(Status, CommitResult)>;
 // When writes reach the disk.
 //  always:   every batch is durable before it is indexed and the index commit is synced
 //            too, so an acknowledged write survives a power cut (the default). With a
-//            commit log, the batch's small files go to the log (one fdatasync) and
-//            their own names and bytes are synced by a round every period_ms (which
-//            then drops those records); large files are synced in place as without
-//            one: one syncfs() per filesystem, or fsyncs for a small batch.
+//            commit log, the batch's small files go to the log (one fdatasync) and wait
+//            in memory (PendingFiles); a round every period_ms writes out those still
+//            current under their names, syncs them, and then drops their records. A
+//            version superseded before its round never becomes a file. Large files are
+//            synced in place as without a log: one syncfs() per filesystem, or fsyncs
+//            for a small batch.
 //  periodic: nothing is synced per batch. The disks and the index's filesystem get one
 //            syncfs() each every period_ms while anything is unsynced, and at stop: the
 //            durability of Cassandra's periodic commit log, or of Garage without
@@ -73,6 +78,7 @@ struct SyncPolicy {
   std::uint64_t period_ms = 1000;  // periodic, and the rounds of the commit log
   std::string index_dir;           // periodic only: where the index lives (synced too)
   CommitLog* log = nullptr;        // always only (may be null); outlives the Committer
+  PendingFiles* pending = nullptr;  // with the log (and only then); outlives the Committer
 };
 
 struct CommitOp {
@@ -100,12 +106,14 @@ struct CommitOp {
   // Once written, only the value is left here.
   std::string pending;
   std::uint64_t truncate_to = 0;
+  // The file went to the commit log and waits in PendingFiles (no temp file).
+  bool logged = false;
   bool is_write() const { return kind == Kind::write; }
   bool has_file() const { return kind == Kind::write && !meta.tombstone; }
   // No client waits for it: the committer may hold it up to the linger (see
   // limits::background_linger_ms) to commit it with others.
   bool background = false;
-  std::string temp_path;  // absolute
+  std::string temp_path;  // absolute; empty for a small value until the committer needs a file
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
   CommitCallback done;
   // Set by the committer.
@@ -117,9 +125,10 @@ struct CommitOp {
 class Committer {
  public:
   // `pool` (may be null) takes the files of superseded versions for reuse; they are
-  // moved to DISK/tmp/<pool_prefix><n>.
+  // moved to DISK/tmp/<pool_prefix><n>. `temp_files` gives small values that are not
+  // logged, and pending files being written out, their files.
   Committer(IndexWriter* index, Disks* disks, std::function<void()> notify, FaultHook fault,
-            FilePool* pool = nullptr, std::string pool_prefix = "",
+            FilePool* pool, TempFiles* temp_files, std::string pool_prefix,
             std::uint64_t linger_ms = limits::background_linger_ms, SyncPolicy sync = {});
   ~Committer();  // stops, after committing everything already submitted
   Committer(const Committer&) = delete;
@@ -149,6 +158,12 @@ class Committer {
   std::uint64_t periodic_syncs() const { return periodic_syncs_.load(); }
   std::uint64_t periodic_sync_errors() const { return periodic_sync_errors_.load(); }
   std::uint64_t log_checkpoints() const { return log_checkpoints_.load(); }
+  // Pending files written out by the rounds, and those superseded (or purged) before a
+  // round wrote them, which never became files.
+  std::uint64_t files_written_out() const { return files_written_out_.load(); }
+  std::uint64_t files_never_written() const { return files_never_written_.load(); }
+  // A sync round on the calling thread (BlobStore::flush).
+  void sync_now() { sync_round(); }
 
  private:
   using Batch = std::vector<std::unique_ptr<CommitOp>>;
@@ -157,6 +172,7 @@ class Committer {
   void process(Batch& batch);
   bool fault(WriteStep step, Batch& batch);
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
+  void log_small(std::vector<CommitOp*>& winners);
   void write_pending(std::vector<CommitOp*>& winners);
   void rename_all(std::vector<CommitOp*>& winners);
   void make_durable(std::vector<CommitOp*>& winners);
@@ -164,7 +180,10 @@ class Committer {
   void finish(Batch& batch);
   void run_syncer();
   void sync_round();
+  bool write_out_pending();
+  Status write_out(const std::string& path, const PendingFiles::File& f);
   bool log_batch(std::vector<CommitOp*>& ops);
+  void unlog(CommitOp* op);
   bool retire(const std::string& path);
   void discard(CommitOp* op);
   static void note_replica_change(CommitOp* op, const std::optional<StoredVersion>& before,
@@ -175,6 +194,7 @@ class Committer {
   std::function<void()> notify_;
   FaultHook fault_;
   FilePool* pool_;
+  TempFiles* temp_files_;
   std::string pool_prefix_;
   std::uint64_t pool_seq_ = 0;  // committer thread only
 
@@ -186,7 +206,7 @@ class Committer {
   std::chrono::steady_clock::time_point oldest_background_;  // guarded by mu_
   std::uint64_t linger_ms_;
   bool stopping_ = false;                         // guarded by mu_
-  bool crashed_ = false;                          // committer thread only
+  std::atomic<bool> crashed_{false};  // set by the committer thread; the syncer reads it
   std::thread thread_;
 
   std::mutex done_mu_;
@@ -212,7 +232,9 @@ class Committer {
   std::atomic<bool> unsynced_{false};
   std::atomic<std::uint64_t> batch_syncs_{0}, periodic_syncs_{0}, periodic_sync_errors_{0};
   std::atomic<std::uint64_t> log_checkpoints_{0};
+  std::atomic<std::uint64_t> files_written_out_{0}, files_never_written_{0};
   std::mutex round_mu_;  // one sync round at a time (the syncer's, or the committer's)
+  std::unordered_set<std::string> round_dirs_;  // guarded by round_mu_: blob dirs there
   std::vector<CommitLog::Entry> log_entries_;  // committer thread only
 };
 

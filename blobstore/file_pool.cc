@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "blobstore/limits.h"
 #include "common/assert.h"
@@ -138,6 +140,31 @@ void FileStock::run() {
       l.lock();
     }
   }
+}
+
+Status TempFiles::open(int disk, File* out) {
+  std::uint64_t now = monotonic_ms();
+  FilePool::Taken reused = pool_->take(disk, now);
+  if (stock_ != nullptr) stock_->wake(disk, now);
+  if (!reused.path.empty()) {
+    int fd = ::open(reused.path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      *out = File{std::move(reused.path), fd, reused.bytes};
+      return Status::ok();
+    }
+    unlink(reused.path.c_str());
+  }
+  std::string path = disks_->path(disk) + "/tmp/" + prefix_ + std::to_string(++seq_) + ".tmp";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    *out = File{std::move(path), fd, 0};
+    return Status::ok();
+  }
+  int err = errno;
+  if (err == EMFILE || err == ENFILE) return Status::unavailable("out of file descriptors");
+  std::string why = std::string("cannot create a file: ") + std::strerror(err);
+  disks_->mark_failed(disk, why);
+  return Status::io_error(why);
 }
 
 }  // namespace blobstore

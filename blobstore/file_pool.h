@@ -111,6 +111,33 @@ class FileStock {
   std::thread thread_;
 };
 
+// TempFiles opens the file that a write fills before it is renamed under its final name:
+// a pooled file when one is ready (overwritten from offset 0: no new inode), else a new
+// one in DISK/tmp, and wakes the stock when the pool runs low. A disk that cannot create
+// a file is marked failed (the caller tries another or gives up); running out of
+// descriptors is not the disk's fault.
+// Thread: any (the pool, the stock and the disks lock; the sequence is atomic).
+// Lifetime: the pool, the disks and the stock (may be null) outlive it.
+class TempFiles {
+ public:
+  TempFiles(FilePool* pool, Disks* disks, FileStock* stock, std::string prefix)
+      : pool_(pool), disks_(disks), stock_(stock), prefix_(std::move(prefix)) {}
+  struct File {
+    std::string path;
+    int fd = -1;                    // open for writing; the caller closes it
+    std::uint64_t reused_bytes = 0;  // a pooled file's old size: cut it when longer
+  };
+  // unavailable: out of descriptors; io_error: the disk cannot create files (marked failed).
+  Status open(int disk, File* out);
+
+ private:
+  FilePool* pool_;
+  Disks* disks_;
+  FileStock* stock_;
+  std::string prefix_;
+  std::atomic<std::uint64_t> seq_{0};
+};
+
 // Milliseconds on a monotonic clock, for FilePool's cooling.
 std::uint64_t monotonic_ms();
 

@@ -6,6 +6,9 @@
 
 #include <cerrno>
 #include <map>
+#include <unordered_set>
+
+#include <algorithm>
 
 #include "blobstore/blob_store.h"
 #include "ring/hash.h"
@@ -82,6 +85,41 @@ void scan_disk(const std::string& disk, int disk_index, std::map<std::string, Fo
   }
 }
 
+// Small files whose records are still in the commit log (the node stopped by a crash or
+// a power cut before a sync round wrote them out) are written out first, so that the
+// scan finds them; the highest version of each key wins as for any other file. Like the
+// files, the log knows no tombstones: a value deleted in the last sync period before the
+// stop can come back here, and loses again to the other replicas' tombstones through
+// anti-entropy. The records stay (the next start replays what the new index names).
+Status write_out_log(const std::string& data_dir, const std::vector<std::string>& disks,
+                     RebuildStats* stats) {
+  std::string path = data_dir + "/commit.log";
+  if (access(path.c_str(), F_OK) != 0) return Status::ok();
+  auto log = CommitLog::open(path, limits::commit_log_bytes);  // an existing log keeps its size
+  if (!log.is_ok()) return log.take_status();
+  std::unordered_set<std::string> dirs;
+  Status failed = Status::ok();
+  Status s = log.value()->replay([&](const CommitLog::Entry& e) {
+    if (!failed.is_ok() || std::find(disks.begin(), disks.end(), e.disk_path) == disks.end()) return;
+    std::string file = std::string(e.disk_path) + "/" + blob_relative_path(e.key, e.version);
+    if (access(file.c_str(), F_OK) == 0) return;
+    if (Status d = make_blob_dir(parent_of(file), nullptr, &dirs); !d.is_ok()) {
+      failed = d;
+      return;
+    }
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      failed = Status::from_errno("open " + file, errno);
+      return;
+    }
+    failed = write_all(fd, e.file.data(), e.file.size(), file, 0);
+    close(fd);
+    if (failed.is_ok()) stats->from_log++;
+  });
+  if (!s.is_ok()) return s;
+  return failed;
+}
+
 // The node's identity outlives its index: its id, and its generation (peers take a
 // lower generation for a stale state and would ignore the node), plus the members it
 // knew. Only the keys are derived from the disks.
@@ -105,6 +143,7 @@ Result<RebuildStats> rebuild_index(const std::string& data_dir,
                                    const std::vector<std::string>& disk_args) {
   std::vector<std::string> disks = default_disks(data_dir, disk_args);
   RebuildStats stats;
+  if (Status s = write_out_log(data_dir, disks, &stats); !s.is_ok()) return s;
   std::map<std::string, Found> best;
   for (std::size_t i = 0; i < disks.size(); i++) {
     scan_disk(disks[i], static_cast<int>(i), &best, &stats);

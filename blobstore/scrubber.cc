@@ -106,9 +106,10 @@ struct ScrubDb {
 }  // namespace
 
 Scrubber::Scrubber(std::string db_path, Disks* disks, std::vector<int> disk_ids,
-                   ScrubConfig config, std::function<void(const BlobMeta&)> on_damaged)
+                   const PendingFiles* pending, ScrubConfig config,
+                   std::function<void(const BlobMeta&)> on_damaged)
     : db_path_(std::move(db_path)), disks_(disks), disk_ids_(std::move(disk_ids)),
-      config_(config), on_damaged_(std::move(on_damaged)) {}
+      pending_(pending), config_(config), on_damaged_(std::move(on_damaged)) {}
 
 Scrubber::~Scrubber() { stop(); }
 
@@ -218,6 +219,8 @@ void Scrubber::run() {
       int disk = disk_index_of(disk_ids_, m.disk);
       if (disk < 0 || !disks_->healthy(disk)) continue;  // the disk repair owns those rows
       std::string path = disks_->path(disk) + "/" + blob_relative_path(m.key, m.version);
+      // Bytes still waiting in memory for their file: nothing on the disk to check yet.
+      if (pending_ != nullptr && pending_->find(path) != nullptr) continue;
       int err = 0;
       Status s = verify_file(path, m, &err);
       bool damaged = s.code() == Code::corruption;

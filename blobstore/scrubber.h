@@ -21,6 +21,7 @@
 #include "blobstore/blob_file.h"
 #include "blobstore/disks.h"
 #include "blobstore/limits.h"
+#include "blobstore/pending_files.h"
 
 namespace blobstore {
 
@@ -39,7 +40,9 @@ struct ScrubStats {
 
 class Scrubber {
  public:
-  Scrubber(std::string db_path, Disks* disks, std::vector<int> disk_ids, ScrubConfig config,
+  // `pending` (may be null): versions whose files are not written yet are skipped.
+  Scrubber(std::string db_path, Disks* disks, std::vector<int> disk_ids,
+           const PendingFiles* pending, ScrubConfig config,
            std::function<void(const BlobMeta&)> on_damaged);
   ~Scrubber();
   Scrubber(const Scrubber&) = delete;
@@ -63,6 +66,7 @@ class Scrubber {
   std::string db_path_;
   Disks* disks_;
   std::vector<int> disk_ids_;
+  const PendingFiles* pending_;
   ScrubConfig config_;
   std::function<void(const BlobMeta&)> on_damaged_;
   std::thread thread_;

@@ -467,6 +467,8 @@ void Connection::response_done() {
 
 void Connection::stream(int status, std::string headers, blobstore::BlobHandle handle,
                         ByteRange range) {
+  // Only large values stream, and they are never pending in memory (small ones are).
+  ASSERT(handle.fd() >= 0);
   phase_ = Phase::sending;
   req_.status = status;
   set_deadline(server_->limits().send_timeout_ms);

@@ -674,7 +674,9 @@ void Coordinator::push(const std::string& key, const std::string& addr,
   if (m.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
   if (!m.content_type.empty()) req->headers += "Content-Type: " + m.content_type + "\r\n";
   if (hint_for) req->headers += "X-Ringstore-Hint-For: " + node_hex(*hint_for) + "\r\n";
-  if (!m.tombstone) {
+  if (const std::string* held = h.value().held()) {
+    req->body = held->substr(0, m.size);  // a small file not written out yet
+  } else if (!m.tombstone) {
     req->body_fd = dup(h.value().fd());
     req->body_length = m.size;
   }

@@ -362,8 +362,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "ringstore rebuild: %s\n", r.status().message().c_str());
       return 1;
     }
-    std::printf("rebuilt index: %llu files, %llu keys, %llu skipped\n",
+    std::printf("rebuilt index: %llu files (%llu written out from the commit log), %llu keys, "
+                "%llu skipped\n",
                 static_cast<unsigned long long>(r.value().files),
+                static_cast<unsigned long long>(r.value().from_log),
                 static_cast<unsigned long long>(r.value().keys),
                 static_cast<unsigned long long>(r.value().skipped));
     return 0;

@@ -384,6 +384,9 @@ nlohmann::json Server::status_json() {
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
       {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},
+      {"pending_files", {{"files", store_->pending_files()}, {"bytes", store_->pending_bytes()},
+                         {"written_out", store_->committer().files_written_out()},
+                         {"never_written", store_->committer().files_never_written()}}},
       {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
                  {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
       {"hints_by_target", hint_policy_->targets_json(*cluster_, Hlc::wall_clock_ms())},
@@ -612,6 +615,16 @@ std::string Server::metrics_text() {
   counter("ringstore_commit_log_checkpoints_total",
           "Sync rounds after which the commit log dropped the records before them (--sync always).",
           cm.log_checkpoints());
+  gauge("ringstore_pending_files",
+        "Small files durable in the commit log and served from memory, not yet written under their names.",
+        static_cast<double>(store_->pending_files()));
+  gauge("ringstore_pending_file_bytes", "Bytes of the pending files (bounded by the commit log's capacity).",
+        static_cast<double>(store_->pending_bytes()));
+  counter("ringstore_files_written_out_total", "Pending files a sync round wrote out under their names.",
+          cm.files_written_out());
+  counter("ringstore_files_never_written_total",
+          "Pending files whose version was superseded or purged before a sync round wrote them: no file was made.",
+          cm.files_never_written());
   return out;
 }
 

@@ -121,6 +121,7 @@ TEST_CASE("a disk removed under a running node is marked failed and its blobs co
     REQUIRE(r.status == 201);
   }
   REQUIRE(wait_for([&] { return c.sum("keys") == 3 * keys; }, 20) >= 0);
+  REQUIRE(c.written_out());
   NodeProcess& n0 = *c.nodes[0];
   std::size_t on_lost = files_under(n0.disks()[1] + "/blobs").size();
   std::printf("node 1 holds %zu of %zu keys on the disk about to go\n", on_lost, keys);
@@ -162,6 +163,7 @@ TEST_CASE("a disk removed under a running node is marked failed and its blobs co
   CHECK(after["repair"]["fetched"].get<std::uint64_t>() + 20 >= on_lost);
   CHECK(after["repair"]["unrecoverable"].get<std::uint64_t>() == 0);
   // Every key is on the healthy disk now: r=1 reads only this node's copy.
+  REQUIRE(c.written_out());
   CHECK(files_under(n0.disks()[0] + "/blobs").size() == keys);
   for (std::size_t k = 0; k < keys; k++) {
     Response r = request("GET", n0.url("disk-" + std::to_string(k) + "?r=1"));
@@ -187,6 +189,7 @@ TEST_CASE("a corrupted blob file is never served and is fetched again without an
   REQUIRE(request("PUT", c.nodes[1]->url("rot-small"), small).status == 201);
   REQUIRE(request("PUT", c.nodes[1]->url("rot-large"), large).status == 201);
   REQUIRE(wait_for([&] { return c.sum("keys") == 6; }, 10) >= 0);
+  REQUIRE(c.written_out());
   NodeProcess& n0 = *c.nodes[0];
   for (const char* key : {"rot-small", "rot-large"}) {
     auto files = blob_files(n0, key);
@@ -217,6 +220,7 @@ TEST_CASE("a corrupted blob file is never served and is fetched again without an
   CHECK(st["corrupt_reads"].get<std::uint64_t>() >= 2);
   CHECK(st["repair"]["fetched"].get<std::uint64_t>() + st["repair"]["already_good"].get<std::uint64_t>() >= 2);
   CHECK(st["repair"]["fetched"].get<std::uint64_t>() >= 1);
+  REQUIRE(c.written_out());
   for (const char* key : {"rot-small", "rot-large"}) {
     auto files = blob_files(n0, key);
     REQUIRE(files.size() == 1);
@@ -234,6 +238,7 @@ TEST_CASE("the scrub finds corrupted files and they are repaired without a clien
     REQUIRE(request("PUT", c.nodes[k % 3]->url("scrub-" + std::to_string(k)), value_of(k, 2000)).status == 201);
   }
   REQUIRE(wait_for([&] { return c.sum("keys") == 3 * keys; }, 10) >= 0);
+  REQUIRE(c.written_out());
   NodeProcess& n0 = *c.nodes[0];
   const std::vector<int> rotten = {3, 17, 31};
   for (int k : rotten) {
@@ -253,6 +258,7 @@ TEST_CASE("the scrub finds corrupted files and they are repaired without a clien
   std::printf("the scrub found %zu damaged files and they were refetched in %.2f s (scrub %s)\n",
               rotten.size(), std::chrono::duration<double>(Clock::now() - t0).count(),
               st["scrub"].dump().c_str());
+  REQUIRE(c.written_out());
   for (int k : rotten) {
     auto files = blob_files(n0, "scrub-" + std::to_string(k));
     REQUIRE(files.size() == 1);
@@ -377,10 +383,14 @@ TEST_CASE("a lone node that loses a disk keeps serving the other and counts what
   o.extra_args = {"--scrub-files-per-s", "0"};
   NodeProcess n(o);
   for (int k = 0; k < 40; k++) REQUIRE(request("PUT", n.url("solo-" + std::to_string(k)), "v" + std::to_string(k)).status == 201);
+  auto status = [&] { return json::parse(request("GET", n.url("_/status")).body, nullptr, false); };
+  REQUIRE(wait_for([&] {  // the small files written out of memory by a sync round
+    json st = status();
+    return st.is_object() && st["pending_files"]["files"] == 0;
+  }, 10) >= 0);
   std::size_t lost = files_under(n.disks()[1] + "/blobs").size();
   REQUIRE(lost > 0);
   fs::remove_all(n.disks()[1]);
-  auto status = [&] { return json::parse(request("GET", n.url("_/status")).body, nullptr, false); };
   double s = wait_for([&] {
     json st = status();
     return st.is_object() && st["repair"]["unrecoverable"].get<std::uint64_t>() == lost;

@@ -711,4 +711,15 @@ std::uint64_t NodeGroup::sum(const char* field, const char* section) {
   return total;
 }
 
+bool NodeGroup::written_out(double timeout_s) {
+  return wait_for([&] {
+    for (std::size_t i = 0; i < nodes.size(); i++) {
+      if (!nodes[i]->running()) continue;
+      nlohmann::json s = status(i);
+      if (!s.is_object() || s["pending_files"]["files"].get<std::uint64_t>() != 0) return false;
+    }
+    return true;
+  }, timeout_s) >= 0;
+}
+
 }  // namespace itest

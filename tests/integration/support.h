@@ -215,6 +215,10 @@ struct NodeGroup {
   bool agrees(std::size_t alive, std::size_t dead);
   // The sum over the running nodes that answer of status[field], or status[section][field].
   std::uint64_t sum(const char* field, const char* section = nullptr);
+  // Waits (up to `timeout_s`) until every running node has written out its pending small
+  // files (a sync round every --sync-period-ms does it), so that a test can find or damage
+  // them on disk. False at the deadline.
+  bool written_out(double timeout_s = 10);
 };
 
 }  // namespace itest
