@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -748,12 +749,18 @@ TEST_CASE("rebuild writes out the small files that only the commit log holds", "
   crash = true;
   CHECK_FALSE(s.put("last", "indexed, then the power went", ver(1)).is_ok());
   s.fault = nullptr;
+  auto k5 = s.store->lookup("k5");
+  REQUIRE(k5.is_ok());
+  std::string k5_path = s.store->blob_path(k5.value());
   s.store.reset();  // after the "power cut" nothing more reaches the disks
   CHECK(s.files_under("blobs") == 0);
+  // As if a round had renamed k5's file into place and the power went before its sync.
+  fs::create_directories(fs::path(k5_path).parent_path());
+  { std::ofstream(k5_path) << "v1"; }
   for (const char* f : {"index.db", "index.db-wal", "index.db-shm"}) fs::remove(s.dir.path() + "/data/" + f);
   auto r = rebuild_index(s.dir.path() + "/data", s.disks());
   REQUIRE(r.is_ok());
-  CHECK(r.value().from_log == 12);  // both versions of k0, k1..k9 and "last"
+  CHECK(r.value().from_log == 12);  // both versions of k0, k1..k9 (k5 made whole) and "last"
   CHECK(r.value().keys == 11);
   CHECK(r.value().skipped == 0);
   CHECK(s.files_under("blobs") == 11);  // k0's first version lost to its second
@@ -1025,6 +1032,73 @@ TEST_CASE("a disk that disappears is marked failed, reads as missing, and return
   CHECK(s.store->check_disks(30'000));
   CHECK(s.store->disk_healthy(1));
   CHECK(fs::exists(s.disks()[1] + "/" + Disks::marker_name));
+}
+
+TEST_CASE("pending files of a disk marked failed wait for it, and are written out once it is back",
+          "[blobstore][disks]") {
+  Store s;
+  s.sync.period_ms = 20;  // rounds all the time: they must keep the files, and retry by themselves
+  s.reopen();
+  // Rows on both disks first, so that the failed disk stays out until it is back as it was.
+  for (int i = 0; i < 10; i++) REQUIRE(s.put("pre" + std::to_string(i), "p", ver(1)).is_ok());
+  s.store->flush();
+  // The disks are chosen when the uploads begin; disk 1 fails before they commit, so its
+  // share is logged and pending while it is out.
+  std::vector<std::unique_ptr<BlobWriter>> writers;
+  for (int i = 0; i < 40; i++) {
+    auto w = s.store->begin_write("k" + std::to_string(i), "", 0);
+    REQUIRE(w.is_ok());
+    std::string v = "value " + std::to_string(i);
+    REQUIRE(w.value()->append(v.data(), v.size()).is_ok());
+    writers.push_back(std::move(w.value()));
+  }
+  const std::string marker = s.disks()[1] + "/" + Disks::marker_name;
+  std::string token;
+  {
+    std::ifstream in(marker);
+    std::getline(in, token, '\0');
+  }
+  REQUIRE(!token.empty());
+  { std::ofstream(marker) << "another disk"; }
+  REQUIRE(s.store->check_disks(10'000));
+  REQUIRE_FALSE(s.store->disk_healthy(1));
+  int done = 0;
+  for (auto& w : writers) {
+    REQUIRE(s.store->commit(std::move(w), ver(1), [&](Status st, CommitResult) {
+      CHECK(st.is_ok());
+      done++;
+    }).is_ok());
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (done < 40 && std::chrono::steady_clock::now() < deadline) {
+    s.store->run_completions();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(done == 40);
+  std::vector<BlobMeta> rows, on_failed;
+  REQUIRE(s.store->rows_on_disk(1, "", 100, &rows).is_ok());
+  for (const BlobMeta& m : rows) {
+    if (m.key[0] == 'k') on_failed.push_back(m);
+  }
+  REQUIRE(!on_failed.empty());
+  REQUIRE(on_failed.size() < rows.size());
+  std::uint64_t checkpoints = s.store->committer().log_checkpoints();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // many rounds
+  CHECK(s.store->pending_files() == on_failed.size());  // kept in memory, not dropped
+  CHECK(s.store->committer().log_checkpoints() > checkpoints);  // nor do they hold the log
+  CHECK(s.files_under("blobs") == 50 - on_failed.size());
+  for (const BlobMeta& m : on_failed) CHECK(s.get(m.key) == "<absent>");  // as on a failed disk
+  // The disk comes back as it was: the next rounds write its files out, unasked.
+  { std::ofstream(marker) << token; }
+  REQUIRE(s.store->check_disks(20'000));
+  REQUIRE(s.store->disk_healthy(1));
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.store->pending_files() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(s.store->pending_files() == 0);
+  CHECK(s.files_under("blobs") == 50);
+  for (int i = 0; i < 40; i++) CHECK(s.get("k" + std::to_string(i)) == "value " + std::to_string(i));
 }
 
 TEST_CASE("a replaced marker fails a disk that still holds rows", "[blobstore][disks]") {

@@ -190,26 +190,30 @@ void Committer::sync_round() {
     }
   }
   // After a failed sync, or a file that could not be written out, the records stay: a
-  // later round (or the replay) still has them.
-  if (sync_.log != nullptr && all_synced && written && sync_.log->checkpoint(mark).is_ok()) {
-    log_checkpoints_.fetch_add(1, std::memory_order_relaxed);
-  }
+  // later round (or the replay) still has them. The next period tries again even if
+  // nothing new is logged by then, and so it does while files wait for a failed disk.
+  if (sync_.log == nullptr) return;
+  bool dropped = all_synced && written && sync_.log->checkpoint(mark).is_ok();
+  if (dropped) log_checkpoints_.fetch_add(1, std::memory_order_relaxed);
+  if (!dropped || sync_.pending->count() > 0) unsynced_.store(true);
 }
 
-// Writes out every pending file under its final name, when its disk is healthy (a failed
-// disk's keys are fetched back by the disk repair: those files are let go). The bytes go
-// to a temp file outside PendingFiles' lock; the rename happens under it, and only while
-// the version is still pending. True when every file left PendingFiles; one that could
-// not be written stays for the next round, and so does its record.
+// Writes out every pending file of a healthy disk under its final name. The bytes go to
+// a temp file outside PendingFiles' lock; the rename happens under it, and only while the
+// version is still pending. True when each of them left PendingFiles; one that could not
+// be written stays for the next round, and so does its record.
+// The files of a disk marked failed stay in memory, not in the log: the disk may come
+// back as it was (one is marked failed for a full filesystem, and rechecked), and they
+// are written out then, unless the disk repair has moved their keys to another disk or
+// forgotten them meanwhile, which supersedes them. Their records go with the round's
+// checkpoint, as the records of a failed disk always did, so that a disk out for hours
+// does not hold the log: a kill or power cut while it is out loses those copies there,
+// and a read or the scrub finds them missing and refetches them, as any damaged copy.
 bool Committer::write_out_pending() {
   if (sync_.pending == nullptr) return true;
   bool all = true;
   for (const auto& [path, f] : sync_.pending->snapshot()) {
-    if (!disks_->healthy(f.disk)) {
-      (void)sync_.pending->erase(path);
-      continue;
-    }
-    if (!write_out(path, f).is_ok()) all = false;
+    if (disks_->healthy(f.disk) && !write_out(path, f).is_ok()) all = false;
   }
   return all;
 }
@@ -372,8 +376,16 @@ void Committer::log_small(std::vector<CommitOp*>& winners) {
     op->logged = true;
     small.push_back(op);
   }
-  if (small.empty() || log_batch(small)) return;
-  for (CommitOp* op : small) unlog(op);
+  if (small.empty()) return;
+  if (!log_batch(small)) {
+    for (CommitOp* op : small) unlog(op);  // to write_pending(), as files
+    return;
+  }
+  for (CommitOp* op : small) {
+    if (op->status.is_ok()) continue;  // the append failed
+    unlog(op);
+    op->result.applied = false;
+  }
 }
 
 // Takes a logged op's file back out of PendingFiles: its record did not reach the log,
@@ -393,15 +405,11 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
     if (op->pending.empty() || op->logged || !op->status.is_ok()) continue;
     if (op->temp_fd < 0) {
-      TempFiles::File t;
-      if (Status s = temp_files_->open(op->meta.disk, &t); !s.is_ok()) {
+      if (Status s = open_temp(op); !s.is_ok()) {
         op->status = std::move(s);
         op->result.applied = false;
         continue;
       }
-      op->temp_path = std::move(t.path);
-      op->temp_fd = t.fd;
-      if (t.reused_bytes > op->pending.size()) op->truncate_to = op->pending.size();
     }
     Status s = write_all(op->temp_fd, op->pending.data(), op->pending.size(), op->temp_path, 0);
     if (s.is_ok() && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
@@ -414,6 +422,32 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
       op->result.applied = false;
     }
   }
+}
+
+// A temp file for a small op, on its disk or, when that disk cannot create files (it is
+// then marked failed), on the next healthy one in order (Disks::choose, which weighs free
+// space, belongs to the loop thread): the op is not renamed or indexed yet.
+Status Committer::open_temp(CommitOp* op) {
+  Status s = Status::unavailable("no healthy disk");
+  const int n = static_cast<int>(disks_->size());
+  for (int attempt = 0; attempt < n; attempt++) {
+    if (!disks_->healthy(op->meta.disk)) {
+      int d = op->meta.disk;
+      for (int k = 1; k < n && !disks_->healthy(d); k++) d = (op->meta.disk + k) % n;
+      if (!disks_->healthy(d)) return Status::unavailable("no healthy disk");
+      op->meta.disk = d;
+    }
+    TempFiles::File t;
+    s = temp_files_->open(op->meta.disk, &t);
+    if (s.is_ok()) {
+      op->temp_path = std::move(t.path);
+      op->temp_fd = t.fd;
+      if (t.reused_bytes > op->pending.size()) op->truncate_to = op->pending.size();
+      return s;
+    }
+    if (s.code() != Code::io_error) return s;  // out of descriptors: no disk helps
+  }
+  return s;
 }
 
 void Committer::rename_all(std::vector<CommitOp*>& winners) {

@@ -101,8 +101,9 @@ Status write_out_log(const std::string& data_dir, const std::vector<std::string>
   Status failed = Status::ok();
   Status s = log.value()->replay([&](const CommitLog::Entry& e) {
     if (!failed.is_ok() || std::find(disks.begin(), disks.end(), e.disk_path) == disks.end()) return;
+    // Written again even when it exists: a power cut after a round's rename but before
+    // its sync can leave it short, and the record holds the same bytes whole.
     std::string file = std::string(e.disk_path) + "/" + blob_relative_path(e.key, e.version);
-    if (access(file.c_str(), F_OK) == 0) return;
     if (Status d = make_blob_dir(parent_of(file), nullptr, &dirs); !d.is_ok()) {
       failed = d;
       return;
