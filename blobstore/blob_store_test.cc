@@ -66,14 +66,18 @@ struct Store {
     REQUIRE(s.is_ok());
     store = std::move(s.value());
   }
-  // Waits for the callback the way the node's loop would: run completions until it ran.
-  Status wait(bool& ran, Status& st) {
+  // Runs completions the way the node's loop would until `done` holds (10 s at most).
+  bool run_until(const std::function<bool()>& done) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!ran && std::chrono::steady_clock::now() < deadline) {
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
       store->run_completions();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    REQUIRE(ran);
+    return done();
+  }
+  // Waits for one callback.
+  Status wait(bool& ran, Status& st) {
+    REQUIRE(run_until([&] { return ran; }));
     return st;
   }
   Status put(const std::string& key, const std::string& value, Version v, bool* applied = nullptr,
@@ -246,12 +250,7 @@ TEST_CASE("writes submitted together commit together", "[blobstore]") {
   // Only once all 200 are in: a tombstone in the same batch as key0's write would win
   // over it there (last writer wins within a batch too), and that write would report
   // not applied, which happens whenever the committer is slow to take the first write.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (done < 200 && std::chrono::steady_clock::now() < deadline) {
-    s.store->run_completions();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  CHECK(done == 200);
+  CHECK(s.run_until([&] { return done == 200; }));
   bool ran = false;
   Status st;
   REQUIRE(s.store->remove("key0", ver(2), 0, [&](Status r, CommitResult) { ran = true; st = r; }).is_ok());
@@ -1069,12 +1068,7 @@ TEST_CASE("pending files of a disk marked failed wait for it, and are written ou
       done++;
     }).is_ok());
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (done < 40 && std::chrono::steady_clock::now() < deadline) {
-    s.store->run_completions();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  REQUIRE(done == 40);
+  REQUIRE(s.run_until([&] { return done == 40; }));
   std::vector<BlobMeta> rows, on_failed;
   REQUIRE(s.store->rows_on_disk(1, "", 100, &rows).is_ok());
   for (const BlobMeta& m : rows) {
@@ -1092,11 +1086,7 @@ TEST_CASE("pending files of a disk marked failed wait for it, and are written ou
   { std::ofstream(marker) << token; }
   REQUIRE(s.store->check_disks(20'000));
   REQUIRE(s.store->disk_healthy(1));
-  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (s.store->pending_files() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  CHECK(s.store->pending_files() == 0);
+  CHECK(s.run_until([&] { return s.store->pending_files() == 0; }));
   CHECK(s.files_under("blobs") == 50);
   for (int i = 0; i < 40; i++) CHECK(s.get("k" + std::to_string(i)) == "value " + std::to_string(i));
 }
