@@ -232,6 +232,16 @@ Status sync_open(const std::string& path, int (*sync)(int), const char* what) {
 Status fsync_path(const std::string& path) { return sync_open(path, fsync, "fsync"); }
 Status syncfs_path(const std::string& path) { return sync_open(path, syncfs, "syncfs"); }
 
+Status write_blob_file(const std::string& path, std::string_view bytes,
+                       std::unordered_set<std::string>* known) {
+  if (Status s = make_blob_dir(parent_of(path), nullptr, known); !s.is_ok()) return s;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::from_errno("open " + path, errno);
+  Status s = write_all(fd, bytes.data(), bytes.size(), path, 0);
+  close(fd);
+  return s;
+}
+
 Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
                      std::unordered_set<std::string>* known) {
   if (known->count(dir)) return Status::ok();

@@ -64,6 +64,11 @@ Status syncfs_path(const std::string& path);
 Status make_blob_dir(const std::string& dir, std::set<std::string>* created,
                      std::unordered_set<std::string>* known);
 
+// Writes a whole blob file (a commit log record's bytes) under its final name `path`,
+// making its blob directories (`known` as for make_blob_dir); unsynced.
+Status write_blob_file(const std::string& path, std::string_view bytes,
+                       std::unordered_set<std::string>* known);
+
 // Reads the first meta.size bytes of an open blob file and checks them against meta.md5.
 Status verify_body(int fd, const BlobMeta& meta);
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <set>
 #include <unordered_set>
 
@@ -53,24 +52,11 @@ Status BlobWriter::append(const char* data, std::size_t n) {
 Status BlobWriter::spill() {
   if (spilled_) return Status::ok();
   ASSERT(fd_ < 0);
-  Status opened = Status::unavailable("no healthy disk");
-  for (std::size_t attempt = 0; attempt < disks_->size(); attempt++) {
-    if (!disks_->healthy(meta_.disk)) {
-      int d = disks_->choose(meta_.key, monotonic_ms());
-      if (d < 0) break;
-      meta_.disk = d;
-    }
-    TempFiles::File f;
-    opened = temp_files_->open(meta_.disk, &f);
-    if (opened.is_ok()) {
-      temp_path_ = std::move(f.path);
-      fd_ = f.fd;
-      reused_bytes_ = f.reused_bytes;
-      break;
-    }
-    if (opened.code() != Code::io_error) break;  // out of descriptors: no other disk helps
-  }
-  if (!opened.is_ok()) return opened;
+  TempFiles::File f;
+  if (Status s = temp_files_->open_on_some(&meta_.disk, &f); !s.is_ok()) return s;
+  temp_path_ = std::move(f.path);
+  fd_ = f.fd;
+  reused_bytes_ = f.reused_bytes;
   spilled_ = true;
   Status s = write_through(held_.data(), held_.size());
   std::string().swap(held_);
@@ -274,13 +260,7 @@ Status BlobStore::replay_log() {
     }
     if (!cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
     std::string path = disks_->path(disk) + "/" + blob_relative_path(e.key, e.version);
-    Status s = make_blob_dir(parent_of(path), nullptr, &dirs);  // syncfs covers the entries
-    if (s.is_ok()) {
-      int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      s = fd < 0 ? Status::from_errno("open " + path, errno)
-                 : write_all(fd, e.file.data(), e.file.size(), path, 0);
-      if (fd >= 0) close(fd);
-    }
+    Status s = write_blob_file(path, e.file, &dirs);  // syncfs covers the entries
     if (!s.is_ok()) {
       disks_->mark_failed(disk, "commit log replay: " + s.message());
       keep = true;

@@ -405,11 +405,16 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
   for (CommitOp* op : winners) {
     if (op->pending.empty() || op->logged || !op->status.is_ok()) continue;
     if (op->temp_fd < 0) {
-      if (Status s = open_temp(op); !s.is_ok()) {
+      // On its disk, or the next healthy one: the op is not renamed or indexed yet.
+      TempFiles::File t;
+      if (Status s = temp_files_->open_on_some(&op->meta.disk, &t); !s.is_ok()) {
         op->status = std::move(s);
         op->result.applied = false;
         continue;
       }
+      op->temp_path = std::move(t.path);
+      op->temp_fd = t.fd;
+      if (t.reused_bytes > op->pending.size()) op->truncate_to = op->pending.size();
     }
     Status s = write_all(op->temp_fd, op->pending.data(), op->pending.size(), op->temp_path, 0);
     if (s.is_ok() && op->truncate_to > 0 && ftruncate(op->temp_fd, static_cast<off_t>(op->truncate_to)) != 0) {
@@ -422,32 +427,6 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
       op->result.applied = false;
     }
   }
-}
-
-// A temp file for a small op, on its disk or, when that disk cannot create files (it is
-// then marked failed), on the next healthy one in order (Disks::choose, which weighs free
-// space, belongs to the loop thread): the op is not renamed or indexed yet.
-Status Committer::open_temp(CommitOp* op) {
-  Status s = Status::unavailable("no healthy disk");
-  const int n = static_cast<int>(disks_->size());
-  for (int attempt = 0; attempt < n; attempt++) {
-    if (!disks_->healthy(op->meta.disk)) {
-      int d = op->meta.disk;
-      for (int k = 1; k < n && !disks_->healthy(d); k++) d = (op->meta.disk + k) % n;
-      if (!disks_->healthy(d)) return Status::unavailable("no healthy disk");
-      op->meta.disk = d;
-    }
-    TempFiles::File t;
-    s = temp_files_->open(op->meta.disk, &t);
-    if (s.is_ok()) {
-      op->temp_path = std::move(t.path);
-      op->temp_fd = t.fd;
-      if (t.reused_bytes > op->pending.size()) op->truncate_to = op->pending.size();
-      return s;
-    }
-    if (s.code() != Code::io_error) return s;  // out of descriptors: no disk helps
-  }
-  return s;
 }
 
 void Committer::rename_all(std::vector<CommitOp*>& winners) {

@@ -174,7 +174,6 @@ class Committer {
   void decide_winners(Batch& batch, std::vector<CommitOp*>* winners);
   void log_small(std::vector<CommitOp*>& winners);
   void write_pending(std::vector<CommitOp*>& winners);
-  Status open_temp(CommitOp* op);
   void rename_all(std::vector<CommitOp*>& winners);
   void make_durable(std::vector<CommitOp*>& winners);
   void index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*>& others);

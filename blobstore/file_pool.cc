@@ -167,4 +167,18 @@ Status TempFiles::open(int disk, File* out) {
   return Status::io_error(why);
 }
 
+Status TempFiles::open_on_some(int* disk, File* out) {
+  const int n = static_cast<int>(disks_->size());
+  Status s = Status::unavailable("no healthy disk");
+  for (int attempt = 0; attempt < n; attempt++) {
+    int d = *disk;
+    for (int k = 1; k < n && !disks_->healthy(d); k++) d = (*disk + k) % n;
+    if (!disks_->healthy(d)) return Status::unavailable("no healthy disk");
+    *disk = d;
+    s = open(d, out);
+    if (s.code() != Code::io_error) return s;  // done, or out of descriptors: no disk helps
+  }
+  return s;
+}
+
 }  // namespace blobstore

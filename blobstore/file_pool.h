@@ -129,6 +129,9 @@ class TempFiles {
   };
   // unavailable: out of descriptors; io_error: the disk cannot create files (marked failed).
   Status open(int disk, File* out);
+  // The same on *disk or, when it is failed or cannot create files, on the next healthy
+  // disk in order, which *disk then names (for a write not yet renamed or indexed).
+  Status open_on_some(int* disk, File* out);
 
  private:
   FilePool* pool_;

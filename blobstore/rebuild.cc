@@ -4,11 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <map>
 #include <unordered_set>
-
-#include <algorithm>
 
 #include "blobstore/blob_store.h"
 #include "ring/hash.h"
@@ -104,17 +103,7 @@ Status write_out_log(const std::string& data_dir, const std::vector<std::string>
     // Written again even when it exists: a power cut after a round's rename but before
     // its sync can leave it short, and the record holds the same bytes whole.
     std::string file = std::string(e.disk_path) + "/" + blob_relative_path(e.key, e.version);
-    if (Status d = make_blob_dir(parent_of(file), nullptr, &dirs); !d.is_ok()) {
-      failed = d;
-      return;
-    }
-    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      failed = Status::from_errno("open " + file, errno);
-      return;
-    }
-    failed = write_all(fd, e.file.data(), e.file.size(), file, 0);
-    close(fd);
+    failed = write_blob_file(file, e.file, &dirs);
     if (failed.is_ok()) stats->from_log++;
   });
   if (!s.is_ok()) return s;
