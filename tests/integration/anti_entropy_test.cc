@@ -25,21 +25,7 @@ namespace {
 
 const char* ae_secret = "anti-entropy-test-secret";
 
-// The X-Ringstore-Auth value: HMAC-SHA256 of the fixed label under the secret, in hex.
-std::string auth_header() {
-  static const char label[] = "ringstore-internal-v1";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), ae_secret, static_cast<int>(std::strlen(ae_secret)),
-       reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len);
-  static const char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < len; i++) {
-    hex += digits[mac[i] >> 4];
-    hex += digits[mac[i] & 15];
-  }
-  return "X-Ringstore-Auth: " + hex;
-}
+std::string auth_header() { return internal_auth_header(ae_secret); }
 
 NodeOptions ae_options(const std::vector<std::string>& extra) {
   setenv("RINGSTORE_SECRET", ae_secret, 1);

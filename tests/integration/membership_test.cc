@@ -51,20 +51,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string auth_header() {
-  static const char label[] = "ringstore-internal-v1";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret, static_cast<int>(std::strlen(secret)),
-       reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len);
-  static const char hex[] = "0123456789abcdef";
-  std::string h;
-  for (unsigned i = 0; i < len; i++) {
-    h += hex[mac[i] >> 4];
-    h += hex[mac[i] & 15];
-  }
-  return "X-Ringstore-Auth: " + h;
-}
+std::string auth_header() { return internal_auth_header(secret); }
 
 struct Members {
   std::vector<std::unique_ptr<NodeProcess>> nodes;

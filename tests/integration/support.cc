@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -92,15 +93,24 @@ struct Argv {
   std::vector<char*> ptrs;
 };
 
+// This process's environment plus `extra` ("NAME=value"), built before the fork: the
+// child only execs (no setenv after a fork).
+Argv environment(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; e++) env.emplace_back(*e);
+  env.insert(env.end(), extra.begin(), extra.end());
+  return Argv(env);
+}
+
 // In the child: die with the parent, wire the descriptors, exec.
-[[noreturn]] void exec_child(const Argv& argv, int out_fd, int err_fd, pid_t parent) {
+[[noreturn]] void exec_child(const Argv& argv, const Argv& envp, int out_fd, int err_fd, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(126);
   if (out_fd >= 0) dup2(out_fd, STDOUT_FILENO);
   if (err_fd >= 0) dup2(err_fd, STDERR_FILENO);
   int devnull = ::open("/dev/null", O_RDONLY);
   if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-  execv(argv.ptrs[0], argv.ptrs.data());
+  execve(argv.ptrs[0], argv.ptrs.data(), envp.ptrs.data());
   static const char msg[] = "exec failed\n";
   (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
   _exit(127);
@@ -109,6 +119,26 @@ struct Argv {
 }  // namespace
 
 const char* binary_path() { return RINGSTORE_BINARY; }
+
+std::string internal_auth_header(const std::string& secret) {
+  static const char label[] = "ringstore-internal-v1";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len);
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; i++) {
+    hex += digits[mac[i] >> 4];
+    hex += digits[mac[i] & 15];
+  }
+  return "X-Ringstore-Auth: " + hex;
+}
+
+std::vector<std::string> faketime_env(const std::string& offset) {
+  return {"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "FAKETIME=" + offset,
+          "FAKETIME_DONT_FAKE_MONOTONIC=1", "FAKETIME_DONT_RESET=1"};
+}
 
 // ---- NodeProcess ----
 
@@ -160,6 +190,7 @@ void NodeProcess::start() {
   }
   for (const auto& a : options_.extra_args) args.push_back(a);
   Argv argv(args);
+  Argv envp = environment(options_.env);
 
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
@@ -172,7 +203,7 @@ void NodeProcess::start() {
     if (err_fd >= 0) ::close(err_fd);
     throw std::runtime_error("fork failed");
   }
-  if (pid == 0) exec_child(argv, out[1], err_fd, parent);
+  if (pid == 0) exec_child(argv, envp, out[1], err_fd, parent);
   ::close(out[1]);
   if (err_fd >= 0) ::close(err_fd);
   pid_ = pid;
@@ -267,13 +298,14 @@ RunResult run_binary(const std::vector<std::string>& args, Millis deadline) {
   std::vector<std::string> full = {binary_path()};
   full.insert(full.end(), args.begin(), args.end());
   Argv argv(full);
+  Argv envp = environment({});
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   if (pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) exec_child(argv, out[1], err[1], parent);
+  if (pid == 0) exec_child(argv, envp, out[1], err[1], parent);
   ::close(out[1]);
   ::close(err[1]);
   RunResult r;

@@ -39,11 +39,20 @@ double wait_for(F cond, double deadline_s, Millis poll = Millis(100)) {
 // Absolute path of the built binary (RINGSTORE_BINARY).
 const char* binary_path();
 
+// The X-Ringstore-Auth header line that /_/internal requires under `secret`: HMAC-SHA256
+// of a fixed label, in hex.
+std::string internal_auth_header(const std::string& secret);
+
+// NodeOptions::env that runs a node under libfaketime (Debian's faketime) with its wall
+// clock moved by `offset` ("-30s", "+30s"); its monotonic clock is left alone.
+std::vector<std::string> faketime_env(const std::string& offset);
+
 // ---- the node process ----
 
 struct NodeOptions {
   int disks = 1;                        // --disk ROOT/diskN for each
   std::vector<std::string> extra_args;  // e.g. {"--body-max-bytes", "1000"}
+  std::vector<std::string> env;         // "NAME=value" added to the child's environment
   Millis start_deadline = 10s;          // until the "listening" line
 };
 
