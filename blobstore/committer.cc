@@ -335,6 +335,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       // disk repair, read repair) replaces it on a healthy disk.
       bool stored_lost = stored && stored->disk >= 0 && !disks_->healthy(stored->disk);
       if (stored && !stored_lost && stored->version >= op->meta.version) {
+        if (stored->version > op->meta.version) op->result.newer = stored->version;
         discard(op.get());  // older than what we hold: ignored, still ok
         continue;
       }
@@ -342,6 +343,7 @@ void Committer::decide_winners(Batch& batch, std::vector<CommitOp*>* winners) {
       continue;
     }
     if (prev->meta.version >= op->meta.version) {
+      if (prev->meta.version > op->meta.version) op->result.newer = prev->meta.version;
       discard(op.get());
       continue;
     }

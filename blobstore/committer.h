@@ -47,6 +47,9 @@ using FaultHook = std::function<FaultAction(WriteStep)>;
 
 struct CommitResult {
   bool applied = false;  // false: a newer or equal version was already stored
+  // When the write lost to a strictly newer version (stored, or in the same batch): that
+  // version, so that the coordinator can tell its client, or write again above it.
+  std::optional<Version> newer;
   Md5Digest md5{};
   // How this node's replica row of the key (hint rows excluded) changed, for the
   // anti-entropy summaries: set only when the op changed it.

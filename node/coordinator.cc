@@ -61,6 +61,7 @@ struct Coordinator::WriteOp {
     bool hint = false;
     ring::NodeId owner{};
     bool done = false;
+    bool ok = false;  // acknowledged durably (applied, or held this version or a newer one)
   };
   std::weak_ptr<Connection> conn;
   blobstore::BlobMeta meta;
@@ -77,6 +78,10 @@ struct Coordinator::WriteOp {
   // holds the key itself, and hands its copy over when they are back.
   std::vector<ring::NodeId> unplaced;
   bool local_copy = false;  // this node committed the write as a replica
+  // The newest version a replica answered that it holds above meta.version: this
+  // write lost to it there. See rewrite().
+  std::optional<blobstore::Version> newer;
+  std::uint32_t attempt = 0;  // 0, then one more for each rewrite()
 };
 
 struct Coordinator::ReadOp {
@@ -181,19 +186,16 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
         "not_enough_replicas: " + std::to_string(op->targets.size()) + " reachable, w=" +
         std::to_string(op->w)));
   }
-  bool local = std::any_of(op->targets.begin(), op->targets.end(),
-                           [](const WriteOp::Target& t) { return t.replica.self; });
-  if (op->candidates.size() > 1 || !local || op->targets.size() > 1) {
-    // Remote copies (pending owners of a joining or leaving member included, and
-    // stand-ins for failed ones) of a small value are sent from
-    // memory; a larger one from the spool file, whose descriptor outlives the rename of
-    // the local commit and the unlink of a dropped spool.
-    if (const std::string* b = op->writer->body_in_memory()) {
-      op->body = *b;
-    } else {
-      op->body_fd = op->writer->open_read_fd();
-      if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
-    }
+  // Remote copies (pending owners of a joining or leaving member included, stand-ins
+  // for failed ones, and every copy of a rewrite(), this node's own too) of a small
+  // value are sent from memory; a larger one from the spool file, whose descriptor
+  // outlives the rename of the local commit and the unlink of a dropped spool. Even a
+  // lone node keeps them: its own replica may answer that it holds a newer version.
+  if (const std::string* b = op->writer->body_in_memory()) {
+    op->body = *b;
+  } else if (!op->meta.tombstone) {
+    op->body_fd = op->writer->open_read_fd();
+    if (op->body_fd < 0) return c.respond_error(Status::io_error("cannot reopen the upload"));
   }
   // The spool stays until the write is decided even when this node holds no copy: it is
   // a stand-in candidate for the key, so a replica that fails mid-write may need a hint
@@ -257,22 +259,23 @@ void Coordinator::remember_missed(const std::shared_ptr<WriteOp>& op) {
 void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) {
   WriteOp::Target& target = op->targets[t];
   op->inflight++;
-  if (target.replica.self) {
-    ASSERT(op->writer != nullptr);
+  // A rewrite() has no writer left: its own copy goes through this node's internal
+  // API like any other, from the body kept in memory or in the spool.
+  if (target.replica.self && op->writer != nullptr) {
     if (target.hint && !server_.hint_policy().admit(target.owner)) {
-      return on_write_result(op, t, Status::unavailable("hint_cap: this node holds its cap of hints"));
+      return on_write_result(op, t, Status::unavailable("hint_cap: this node holds its cap of hints"), std::nullopt);
     }
     if (target.hint) op->writer->set_hint_for(target.owner);
     const bool hint = target.hint;
     const ring::NodeId owner = target.owner;
     Status s = server_.store().commit(std::move(op->writer), op->meta.version,
-        [this, op, t, hint, owner](Status st, blobstore::CommitResult) {
+        [this, op, t, hint, owner](Status st, blobstore::CommitResult res) {
           if (hint) server_.hint_policy().release(owner, st.is_ok());
-          on_write_result(op, t, std::move(st));
+          on_write_result(op, t, std::move(st), st.is_ok() ? res.newer : std::nullopt);
         });
     if (!s.is_ok()) {
       if (hint) server_.hint_policy().release(owner, false);
-      on_write_result(op, t, std::move(s));
+      on_write_result(op, t, std::move(s), std::nullopt);
     }
     return;
   }
@@ -297,15 +300,24 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
     } else if (s.is_ok() && r.status != 201) {
       s = Status::io_error("replica answered " + std::to_string(r.status) + ": " + r.body);
     }
-    on_write_result(op, t, std::move(s));
+    std::optional<blobstore::Version> newer;
+    if (const std::string* held = s.is_ok() ? r.header("x-ringstore-held") : nullptr) {
+      newer = blobstore::Version::parse(*held);  // a peer's bad header is no newer version
+    }
+    on_write_result(op, t, std::move(s), newer);
   };
   server_.peers().send(target.replica.addr, std::move(req));
 }
 
-void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t t, Status s) {
+void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t t, Status s,
+                                  std::optional<blobstore::Version> newer) {
   op->inflight--;
   WriteOp::Target target = op->targets[t];
   op->targets[t].done = true;
+  op->targets[t].ok = s.is_ok();
+  if (s.is_ok() && newer && *newer > op->meta.version && (!op->newer || *newer > *op->newer)) {
+    op->newer = newer;
+  }
   if (s.is_ok()) {
     op->acks++;
     if (target.hint) counters_.hints_stored++;
@@ -322,7 +334,8 @@ void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_
     std::size_t before = op->targets.size();
     replace_failed(op, target.hint ? target.owner : target.replica.id);
     for (std::size_t i = before; i < op->targets.size(); i++) {
-      if (op->targets[i].replica.self && op->writer == nullptr) continue;  // spool gone
+      // This node as a stand-in once its own replica committed: it holds the key already.
+      if (op->targets[i].replica.self && op->writer == nullptr && op->attempt == 0) continue;
       send_write(op, i);
     }
   }
@@ -341,14 +354,63 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
         "not_enough_replicas: " + std::to_string(op->acks) + " of w=" + std::to_string(op->w) +
         " acknowledged"));
   }
+  if (op->newer && rewrite(op)) return;
   const std::string v = op->meta.version.to_string();
-  if (op->meta.tombstone) return conn->respond(204, "X-Ringstore-Version: " + v + "\r\n", "");
+  std::string headers = "X-Ringstore-Version: " + v + "\r\n";
+  nlohmann::json j = {{"version", v}};
+  if (op->newer) {
+    // Lost to a concurrent write even after rewriting: say so, and name the winner.
+    counters_.writes_superseded++;
+    headers += "X-Ringstore-Superseded-By: " + op->newer->to_string() + "\r\n";
+    j["superseded_by"] = op->newer->to_string();
+  }
+  if (op->meta.tombstone) return conn->respond(204, headers, "");
   std::string etag = blobstore::md5_hex(op->meta.md5);
-  nlohmann::json j = {{"version", v}, {"etag", etag}};
-  conn->respond(201,
-                "ETag: \"" + etag + "\"\r\nX-Ringstore-Version: " + v +
-                    "\r\nContent-Type: application/json\r\n",
+  j["etag"] = etag;
+  conn->respond(201, "ETag: \"" + etag + "\"\r\n" + headers + "Content-Type: application/json\r\n",
                 j.dump() + "\n");
+}
+
+// Versions must beat clocks. A replica answered that it holds a newer version than this
+// write's: another coordinator's clock is ahead of this one's (a write this client saw
+// acknowledged before it sent this one may be it), or a write in flight beat it. Either
+// way this write was acknowledged after that version was stored, so it must win: it is
+// sent again to the same replicas with a version above the newest they named (Garage's
+// answer to the same loss: a version strictly above the one the replicas hold). With
+// W + W > N the W answers of this write include one replica of any write acknowledged
+// before it began, so a loss to an earlier acknowledged write is always seen.
+// Two writes racing this way each rewrite at most write_rewrites_max times; the one
+// that still loses answers with X-Ringstore-Superseded-By. False when no rewrite is
+// due (the caller answers).
+bool Coordinator::rewrite(const std::shared_ptr<WriteOp>& op) {
+  if (op->attempt >= write_rewrites_max) return false;
+  std::uint64_t wall = Hlc::wall_clock_ms();
+  // A version too far ahead to adopt (stored before such versions were refused) wins.
+  if (!server_.hlc().observe(op->newer->hlc, wall)) return false;
+  auto next = std::make_shared<WriteOp>();
+  next->conn = op->conn;
+  next->meta = op->meta;
+  next->meta.version = blobstore::Version{server_.hlc().now(wall), server_.store().node_id()};
+  next->body = op->body;
+  if (op->body_fd >= 0) {
+    next->body_fd = dup(op->body_fd);
+    if (next->body_fd < 0) return false;
+  }
+  next->candidates = op->candidates;
+  next->used = op->used;
+  next->w = op->w;
+  next->attempt = op->attempt + 1;
+  // The same replicas and stand-ins, less those that failed (their replacements are in
+  // the list already).
+  for (const WriteOp::Target& t : op->targets) {
+    if (t.done && !t.ok) continue;
+    next->targets.push_back({t.replica, t.hint, t.owner});
+  }
+  next->unplaced = op->unplaced;
+  counters_.writes_rewritten++;
+  op->replied = true;  // what op still hears of changes nothing: next answers the client
+  for (std::size_t t = 0; t < next->targets.size(); t++) send_write(next, t);
+  return true;
 }
 
 // ---- reads ----
@@ -597,6 +659,7 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
 // one, else a new write of `body`.
 Status Coordinator::repair_local(const std::string& key, const blobstore::BlobMeta& want,
                                  const std::string& body, std::unique_ptr<blobstore::BlobWriter> writer) {
+  if (Status s = server_.accept_version(want.version); !s.is_ok()) return s;
   if (!writer) {
     auto w = server_.store().begin_write(key, want.content_type, Hlc::wall_clock_ms());
     if (!w.is_ok()) return w.take_status();

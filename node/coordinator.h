@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "blobstore/blob_store.h"
@@ -57,7 +58,14 @@ struct CoordinatorCounters {
   std::uint64_t replica_errors = 0;
   std::uint64_t writes_unavailable = 0;
   std::uint64_t speculative_reads = 0;  // reads that asked one more replica: one was late
+  std::uint64_t writes_rewritten = 0;   // written again above a newer version a replica held
+  std::uint64_t writes_superseded = 0;  // answered X-Ringstore-Superseded-By
 };
+
+// A write that lost to a newer version at a replica is written again above it at most
+// this often: each rewrite costs a round trip, and only two writes racing each other's
+// rewrites lose more than once (then the loser says so).
+inline constexpr std::uint32_t write_rewrites_max = 2;
 
 class Coordinator {
  public:
@@ -89,7 +97,9 @@ class Coordinator {
   friend struct WriteOp;
   friend struct ReadOp;
   void send_write(const std::shared_ptr<WriteOp>& op, std::size_t target);
-  void on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t target, Status s);
+  void on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t target, Status s,
+                       std::optional<blobstore::Version> newer);
+  bool rewrite(const std::shared_ptr<WriteOp>& op);
   void replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner);
   void add_pending_targets(const std::shared_ptr<WriteOp>& op);
   void remember_missed(const std::shared_ptr<WriteOp>& op);

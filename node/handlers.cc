@@ -259,6 +259,10 @@ Status Server::on_internal_headers(Connection& c) {
     const std::string* v = r.ringstore_header("version");
     auto version = v == nullptr ? std::nullopt : blobstore::Version::parse(*v);
     if (!version) return Status::invalid("bad_version");
+    // Every copy a node takes (a client's write, a hint, a read repair, a push of
+    // anti-entropy or of a transfer) comes through here or through the two fetches
+    // that check the same (repair and read repair).
+    if (Status s = accept_version(*version); !s.is_ok()) return s;
     // The committer would drop it as not newer: skip the temp file (creating one is the
     // dearest step of a write here). Replicas repairing the same node offer it the same
     // copy, and handoffs and hints are retried after lost answers: background copies.
@@ -336,8 +340,7 @@ void Server::on_internal_request(Connection& c) {
 void Server::internal_put(Connection& c) {
   HttpRequest& r = c.request();
   auto version = blobstore::Version::parse(*r.ringstore_header("version"));
-  ASSERT(version);  // checked at the headers
-  hlc_.observe(version->hlc);
+  ASSERT(version);  // checked at the headers, and accept_version() moved the clock past it
   if (r.already_held) {
     counters_.puts_already_held++;
     return c.respond(201, "Content-Type: application/json\r\n", "{\"applied\":false}\n");
@@ -365,8 +368,12 @@ void Server::internal_put(Connection& c) {
         auto conn = weak.lock();
         if (!conn) return;
         if (!st.is_ok()) return conn->respond_error(st);
-        conn->respond(201, "Content-Type: application/json\r\n",
-                      res.applied ? "{\"applied\":true}\n" : "{\"applied\":false}\n");
+        if (res.applied) return conn->respond(201, "Content-Type: application/json\r\n", "{\"applied\":true}\n");
+        if (!res.newer) return conn->respond(201, "Content-Type: application/json\r\n", "{\"applied\":false}\n");
+        // The coordinator writes again above this version, or tells its client it lost.
+        const std::string held = res.newer->to_string();
+        conn->respond(201, "Content-Type: application/json\r\nX-Ringstore-Held: " + held + "\r\n",
+                      "{\"applied\":false,\"held\":\"" + held + "\"}\n");
       });
   if (!s.is_ok()) {
     if (hinted) hint_policy_->release(*hinted, false);

@@ -184,6 +184,10 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--replica-timeout-ms", config.quorum.replica_timeout_ms,
                         "how long a replica may take to answer")
       ->envname("RINGSTORE_REPLICA_TIMEOUT_MS")->check(CLI::Range(50, 600'000));
+  serve_cmd->add_option("--max-version-drift-ms", config.version_drift_ms,
+                        "refuse versions further ahead of this node's clock (replica writes, "
+                        "hints, repairs, transfers)")
+      ->envname("RINGSTORE_MAX_VERSION_DRIFT_MS")->check(CLI::Range(1'000, 86'400'000));
   serve_cmd->add_option("--read-repairs-per-sec", config.quorum.read_repairs_per_sec,
                         "replicas this node's reads may repair per second (the rest: anti-entropy)")
       ->envname("RINGSTORE_READ_REPAIRS_PER_SEC")->check(CLI::Range(1, 1'000'000));

@@ -1,5 +1,7 @@
 #include "node/peer_client.h"
 
+#include "node/clock_watch.h"
+
 #include <strings.h>
 #include <unistd.h>
 
@@ -346,6 +348,12 @@ void PeerClient::finish(Conn* c, Status s) {
     return;
   }
   if (!s.is_ok()) errors_++;
+  if (s.is_ok() && date_seen_) {
+    if (const std::string* date = resp.header("date")) {
+      std::int64_t t = parse_http_date(*date);
+      if (t >= 0) date_seen_(addr, t);
+    }
+  }
   auto done = std::move(req->done);
   done(std::move(s), std::move(resp));
 }

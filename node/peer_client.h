@@ -58,6 +58,10 @@ class PeerClient {
   PeerClient& operator=(const PeerClient&) = delete;
 
   void send(const std::string& addr, std::unique_ptr<PeerRequest> req);
+  // Called with each answer's Date header (seconds since the epoch) and the peer's
+  // address, before the request's own callback: how ClockWatch hears of peer clocks.
+  using DateSeen = std::function<void(const std::string& addr, std::int64_t date_s)>;
+  void set_date_seen(DateSeen f) { date_seen_ = std::move(f); }
   // Fails requests in flight, closes every connection; then `done`.
   void close(std::function<void()> done);
   std::uint64_t errors() const { return errors_; }
@@ -87,6 +91,7 @@ class PeerClient {
   bool closing_ = false;
   std::function<void()> close_done_;
   std::uint64_t errors_ = 0, timeouts_ = 0;
+  DateSeen date_seen_;
 };
 
 // Percent-encodes a key for a request target (unreserved characters and '/' stay).

@@ -233,6 +233,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
                       got.version != want.version || (*writer)->finish_md5() != got.md5)) {
       s = Status::io_error("the fetched copy changed or did not check out");
     }
+    if (s.is_ok()) s = server_.accept_version(want.version);
     if (!s.is_ok()) return finish(f, s);
     (*writer)->set_background();
     Status c = server_.store().commit(std::move(*writer), want.version,

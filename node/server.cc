@@ -29,7 +29,10 @@ std::uint32_t sweep_interval(const ServerLimits& l) {
 }  // namespace
 
 Server::Server(uv_loop_t* loop, ServerConfig config)
-    : loop_(loop), config_(std::move(config)), read_buffer_(limits::read_buffer_bytes) {}
+    : loop_(loop),
+      config_(std::move(config)),
+      hlc_(config_.version_drift_ms),
+      read_buffer_(limits::read_buffer_bytes) {}
 
 Server::~Server() {
   ASSERT(conns_.empty());
@@ -96,6 +99,7 @@ Status Server::start() {
   auth_token_ = auth_token_for(config_.secret);
   cluster_ = std::make_unique<Cluster>(store_->node_id(), address(), config_.vnodes, config_.zone);
   peers_ = std::make_unique<PeerClient>(loop_, config_.host, "X-Ringstore-Auth: " + auth_token_ + "\r\n");
+  peers_->set_date_seen([this](const std::string& addr, std::int64_t date_s) { on_peer_date(addr, date_s); });
   coordinator_ = std::make_unique<Coordinator>(*this, config_.quorum);
   ae_ = std::make_unique<AntiEntropy>(*this, config_.anti_entropy);
   store_->set_change_listener([ae = ae_.get()](const std::string& key, const blobstore::CommitResult& r) {
@@ -255,6 +259,44 @@ void Server::save_peers() {
   if (!s.is_ok()) log::warn("saving the member list failed: " + s.message());
 }
 
+Status Server::accept_version(const blobstore::Version& v) {
+  std::uint64_t wall = Hlc::wall_clock_ms();
+  if (hlc_.observe(v.hlc, wall)) return Status::ok();
+  counters_.versions_refused++;
+  std::string ahead = std::to_string(v.wall_ms() - wall);
+  std::string why = "version_too_far_ahead: version " + v.to_string() + " is " + ahead +
+                    " ms ahead of this node's clock, more than max_version_drift_ms " +
+                    std::to_string(hlc_.max_drift_ms());
+  if (refused_logged_ms_ == 0 || now_ms() >= refused_logged_ms_ + 10'000) {  // one line per 10 s
+    refused_logged_ms_ = now_ms();
+    log::warn("refused a write: " + why.substr(why.find(": ") + 2) + " (" +
+              std::to_string(counters_.versions_refused) + " refused so far)");
+  }
+  return Status::invalid(std::move(why));
+}
+
+// The Date header names the second the answer was made in: its middle is the best
+// guess, so a sample is within about a second of the truth on loopback or a LAN.
+void Server::on_peer_date(const std::string& addr, std::int64_t date_s) {
+  std::int64_t offset = date_s * 1000 + 500 - static_cast<std::int64_t>(Hlc::wall_clock_ms());
+  std::uint64_t now = now_ms();
+  clock_watch_.sample(addr, offset, now);
+  if (clock_checked_ms_ != 0 && now < clock_checked_ms_ + 1000) return;
+  clock_checked_ms_ = now;
+  ClockWatch::View v = clock_watch_.view(now);
+  if (!v.far_off) {
+    clock_warned_ms_ = 0;
+    return;
+  }
+  if (clock_warned_ms_ != 0 && now < clock_warned_ms_ + 60'000) return;  // once a minute
+  clock_warned_ms_ = now;
+  std::int64_t off = v.offset_ms < 0 ? -v.offset_ms : v.offset_ms;
+  log::warn("this node's clock is about " + std::to_string(off / 1000) + " s " +
+            (v.offset_ms > 0 ? "behind" : "ahead of") + " its peers' (median of " +
+            std::to_string(v.peers) + "): check its NTP; versions more than " +
+            std::to_string(hlc_.max_drift_ms() / 1000) + " s ahead of a node's clock are refused there");
+}
+
 std::string Server::auth_token_for(const std::string& secret) {
   static const char label[] = "ringstore-internal-v1";
   unsigned char mac[EVP_MAX_MD_SIZE];
@@ -328,6 +370,13 @@ void Server::hint_sweep_done(bool delivered) {
   if (again) deliver_hints();
 }
 
+nlohmann::json Server::clock_json() {
+  ClockWatch::View v = clock_view();
+  return {{"offset_from_peers_ms", v.offset_ms}, {"peers_sampled", v.peers}, {"far_off", v.far_off},
+          {"warn_ms", limits::clock_offset_warn_ms}, {"max_version_drift_ms", hlc_.max_drift_ms()},
+          {"versions_refused", counters_.versions_refused}};
+}
+
 nlohmann::json Server::status_json() {
   nlohmann::json disks = nlohmann::json::array();
   for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
@@ -380,7 +429,10 @@ nlohmann::json Server::status_json() {
       {"read_repairs_deferred", cc.read_repairs_deferred},
       {"read_repairs_skipped", cc.read_repairs_skipped},
       {"speculative_reads", cc.speculative_reads},
+      {"writes_rewritten", cc.writes_rewritten},
+      {"writes_superseded", cc.writes_superseded},
       {"puts_already_held", counters_.puts_already_held},
+      {"clock", clock_json()},
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
       {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},
@@ -560,6 +612,14 @@ std::string Server::metrics_text() {
   counter("ringstore_read_repairs_deferred_total", "Read repairs over --read-repairs-per-sec, left to anti-entropy.", cc.read_repairs_deferred);
   counter("ringstore_read_repairs_skipped_total", "Stale replicas left to the version's own write, still within its replica timeout.", cc.read_repairs_skipped);
   counter("ringstore_speculative_reads_total", "Reads that asked one more replica because one was late.", cc.speculative_reads);
+  counter("ringstore_writes_rewritten_total", "Writes sent again above a newer version a replica held.", coordinator_->counters().writes_rewritten);
+  counter("ringstore_writes_superseded_total", "Writes answered as superseded by a concurrent newer one.", coordinator_->counters().writes_superseded);
+  counter("ringstore_versions_refused_total", "Versions refused for being too far ahead of this node's clock.", counters_.versions_refused);
+  {
+    ClockWatch::View v = clock_view();
+    out += "# HELP ringstore_clock_offset_ms Median of the peers' clocks minus this node's (from their Date headers).\n"
+           "# TYPE ringstore_clock_offset_ms gauge\nringstore_clock_offset_ms " + std::to_string(v.offset_ms) + "\n";
+  }
   counter("ringstore_internal_puts_already_held_total", "Replica writes of a version held here already (no file made).", counters_.puts_already_held);
   counter("ringstore_corrupt_reads_total", "Blob reads that failed their checksum.", store_->corrupt_reads());
   gauge("ringstore_keys", "Live keys held here as a replica (hints excluded).", static_cast<double>(store_->live_keys()));

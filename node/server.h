@@ -20,6 +20,7 @@
 
 #include "gossip/udp_transport.h"
 #include "node/anti_entropy.h"
+#include "node/clock_watch.h"
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/coordinator.h"
@@ -57,6 +58,7 @@ struct ServerConfig {
   RepairConfig repair;         // refetch of lost copies
   blobstore::ScrubConfig scrub;  // background MD5 scrub (on by default)
   blobstore::SyncPolicy sync;    // when writes reach the disk (always, or periodic)
+  std::uint64_t version_drift_ms = limits::version_drift_ms_default;  // see Hlc
 };
 
 struct ServerCounters {
@@ -65,6 +67,7 @@ struct ServerCounters {
   std::uint64_t timeouts = 0;
   std::uint64_t corrupt_served_cut = 0;
   std::uint64_t puts_already_held = 0;  // internal PUTs of a version held here already
+  std::uint64_t versions_refused = 0;   // versions too far ahead of this node's clock
 };
 
 class Server {
@@ -112,6 +115,11 @@ class Server {
   Cluster& cluster() { return *cluster_; }
   PeerClient& peers() { return *peers_; }
   Hlc& hlc() { return hlc_; }
+  // A version that reached this node from elsewhere, to be stored here: ok (and the
+  // clock moved past it) unless it is more than version_drift_ms ahead of this node's
+  // clock, which is refused (400 version_too_far_ahead) and counted.
+  Status accept_version(const blobstore::Version& v);
+  ClockWatch::View clock_view() const { return clock_watch_.view(now_ms()); }
   Coordinator& coordinator() { return *coordinator_; }
   AntiEntropy& anti_entropy() { return *ae_; }
   Transfers& transfers() { return *transfers_; }
@@ -123,6 +131,7 @@ class Server {
   const ServerConfig& config() const { return config_; }
   HintPolicy& hint_policy() { return *hint_policy_; }
   nlohmann::json status_json();
+  nlohmann::json clock_json();
   // Hints, repair and scrub in /_/status and /_/metrics (healing_status.cc).
   nlohmann::json healing_policy_json();
   nlohmann::json scrub_json();
@@ -153,6 +162,7 @@ class Server {
   static void on_membership_timer(uv_timer_t* t);
   void refresh_membership();
   void save_peers();
+  void on_peer_date(const std::string& addr, std::int64_t date_s);
   gossip::AppState app_state();
 
   uv_loop_t* loop_;
@@ -180,6 +190,8 @@ class Server {
   std::vector<std::pair<std::string, nlohmann::json>> member_extra_;
   std::uint64_t hints_delivered_ = 0;
   Hlc hlc_;
+  ClockWatch clock_watch_;
+  std::uint64_t clock_checked_ms_ = 0, clock_warned_ms_ = 0, refused_logged_ms_ = 0;
   uv_tcp_t* listener_ = nullptr;
   uv_timer_t* sweep_timer_ = nullptr;
   uv_async_t* async_ = nullptr;
