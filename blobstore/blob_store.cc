@@ -63,11 +63,14 @@ Status BlobWriter::spill() {
   return s;
 }
 
-// A write error that points at the device (EIO, ENOSPC, ...) marks the disk failed.
+// A write error that points at the device marks the disk failed (EIO, ...) or full
+// (ENOSPC, EDQUOT, EROFS: the client is told 507, with no path of this node).
 Status BlobWriter::write_through(const char* data, std::size_t n) {
   Status s = write_all(fd_, data, n, temp_path_);
-  if (!s.is_ok() && disks_ != nullptr && is_disk_error(errno)) disks_->mark_failed(meta_.disk, s.message());
-  return s;
+  if (s.is_ok() || disks_ == nullptr) return s;
+  int err = errno;
+  disks_->mark_error(meta_.disk, err, s.message());
+  return is_full_error(err) ? no_room() : s;
 }
 
 BlobHandle::~BlobHandle() {
@@ -287,7 +290,7 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
   ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
   ASSERT(content_type.size() <= limits::content_type_bytes_max);
   int disk = disks_->choose(key, now_ms);
-  if (disk < 0) return Status::unavailable("no healthy disk");
+  if (disk < 0) return disks_->any_healthy() >= 0 ? no_room() : Status::unavailable("no healthy disk");
   std::unique_ptr<BlobWriter> w(new BlobWriter());
   w->meta_.key = std::string(key);
   w->meta_.content_type = std::string(content_type);
@@ -429,8 +432,10 @@ std::string BlobStore::blob_path(const BlobMeta& m) const {
 Result<std::unique_ptr<BlobWriter>> BlobStore::begin_tombstone(std::string_view key,
                                                                std::uint64_t now_ms) {
   ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
-  // The row still names a healthy disk, as every row does; nothing is written there.
+  // The row still names a healthy disk, as every row does; nothing is written there,
+  // so a full one does (a DELETE needs no room but the index's).
   int disk = disks_->choose(key, now_ms);
+  if (disk < 0) disk = disks_->any_healthy();
   if (disk < 0) return Status::unavailable("no healthy disk");
   std::unique_ptr<BlobWriter> w(new BlobWriter());
   w->meta_.key = std::string(key);

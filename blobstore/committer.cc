@@ -213,7 +213,8 @@ bool Committer::write_out_pending() {
   if (sync_.pending == nullptr) return true;
   bool all = true;
   for (const auto& [path, f] : sync_.pending->snapshot()) {
-    if (disks_->healthy(f.disk) && !write_out(path, f).is_ok()) all = false;
+    // A full disk keeps its files in memory, as a failed one does, until it has room.
+    if (disks_->writable(f.disk) && !write_out(path, f).is_ok()) all = false;
   }
   return all;
 }
@@ -241,7 +242,7 @@ Status Committer::write_out(const std::string& path, const PendingFiles::File& f
     }, &held);
   }
   if (!s.is_ok()) {
-    if (is_disk_error(err)) disks_->mark_failed(f.disk, "writing out a logged file: " + s.message());
+    disks_->mark_error(f.disk, err, "writing out a logged file: " + s.message());
     round_dirs_.clear();  // a directory may have gone: make them again next time
     unlink(t.path.c_str());
     return s;
@@ -423,9 +424,10 @@ void Committer::write_pending(std::vector<CommitOp*>& winners) {
       s = Status::from_errno("truncate " + op->temp_path, errno);
     }
     if (!s.is_ok()) {
-      if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, s.message());
+      int err = errno;
+      disks_->mark_error(op->meta.disk, err, s.message());
       unlink(op->temp_path.c_str());
-      op->status = std::move(s);
+      op->status = is_full_error(err) ? no_room() : std::move(s);
       op->result.applied = false;
     }
   }
@@ -437,8 +439,10 @@ void Committer::rename_all(std::vector<CommitOp*>& winners) {
     std::string dst = final_path(disks_, *op);
     Status s = make_blob_dir(parent_of(dst), &new_dirs_[disks_->device(op->meta.disk)], &known_dirs_);
     if (s.is_ok() && rename(op->temp_path.c_str(), dst.c_str()) != 0) {
-      s = Status::from_errno("rename " + dst, errno);
-      if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, s.message());
+      int err = errno;
+      s = Status::from_errno("rename " + dst, err);
+      disks_->mark_error(op->meta.disk, err, s.message());
+      if (is_full_error(err)) s = no_room();
     }
     if (!s.is_ok()) {
       unlink(op->temp_path.c_str());
@@ -480,8 +484,10 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
     batch_syncs_.fetch_add(ops.size(), std::memory_order_relaxed);
     for (CommitOp* op : ops) {
       if (fsync(op->temp_fd) != 0) {
-        op->status = Status::from_errno("fsync " + op->temp_path, errno);
-        if (is_disk_error(errno)) disks_->mark_failed(op->meta.disk, op->status.message());
+        int err = errno;
+        op->status = Status::from_errno("fsync " + op->temp_path, err);
+        disks_->mark_error(op->meta.disk, err, op->status.message());
+        if (is_full_error(err)) op->status = no_room();
       }
       dirs.insert(parent_of(final_path(disks_, *op)));
     }

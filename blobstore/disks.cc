@@ -45,6 +45,8 @@ bool write_synced(const std::string& path, const std::string& bytes) {
 }
 }  // namespace
 
+bool is_full_error(int err) { return err == ENOSPC || err == EDQUOT || err == EROFS; }
+
 bool is_disk_error(int err) {
   switch (err) {
     case EIO: case ENOSPC: case EROFS: case EDQUOT: case ENXIO: case ENODEV:
@@ -98,7 +100,33 @@ bool Disks::prepare(DiskInfo* d) {
 
 bool Disks::healthy(int disk) const {
   ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < disks_.size());
+  return state_[disk].load(std::memory_order_acquire) != static_cast<std::uint8_t>(DiskState::failed);
+}
+
+bool Disks::writable(int disk) const {
+  ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < disks_.size());
   return state_[disk].load(std::memory_order_acquire) == static_cast<std::uint8_t>(DiskState::healthy);
+}
+
+int Disks::any_healthy() const {
+  for (std::size_t i = 0; i < disks_.size(); i++) {
+    if (healthy(static_cast<int>(i))) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void Disks::mark_error(int disk, int err, const std::string& why) {
+  if (is_full_error(err)) return mark_full(disk, why);
+  if (is_disk_error(err)) mark_failed(disk, why);
+}
+
+void Disks::mark_full(int disk, const std::string& why) {
+  ASSERT(disk >= 0 && static_cast<std::size_t>(disk) < disks_.size());
+  auto expected = static_cast<std::uint8_t>(DiskState::healthy);
+  if (!state_[disk].compare_exchange_strong(expected, static_cast<std::uint8_t>(DiskState::full))) return;
+  std::lock_guard<std::mutex> l(why_mu_);
+  disks_[disk].failure = "full: " + why;
+  disks_[disk].failed_at_ms = wall_ms();
 }
 
 void Disks::mark_failed(int disk, const std::string& why) {
@@ -127,6 +155,7 @@ bool Disks::check(std::uint64_t now_ms) {
   bool changed = false;
   for (std::size_t i = 0; i < disks_.size(); i++) {
     if (!healthy(static_cast<int>(i))) continue;
+    if (!writable(static_cast<int>(i))) changed |= recheck_full(i);
     std::string why = missing_reason(i);
     if (why.empty()) continue;
     mark_failed(static_cast<int>(i), why);
@@ -160,6 +189,25 @@ bool Disks::recheck(int disk, bool drained) {
   return true;
 }
 
+bool Disks::recheck_full(std::size_t i) {
+  DiskInfo& d = disks_[i];
+  struct statvfs s;
+  if (statvfs(d.path.c_str(), &s) != 0) return false;
+  std::uint64_t free = static_cast<std::uint64_t>(s.f_bavail) * s.f_frsize;
+  std::uint64_t total = static_cast<std::uint64_t>(s.f_blocks) * s.f_frsize;
+  if (free < std::min<std::uint64_t>(limits::disk_free_resume_bytes, total / 20)) return false;
+  std::string probe = d.path + "/tmp/probe";
+  bool ok = write_synced(probe, "probe");
+  ::unlink(probe.c_str());
+  if (!ok) return false;
+  auto expected = static_cast<std::uint8_t>(DiskState::full);
+  if (!state_[i].compare_exchange_strong(expected, static_cast<std::uint8_t>(DiskState::healthy))) return false;
+  std::lock_guard<std::mutex> l(why_mu_);
+  d.failure.clear();
+  d.free_bytes = free;
+  return true;
+}
+
 void Disks::refresh_free_space(std::uint64_t now_ms) {
   if (stat_done_ && now_ms - stat_at_ms_ < limits::disk_stat_interval_ms) return;
   stat_done_ = true;
@@ -180,7 +228,10 @@ std::vector<DiskInfo> Disks::info(std::uint64_t now_ms) {
   refresh_free_space(now_ms);
   std::lock_guard<std::mutex> l(why_mu_);
   std::vector<DiskInfo> out = disks_;
-  for (std::size_t i = 0; i < out.size(); i++) out[i].healthy = healthy(static_cast<int>(i));
+  for (std::size_t i = 0; i < out.size(); i++) {
+    out[i].healthy = healthy(static_cast<int>(i));
+    out[i].full = out[i].healthy && !writable(static_cast<int>(i));
+  }
   return out;
 }
 
@@ -202,8 +253,8 @@ int Disks::choose(std::string_view key, std::uint64_t now_ms) {
   double best_score = -1;
   for (std::size_t i = 0; i < disks_.size(); i++) {
     const DiskInfo& d = disks_[i];
-    if (!healthy(static_cast<int>(i))) continue;
-    // A full disk still gets a tiny weight so a lone full disk reports ENOSPC itself.
+    if (!writable(static_cast<int>(i))) continue;
+    // A nearly full disk still gets a tiny weight: the write that fills it marks it full.
     double weight = static_cast<double>(d.free_bytes >> 20) + 1.0;
     double s = score(d.path, key, weight);
     if (s > best_score) {

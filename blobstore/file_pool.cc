@@ -126,7 +126,7 @@ void FileStock::run() {
       l.unlock();
       // A disk that cannot create files is the write path's to mark failed; the stock
       // just stops there until the next wake().
-      while (disks_->healthy(disk) && pool_->wants(disk, 0) &&
+      while (disks_->writable(disk) && pool_->wants(disk, 0) &&
              !pool_->has_ready(disk, limits::stocked_files_high, monotonic_ms())) {
         std::string path = disks_->path(disk) + "/tmp/" + prefix_ + std::to_string(++seq_);
         int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -163,6 +163,10 @@ Status TempFiles::open(int disk, File* out) {
   int err = errno;
   if (err == EMFILE || err == ENFILE) return Status::unavailable("out of file descriptors");
   std::string why = std::string("cannot create a file: ") + std::strerror(err);
+  if (is_full_error(err)) {  // no room, or read-only: it still serves what it holds
+    disks_->mark_full(disk, why);
+    return no_room();
+  }
   disks_->mark_failed(disk, why);
   return Status::io_error(why);
 }
@@ -172,11 +176,12 @@ Status TempFiles::open_on_some(int* disk, File* out) {
   Status s = Status::unavailable("no healthy disk");
   for (int attempt = 0; attempt < n; attempt++) {
     int d = *disk;
-    for (int k = 1; k < n && !disks_->healthy(d); k++) d = (*disk + k) % n;
-    if (!disks_->healthy(d)) return Status::unavailable("no healthy disk");
+    for (int k = 1; k < n && !disks_->writable(d); k++) d = (*disk + k) % n;
+    if (!disks_->writable(d)) return disks_->any_healthy() >= 0 ? no_room() : Status::unavailable("no healthy disk");
     *disk = d;
     s = open(d, out);
-    if (s.code() != Code::io_error) return s;  // done, or out of descriptors: no disk helps
+    // Done, or out of descriptors: no disk helps. A disk found full: try the next one.
+    if (s.code() != Code::io_error && s.code() != Code::insufficient_storage) return s;
   }
   return s;
 }

@@ -61,6 +61,9 @@ static_assert(pooled_file_bytes_max >= small_value_bytes_max + key_bytes_max + c
 // Disks are looked at for disappearance (directory, marker, device) this often; a
 // failed one is re-checked as often. A few stat() calls per disk every 2 s cost nothing.
 inline constexpr std::uint64_t disk_check_interval_ms = 2'000;
+// A disk marked full takes writes again once this much of it is free (or 5% of a
+// smaller disk), so that it does not flap between full and writable at every write.
+inline constexpr std::uint64_t disk_free_resume_bytes = 64ull << 20;
 // The scrub re-reads every blob and checks its MD5. Its default pace is gentle: 4 MiB/s
 // and 50 files/s is ~1% of what one disk here reads, and a pass over 100 GiB of 1 MiB
 // blobs takes ~7 h (100 GiB / 4 MiB/s); over 1M small files ~5.8 h (1M / 50/s).

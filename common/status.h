@@ -21,6 +21,7 @@ enum class Code {
   range_not_satisfiable,  // 416
   headers_too_large,  // 431
   unavailable,        // 503
+  insufficient_storage,  // 507: no disk of this node has room (or all are read-only)
   timeout,            // 408 from a client, 504 from a replica
   corruption,         // 500: a checksum failed
   io_error,           // 500

@@ -17,6 +17,7 @@ int http_status(Code code) {
     case Code::range_not_satisfiable: return 416;
     case Code::headers_too_large: return 431;
     case Code::unavailable: return 503;
+    case Code::insufficient_storage: return 507;
     case Code::timeout: return 408;
     case Code::corruption:
     case Code::io_error: return 500;
@@ -46,6 +47,7 @@ const char* reason_phrase(int status) {
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 507: return "Insufficient Storage";
     default: return "Unknown";
   }
 }

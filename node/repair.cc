@@ -279,11 +279,13 @@ void Repairer::finish_item(Item& item, Status s) {
     return;
   }
   if (s.code() == Code::not_found) {
-    // Every other replica answered and none has it: this was the last copy.
+    // Every other replica answered and none has it: this may be the last copy. Its row
+    // stays (a row is dropped only once another replica holds that version or a newer
+    // one): the disk may come back as it was, and a full one was never lost at all.
+    // Dropping it here once turned every node's full disk into 41 lost keys of 41.
     counters_.unrecoverable++;
-    log::error("lost copy of a key that no replica holds: " + s.message());
+    log::error("no other replica holds a copy this node lost; its row is kept: " + s.message());
     queued_keys_.erase(item.lost.key);
-    if (item.from_disk) (void)server_.store().forget(item.lost, [](Status, blobstore::CommitResult) {});
     return;
   }
   counters_.errors++;

@@ -380,8 +380,9 @@ nlohmann::json Server::clock_json() {
 nlohmann::json Server::status_json() {
   nlohmann::json disks = nlohmann::json::array();
   for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
-    disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"free_bytes", d.free_bytes},
-                     {"total_bytes", d.total_bytes}, {"state", d.healthy ? "healthy" : "failed"},
+    disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"full", d.full}, {"free_bytes", d.free_bytes},
+                     {"total_bytes", d.total_bytes},
+                     {"state", !d.healthy ? "failed" : d.full ? "full" : "healthy"},
                      {"failure", d.failure}, {"failures", d.failures}});
   }
   nlohmann::json members = nlohmann::json::array();
@@ -643,15 +644,18 @@ std::string Server::metrics_text() {
   out += "ringstore_members{state=\"alive\"} " + std::to_string(alive) + "\n";
   out += "ringstore_members{state=\"down\"} " + std::to_string(down) + "\n";
   metric_header(out, "ringstore_disk_bytes", "gauge", "Disk space by disk and kind.");
-  std::string healthy;
+  std::string healthy, full;
   for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
     std::string l = "disk=\"" + d.path + "\"";
     out += "ringstore_disk_bytes{" + l + ",kind=\"used\"} " + std::to_string(d.total_bytes - d.free_bytes) + "\n";
     out += "ringstore_disk_bytes{" + l + ",kind=\"free\"} " + std::to_string(d.free_bytes) + "\n";
     healthy += "ringstore_disk_healthy{" + l + "} " + (d.healthy ? "1" : "0") + "\n";
+    full += "ringstore_disk_full{" + l + "} " + (d.full ? "1" : "0") + "\n";
   }
-  metric_header(out, "ringstore_disk_healthy", "gauge", "1 when the disk is in service.");
+  metric_header(out, "ringstore_disk_healthy", "gauge", "1 when the disk serves its copies (healthy or full).");
   out += healthy;
+  metric_header(out, "ringstore_disk_full", "gauge", "1 when the disk takes no new files: out of room or read-only.");
+  out += full;
   const blobstore::Committer& cm = store_->committer();
   metric_header(out, "ringstore_sqlite_commit_seconds", "histogram", "Duration of one group commit's SQLite COMMIT.");
   for (std::size_t i = 0; i < blobstore::Committer::commit_bounds.size(); i++) {

@@ -1,0 +1,152 @@
+// Full disks lose nothing: three nodes whose only disk is an 8 MiB tmpfs are written
+// past their capacity. A disk out of room (ENOSPC) or remounted read-only (EROFS) is
+// full, not failed: it keeps serving what it holds, takes no new file (507 with a
+// one-line reason), and takes writes again once room returns. Needs root (mount);
+// skipped otherwise.
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "integration/support.h"
+
+using namespace itest;
+using json = nlohmann::json;
+
+namespace {
+
+const char* full_secret = "full-disk-test-secret";
+
+// An 8 MiB tmpfs, unmounted (lazily, in case a node still has files open) at the end.
+struct SmallDisk {
+  std::string path;
+  bool mounted = false;
+  explicit SmallDisk(const std::string& at) : path(at) {
+    std::filesystem::create_directories(path);
+    mounted = mount("tmpfs", path.c_str(), "tmpfs", 0, "size=8m") == 0;
+  }
+  bool remount_read_only() const {
+    return mount("tmpfs", path.c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, "size=8m") == 0;
+  }
+  bool remount_writable() const { return mount("tmpfs", path.c_str(), "tmpfs", MS_REMOUNT, "size=8m") == 0; }
+  ~SmallDisk() {
+    if (mounted) umount2(path.c_str(), MNT_DETACH);
+  }
+};
+
+std::string disk_state(NodeGroup& g, std::size_t i) {
+  json s = g.status(i);
+  if (!s.is_object() || s["disks"].empty()) return "?";
+  return s["disks"][0]["state"].get<std::string>();
+}
+
+}  // namespace
+
+TEST_CASE("full disks on every node lose no acknowledged write and take writes again once there is room",
+          "[integration][disks]") {
+  if (geteuid() != 0) {
+    WARN("skipped: mounting a small tmpfs needs root");
+    return;
+  }
+  setenv("RINGSTORE_SECRET", full_secret, 1);
+  char tmpl[] = "/tmp/ringstore-full.XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string root = tmpl;
+  std::vector<std::unique_ptr<SmallDisk>> disks;
+  NodeGroup g(0, {});
+  for (int i = 0; i < 3; i++) {
+    disks.push_back(std::make_unique<SmallDisk>(root + "/disk" + std::to_string(i)));
+    REQUIRE(disks.back()->mounted);
+    NodeOptions o;
+    o.disks = 0;
+    o.extra_args = {"--disk", disks.back()->path};
+    g.add(o);
+  }
+  REQUIRE(wait_for([&] { return g.agrees(3, 0); }, 30) >= 0);
+
+  // 80 values of 200 KB through all three nodes: every copy is on every node (N=3), so
+  // about 40 fit.
+  Prng prng(27);
+  std::map<std::string, std::string> acked;
+  int refused = 0, other = 0;
+  for (int k = 0; k < 80; k++) {
+    std::string key = "full/" + std::to_string(k);
+    std::string value = prng.bytes(200'000);
+    Response r = request("PUT", g.nodes[k % 3]->url(key), value);
+    if (r.status == 201) {
+      acked[key] = value;
+    } else if (r.status == 507 || r.status == 503) {
+      refused++;
+      CHECK(r.body.find("/tmp") == std::string::npos);  // no internal path in the answer
+      CHECK(r.body.find("\"error\"") != std::string::npos);
+    } else {
+      other++;
+      UNSCOPED_INFO("PUT " << key << " answered " << r.status << ": " << r.body);
+    }
+  }
+  std::printf("full disks: %zu of 80 PUTs acknowledged, %d refused (507/503), %d other\n", acked.size(),
+              refused, other);
+  CHECK(other == 0);
+  REQUIRE(refused > 0);  // the disks did fill
+  REQUIRE(acked.size() >= 10);
+  for (std::size_t i = 0; i < 3; i++) CHECK(disk_state(g, i) == "full");
+
+  // Every acknowledged key reads back byte-exact through every node, now and after the
+  // repair and scrub timers had their time: nothing was dropped or deleted.
+  auto all_read_back = [&] {
+    int bad = 0;
+    for (const auto& [key, value] : acked) {
+      for (std::size_t i = 0; i < 3; i++) {
+        Response r = request("GET", g.nodes[i]->url(key));
+        if (r.status != 200 || r.body != value) {
+          bad++;
+          UNSCOPED_INFO("GET " << key << " via node " << i << ": " << r.status << " (" << r.body.size() << " bytes)");
+        }
+      }
+    }
+    return bad;
+  };
+  CHECK(all_read_back() == 0);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  CHECK(all_read_back() == 0);
+  CHECK(g.sum("unrecoverable", "repair") == 0);
+
+  // Room again: delete half of them; the disks come back and take new writes.
+  int deleted = 0;
+  for (auto it = acked.begin(); it != acked.end() && deleted * 2 < static_cast<int>(acked.size());) {
+    REQUIRE(request("DELETE", g.nodes[deleted % 3]->url(it->first)).status == 204);
+    it = acked.erase(it);
+    deleted++;
+  }
+  double back_s = wait_for([&] {
+    for (std::size_t i = 0; i < 3; i++) {
+      if (disk_state(g, i) != "healthy") return false;
+    }
+    return true;
+  }, 20);
+  std::printf("disks writable again %.2f s after %d deletes\n", back_s, deleted);
+  REQUIRE(back_s >= 0);
+  std::string fresh = prng.bytes(200'000);
+  Response r = request("PUT", g.nodes[1]->url("full/after"), fresh);
+  REQUIRE(r.status == 201);
+  acked["full/after"] = fresh;
+  CHECK(all_read_back() == 0);
+
+  // A read-only remount of one node's disk: it keeps serving, refuses new files, and
+  // writes through it still succeed on the other replicas.
+  REQUIRE(disks[0]->remount_read_only());
+  Response ro = request("PUT", g.nodes[1]->url("full/while-read-only"), "small");
+  CHECK(ro.status == 201);
+  CHECK(wait_for([&] { return disk_state(g, 0) == "full"; }, 10) >= 0);
+  CHECK(all_read_back() == 0);
+  REQUIRE(disks[0]->remount_writable());
+  CHECK(wait_for([&] { return disk_state(g, 0) == "healthy"; }, 20) >= 0);
+  for (auto& n : g.nodes) n->terminate();
+  disks.clear();
+  std::filesystem::remove_all(root);
+}
