@@ -200,6 +200,11 @@ class BlobStore {
   Result<std::string> read_verified(const BlobHandle& h);
   Status list(std::string_view prefix, std::string_view start, std::size_t limit,
               std::vector<std::string>* keys, std::string* next);
+  // This node's own rows with versions, tombstones included (IndexReader::list_versions).
+  Status list_versions(std::string_view prefix, std::string_view start, std::size_t limit,
+                       std::vector<KeyVersion>* rows, std::string* next) {
+    return reader_.list_versions(prefix, start, limit, rows, next);
+  }
 
   // Runs finished writes' callbacks, dropping each written key from the cache first.
   void run_completions();

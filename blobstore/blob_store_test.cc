@@ -862,6 +862,31 @@ TEST_CASE("listing is in byte order, by prefix, in pages", "[blobstore]") {
   CHECK(keys == std::vector<std::string>{"a/1", "b/1", "b/10", "b/2", "c"});
 }
 
+TEST_CASE("a node's own rows for a cluster listing: versions and tombstones, no hints",
+          "[blobstore]") {
+  Store s;
+  for (const char* k : {"b/2", "a/1", "b/1", "b/3", "c"}) REQUIRE(s.put(k, "v", ver(1)).is_ok());
+  REQUIRE(s.del("b/3", ver(2)).is_ok());
+  NodeId owner{};
+  owner[0] = 0xbb;
+  REQUIRE(s.put("b/15", "held for another", ver(3), nullptr,
+                [&](BlobWriter& w) { w.set_hint_for(owner); }).is_ok());
+  std::vector<KeyVersion> rows;
+  std::string next;
+  REQUIRE(s.store->list_versions("b/", "", 2, &rows, &next).is_ok());
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].key == "b/1");
+  CHECK(rows[1].key == "b/2");  // b/15 is a hint: not this node's copy to list
+  CHECK(rows[1].version == ver(1));
+  CHECK(next == "b/3");
+  REQUIRE(s.store->list_versions("b/", next, 2, &rows, &next).is_ok());
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].key == "b/3");
+  CHECK(rows[0].tombstone);
+  CHECK(rows[0].version == ver(2));
+  CHECK(next.empty());
+}
+
 TEST_CASE("disks are chosen by weighted rendezvous hashing over healthy disks", "[blobstore]") {
   int first = 0;
   const int n = 4000;

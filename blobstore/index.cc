@@ -179,6 +179,12 @@ Status IndexReader::open(const std::string& db_path) {
   if (Status s = list_.prepare(db_.get(),
           "SELECT key FROM blobs WHERE key>=?1 AND tombstone=0 ORDER BY key LIMIT ?2");
       !s.is_ok()) return s;
+  // Hint rows are filtered, not bounded: a node holds few of them (hint caps), and the
+  // key index keeps the scan in key order.
+  if (Status s = list_versions_.prepare(db_.get(),
+          "SELECT key,hlc,node,tombstone FROM blobs WHERE key>=?1 AND hint_for IS NULL "
+          "ORDER BY key LIMIT ?2");
+      !s.is_ok()) return s;
   if (Status s = count_.prepare(db_.get(), count_sql); !s.is_ok()) return s;
   if (Status s = scan_disk_.prepare(db_.get(), ("SELECT key," + cols +
           " FROM blobs WHERE disk=?1 AND key>?2 ORDER BY key LIMIT ?3").c_str());
@@ -334,6 +340,42 @@ Status IndexReader::list(std::string_view prefix, std::string_view start, std::s
       break;
     }
     keys->push_back(std::move(k));
+  }
+  return Status::ok();
+}
+
+Status IndexReader::list_versions(std::string_view prefix, std::string_view start,
+                                  std::size_t limit, std::vector<KeyVersion>* rows,
+                                  std::string* next) {
+  // `start` and `prefix` may point into *next: copy before clearing it.
+  std::string from(start > prefix ? start : prefix);
+  std::string pre(prefix);
+  rows->clear();
+  next->clear();
+  sqlite3_stmt* s = list_versions_.get();
+  Reset r{s};
+  bind_blob(s, 1, from);
+  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit + 1));
+  for (;;) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("list_versions");
+    std::string k = column_bytes(s, 0);
+    if (k.compare(0, pre.size(), pre) != 0) break;  // past the prefix range
+    if (rows->size() == limit) {
+      *next = std::move(k);
+      break;
+    }
+    KeyVersion row;
+    row.key = std::move(k);
+    row.version.hlc = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
+    std::string node = column_bytes(s, 2);
+    if (node.size() != row.version.node.size()) {
+      return Status::corruption("index row has a bad node length");
+    }
+    std::memcpy(row.version.node.data(), node.data(), node.size());
+    row.tombstone = sqlite3_column_int(s, 3) != 0;
+    rows->push_back(std::move(row));
   }
   return Status::ok();
 }

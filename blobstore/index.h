@@ -55,6 +55,13 @@ struct StoredVersion {
   int disk = -1;
 };
 
+// One row of a listing: a key and the version this node holds of it.
+struct KeyVersion {
+  std::string key;
+  Version version;
+  bool tombstone = false;
+};
+
 // A write that `target` missed while this node holds the key itself.
 struct MissedWrite {
   NodeId target{};
@@ -71,6 +78,11 @@ class IndexReader {
   // Returns at most limit keys and sets *next to the following key, or "" if none.
   Status list(std::string_view prefix, std::string_view start, std::size_t limit,
               std::vector<std::string>* keys, std::string* next);
+  // This node's own rows (hint rows excluded, tombstones included) k with start <= k, k
+  // starting with prefix, in byte order: the answer to /_/internal/list. At most limit
+  // rows; *next is the following such row's key, or "" if none.
+  Status list_versions(std::string_view prefix, std::string_view start, std::size_t limit,
+                       std::vector<KeyVersion>* rows, std::string* next);
   Result<std::uint64_t> count_live();
   Result<std::string> get_meta(std::string_view name);
   // Up to `limit` hints with key > after, in key order.
@@ -97,7 +109,7 @@ class IndexReader {
   Db db_;
   Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, by_target_;
   Stmt lookup_;
-  Stmt list_;
+  Stmt list_, list_versions_;
   Stmt count_;
   Stmt meta_;
 };

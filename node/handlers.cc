@@ -286,6 +286,7 @@ Status Server::on_internal_headers(Connection& c) {
     return Status::ok();
   }
   if (Transfers::handles(r.target.path)) return transfers_->check_headers(c);
+  if (Listing::handles(r.target.path)) return listing_->check_headers(c);
   return Status::not_found("no_such_endpoint");
 }
 
@@ -305,6 +306,7 @@ void Server::on_internal_request(Connection& c) {
                               });
   }
   if (Transfers::handles(r.target.path)) return transfers_->on_request(c);
+  if (Listing::handles(r.target.path)) return listing_->serve_internal(c);
   std::string key = r.target.path.substr(internal_blob.size());
   if (r.method == HTTP_PUT) return internal_put(c);
   if (r.method == HTTP_HEAD) {
@@ -394,13 +396,13 @@ void Server::handle_list(Connection& c) {
     }
     limit = *n;
   }
+  std::uint32_t quorum = 0;
+  if (Status s = coordinator_->pick(r.target, "r", coordinator_->config().r, &quorum); !s.is_ok()) {
+    return c.respond_error(s);
+  }
+  // Gathered from every member, not from this node's copies alone (node/listing.h).
   const std::string* start = r.target.get("start");
-  std::vector<std::string> keys;
-  std::string next;
-  Status s = store_->list(r.target.path, start ? *start : "", limit, &keys, &next);
-  if (!s.is_ok()) return c.respond_error(s);
-  nlohmann::json j = {{"keys", keys}, {"next", next}};
-  c.respond(200, "Content-Type: application/json\r\n", json_line(j));
+  listing_->list(c, r.target.path, start ? *start : "", limit, quorum);
 }
 
 void Server::handle_system(Connection& c) {

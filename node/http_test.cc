@@ -348,4 +348,11 @@ TEST_CASE("listing through HTTP", "[http]") {
   CHECK(c.read_response().body == "{\"keys\":[\"l/c\"],\"next\":\"\"}\n");
   REQUIRE(c.send(get_request("?list&limit=0")));
   CHECK(c.read_response().status == 400);
+  // One node is the whole cluster: its own rows decide, and a deleted key is gone.
+  REQUIRE(c.send("DELETE /l/b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+  CHECK(c.read_response().status == 204);
+  REQUIRE(c.send(get_request("l/?list")));
+  CHECK(c.read_response().body == "{\"keys\":[\"l/a\",\"l/c\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("l/?list&r=4")));
+  CHECK(c.read_response().status == 400);
 }

@@ -110,6 +110,7 @@ Status Server::start() {
     return s;
   }
   transfers_ = std::make_unique<Transfers>(*this);
+  listing_ = std::make_unique<Listing>(*this);
   hint_policy_ = std::make_unique<HintPolicy>(config_.hints);
   repairer_ = std::make_unique<Repairer>(*this, config_.repair);
   (void)repairer_->start();
@@ -605,6 +606,14 @@ std::string Server::metrics_text() {
   counter("ringstore_replica_errors_total", "Replica requests that failed.", cc.replica_errors);
   counter("ringstore_replica_timeouts_total", "Replica requests that timed out.", peers_->timeouts());
   counter("ringstore_writes_unavailable_total", "Writes answered 503: fewer than W replicas.", cc.writes_unavailable);
+  const ListCounters& lc = listing_->counters();
+  counter("ringstore_list_pages_total", "Listing pages asked for (GET ?list).", lc.pages);
+  counter("ringstore_list_peer_requests_total", "Internal listing requests sent to members.",
+          lc.peer_requests);
+  counter("ringstore_list_peer_failures_total",
+          "Internal listing requests that failed or were answered badly.", lc.peer_failures);
+  counter("ringstore_list_unavailable_total",
+          "Listing pages answered 503: a ring range had too few owners answering.", lc.unavailable);
   counter("ringstore_hints_stored_total", "Hints taken for replicas that missed a write.", cc.hints_stored);
   counter("ringstore_hints_delivered_total", "Hints handed to their owners.", hints_delivered_);
   auto hints = store_->count_hints();

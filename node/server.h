@@ -27,6 +27,7 @@
 #include "node/hints.h"
 #include "node/hlc.h"
 #include "node/limits.h"
+#include "node/listing.h"
 #include "node/metrics.h"
 #include "node/peer_client.h"
 #include "node/transfers.h"
@@ -123,6 +124,7 @@ class Server {
   Coordinator& coordinator() { return *coordinator_; }
   AntiEntropy& anti_entropy() { return *ae_; }
   Transfers& transfers() { return *transfers_; }
+  Listing& listing() { return *listing_; }
   // Membership changes (node/transfers.h). REQUIRES: started.
   gossip::Membership& membership() { return gossip_->membership(); }
   std::uint64_t gossip_now_ms() const { return gossip_->now_ms(); }
@@ -173,6 +175,7 @@ class Server {
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<AntiEntropy> ae_;
   std::unique_ptr<Transfers> transfers_;
+  std::unique_ptr<Listing> listing_;
   std::unique_ptr<HintPolicy> hint_policy_;
   std::unique_ptr<Repairer> repairer_;
   std::string auth_token_;

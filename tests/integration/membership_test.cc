@@ -103,17 +103,23 @@ struct Members {
   }
 };
 
-// Which running node holds which keys (its own index, through GET /?list).
+// Which running node holds which keys: its own live rows, from /_/internal/list (the
+// public listing is the cluster's, not one node's).
 std::map<std::string, std::set<std::size_t>> holdings(Members& c) {
   std::map<std::string, std::set<std::size_t>> out;
+  const std::string auth = auth_header();
   for (std::size_t i = 0; i < c.nodes.size(); i++) {
     if (!c.nodes[i]->running()) continue;
     std::string start;
     for (;;) {
-      Response r = request("GET", c.nodes[i]->url("?list&limit=10000&start=" + url_encode(start, false)));
+      Response r = request("GET", c.nodes[i]->url("_/internal/list?limit=10000&start=" +
+                                                  url_encode(start, false)), "", {auth});
       if (r.status != 200) break;
       json j = json::parse(r.body, nullptr, false);
-      for (const auto& k : j["keys"]) out[k.get<std::string>()].insert(i);
+      if (!j.is_object()) break;
+      for (const auto& row : j["rows"]) {
+        if (row[2] == 0) out[row[0].get<std::string>()].insert(i);
+      }
       start = j.value("next", "");
       if (start.empty()) break;
     }
