@@ -596,9 +596,5 @@ Result<std::string> BlobStore::read_verified(const BlobHandle& h) {
   return body;
 }
 
-Status BlobStore::list(std::string_view prefix, std::string_view start, std::size_t limit,
-                       std::vector<std::string>* keys, std::string* next) {
-  return reader_.list(prefix, start, limit, keys, next);
-}
 
 }  // namespace blobstore

@@ -198,8 +198,6 @@ class BlobStore {
   // Reads a whole blob (REQUIRES: not a tombstone) from its file or from memory, and
   // checks its MD5.
   Result<std::string> read_verified(const BlobHandle& h);
-  Status list(std::string_view prefix, std::string_view start, std::size_t limit,
-              std::vector<std::string>* keys, std::string* next);
   // This node's own rows with versions, tombstones included (IndexReader::list_versions).
   Status list_versions(std::string_view prefix, std::string_view start, std::size_t limit,
                        std::vector<KeyVersion>* rows, std::string* next) {

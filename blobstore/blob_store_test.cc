@@ -850,16 +850,21 @@ TEST_CASE("listing is in byte order, by prefix, in pages", "[blobstore]") {
   Store s;
   for (const char* k : {"b/2", "a/1", "b/1", "b/3", "c", "b/10"}) REQUIRE(s.put(k, "v", ver(1)).is_ok());
   REQUIRE(s.del("b/3", ver(2)).is_ok());
-  std::vector<std::string> keys;
+  std::vector<blobstore::KeyVersion> rows;
   std::string next;
-  REQUIRE(s.store->list("b/", "", 2, &keys, &next).is_ok());
-  CHECK(keys == std::vector<std::string>{"b/1", "b/10"});
+  auto keys = [&rows] {
+    std::vector<std::string> k;
+    for (const auto& r : rows) k.push_back(r.key + (r.tombstone ? " (deleted)" : ""));
+    return k;
+  };
+  REQUIRE(s.store->list_versions("b/", "", 2, &rows, &next).is_ok());
+  CHECK(keys() == std::vector<std::string>{"b/1", "b/10"});
   CHECK(next == "b/2");
-  REQUIRE(s.store->list("b/", next, 2, &keys, &next).is_ok());
-  CHECK(keys == std::vector<std::string>{"b/2"});
+  REQUIRE(s.store->list_versions("b/", next, 2, &rows, &next).is_ok());
+  CHECK(keys() == std::vector<std::string>{"b/2", "b/3 (deleted)"});
   CHECK(next.empty());
-  REQUIRE(s.store->list("", "", 100, &keys, &next).is_ok());
-  CHECK(keys == std::vector<std::string>{"a/1", "b/1", "b/10", "b/2", "c"});
+  REQUIRE(s.store->list_versions("", "", 100, &rows, &next).is_ok());
+  CHECK(keys() == std::vector<std::string>{"a/1", "b/1", "b/10", "b/2", "b/3 (deleted)", "c"});
 }
 
 TEST_CASE("a node's own rows for a cluster listing: versions and tombstones, no hints",

@@ -176,9 +176,6 @@ Status IndexReader::open(const std::string& db_path) {
   if (Status s = scan_.prepare(db_.get(), ("SELECT key," + cols +
           " FROM blobs WHERE position>=?1 AND position<=?2 ORDER BY position LIMIT ?3").c_str());
       !s.is_ok()) return s;
-  if (Status s = list_.prepare(db_.get(),
-          "SELECT key FROM blobs WHERE key>=?1 AND tombstone=0 ORDER BY key LIMIT ?2");
-      !s.is_ok()) return s;
   // Hint rows are filtered, not bounded: a node holds few of them (hint caps), and the
   // key index keeps the scan in key order.
   if (Status s = list_versions_.prepare(db_.get(),
@@ -316,32 +313,6 @@ Status IndexReader::scan_positions(std::uint64_t from, std::uint64_t to, std::si
   sqlite3_bind_int64(s, 2, position_column(to));
   sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(limit));
   return scan_rows(s, out);
-}
-
-Status IndexReader::list(std::string_view prefix, std::string_view start, std::size_t limit,
-                         std::vector<std::string>* keys, std::string* next) {
-  // `start` and `prefix` may point into *next or *keys: copy before clearing them.
-  std::string from(start > prefix ? start : prefix);
-  std::string pre(prefix);
-  keys->clear();
-  next->clear();
-  sqlite3_stmt* s = list_.get();
-  Reset r{s};
-  bind_blob(s, 1, from);
-  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(limit + 1));
-  for (;;) {
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return db_.error("list");
-    std::string k = column_bytes(s, 0);
-    if (k.compare(0, pre.size(), pre) != 0) break;  // past the prefix range
-    if (keys->size() == limit) {
-      *next = std::move(k);
-      break;
-    }
-    keys->push_back(std::move(k));
-  }
-  return Status::ok();
 }
 
 Status IndexReader::list_versions(std::string_view prefix, std::string_view start,

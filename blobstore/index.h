@@ -74,10 +74,6 @@ class IndexReader {
   Status open(const std::string& db_path);
   // Disk paths are mapped to small integers in the `disks` table.
   Result<BlobMeta> lookup(std::string_view key);
-  // Live keys (no tombstones) k with start <= k, k starting with prefix, in byte order.
-  // Returns at most limit keys and sets *next to the following key, or "" if none.
-  Status list(std::string_view prefix, std::string_view start, std::size_t limit,
-              std::vector<std::string>* keys, std::string* next);
   // This node's own rows (hint rows excluded, tombstones included) k with start <= k, k
   // starting with prefix, in byte order: the answer to /_/internal/list. At most limit
   // rows; *next is the following such row's key, or "" if none.
@@ -109,7 +105,7 @@ class IndexReader {
   Db db_;
   Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, by_target_;
   Stmt lookup_;
-  Stmt list_, list_versions_;
+  Stmt list_versions_;
   Stmt count_;
   Stmt meta_;
 };

@@ -20,20 +20,7 @@ namespace {
 
 const char* list_secret = "listing-test-secret";
 
-std::string auth_header() {
-  static const char label[] = "ringstore-internal-v1";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), list_secret, static_cast<int>(std::strlen(list_secret)),
-       reinterpret_cast<const unsigned char*>(label), sizeof label - 1, mac, &len);
-  static const char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < len; i++) {
-    hex += digits[mac[i] >> 4];
-    hex += digits[mac[i] & 15];
-  }
-  return "X-Ringstore-Auth: " + hex;
-}
+std::string auth_header() { return internal_auth_header(list_secret); }
 
 NodeOptions list_options() {
   setenv("RINGSTORE_SECRET", list_secret, 1);
