@@ -52,6 +52,7 @@ Status BlobWriter::append(const char* data, std::size_t n) {
 Status BlobWriter::spill() {
   if (spilled_) return Status::ok();
   ASSERT(fd_ < 0);
+  if (meta_.disk < 0) return no_room();  // every disk is full: the value stays small or fails
   TempFiles::File f;
   if (Status s = temp_files_->open_on_some(&meta_.disk, &f); !s.is_ok()) return s;
   temp_path_ = std::move(f.path);
@@ -290,7 +291,9 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
   ASSERT(!key.empty() && key.size() <= limits::key_bytes_max);
   ASSERT(content_type.size() <= limits::content_type_bytes_max);
   int disk = disks_->choose(key, now_ms);
-  if (disk < 0) return disks_->any_healthy() >= 0 ? no_room() : Status::unavailable("no healthy disk");
+  // Every disk full (none failed): a small value still arrives, in memory, so that this
+  // node can coordinate it through the other replicas; it cannot be stored here.
+  if (disk < 0 && disks_->any_healthy() < 0) return Status::unavailable("no healthy disk");
   std::unique_ptr<BlobWriter> w(new BlobWriter());
   w->meta_.key = std::string(key);
   w->meta_.content_type = std::string(content_type);
@@ -376,6 +379,7 @@ Md5Digest BlobWriter::finish_md5() {
 
 Status BlobStore::commit(std::unique_ptr<BlobWriter> w, const Version& version,
                          CommitCallback done) {
+  if (w->meta_.disk < 0) return no_room();  // begun while every disk was full
   w->meta_.version = version;
   w->finish_md5();
   return submit(std::move(w), std::move(done));

@@ -82,6 +82,7 @@ struct Coordinator::WriteOp {
   // write lost to it there. See rewrite().
   std::optional<blobstore::Version> newer;
   std::uint32_t attempt = 0;  // 0, then one more for each rewrite()
+  std::size_t no_room = 0;    // replicas (this node's included) that answered 507
 };
 
 struct Coordinator::ReadOp {
@@ -200,8 +201,18 @@ void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> wr
   // The spool stays until the write is decided even when this node holds no copy: it is
   // a stand-in candidate for the key, so a replica that fails mid-write may need a hint
   // kept here (dropping the spool early lost the hint: the owner never got the write).
+  send_all(op);
+}
+
+// Sends the write to every target planned so far. A target that fails at once (this
+// node's own copy, refused by a full disk) must not decide the write before the others
+// were even sent: the round holds one unit of inflight until they all are.
+void Coordinator::send_all(const std::shared_ptr<WriteOp>& op) {
   std::size_t initial = op->targets.size();
+  op->inflight++;
   for (std::size_t t = 0; t < initial; t++) send_write(op, t);
+  op->inflight--;
+  finish_write_if_decided(op);
 }
 
 // A member taking the key over (joining, or next in line for a leaving one) gets the
@@ -297,6 +308,8 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
   req->done = [this, op, t](Status s, PeerResponse r) {
     if (s.is_ok() && r.status == 503 && r.body.find("hint_cap") != std::string::npos) {
       s = Status::unavailable("hint_cap: the stand-in holds its cap of hints");
+    } else if (s.is_ok() && r.status == 507) {
+      s = Status(Code::insufficient_storage, "insufficient_storage: the replica has no room");
     } else if (s.is_ok() && r.status != 201) {
       s = Status::io_error("replica answered " + std::to_string(r.status) + ": " + r.body);
     }
@@ -330,6 +343,7 @@ void Coordinator::on_write_result(const std::shared_ptr<WriteOp>& op, std::size_
     // miss is left to anti-entropy, as Cassandra does.
   } else {
     counters_.replica_errors++;
+    if (s.code() == Code::insufficient_storage) op->no_room++;
     log::warn("write to " + target.replica.addr + " failed: " + s.message());
     std::size_t before = op->targets.size();
     replace_failed(op, target.hint ? target.owner : target.replica.id);
@@ -350,6 +364,11 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   if (!conn) return;  // the client left; the copies already made stand
   if (op->acks < op->w) {
     counters_.writes_unavailable++;
+    if (op->no_room > 0) {  // some replicas are out of room: the operator's to fix, not a retry's
+      return conn->respond_error(Status(Code::insufficient_storage,
+          "insufficient_storage: " + std::to_string(op->acks) + " of w=" + std::to_string(op->w) +
+          " acknowledged, " + std::to_string(op->no_room) + " replicas have no room"));
+    }
     return conn->respond_error(Status::unavailable(
         "not_enough_replicas: " + std::to_string(op->acks) + " of w=" + std::to_string(op->w) +
         " acknowledged"));
@@ -358,6 +377,7 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   const std::string v = op->meta.version.to_string();
   std::string headers = "X-Ringstore-Version: " + v + "\r\n";
   nlohmann::json j = {{"version", v}};
+  add_receipt(*op, &headers, &j);
   if (op->newer) {
     // Lost to a concurrent write even after rewriting: say so, and name the winner.
     counters_.writes_superseded++;
@@ -369,6 +389,36 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   j["etag"] = etag;
   conn->respond(201, "ETag: \"" + etag + "\"\r\n" + headers + "Content-Type: application/json\r\n",
                 j.dump() + "\n");
+}
+
+// What happened to a write, for its client: X-Ringstore-Acks: A/N (A durable copies
+// when the answer went out, stand-ins included, of the N the key's owners should hold)
+// and X-Ringstore-Replicas, one entry per node asked: ID@ADDR=acked|pending|failed, with
+// ;hint-for=OWNER for a stand-in. The same goes into the JSON body.
+void Coordinator::add_receipt(const WriteOp& op, std::string* headers, nlohmann::json* j) const {
+  std::size_t owners = 0;
+  std::string list;
+  nlohmann::json replicas = nlohmann::json::array();
+  for (const WriteOp::Target& t : op.targets) {
+    if (!t.hint) owners++;
+    const char* state = !t.done ? "pending" : t.ok ? "acked" : "failed";
+    std::string id = node_hex(t.replica.id);
+    if (!list.empty()) list += ", ";
+    list += id + "@" + t.replica.addr + "=" + state;
+    nlohmann::json r = {{"id", id}, {"addr", t.replica.addr}, {"state", state}};
+    if (t.hint) {
+      list += ";hint-for=" + node_hex(t.owner);
+      r["hint_for"] = node_hex(t.owner);
+    }
+    replicas.push_back(std::move(r));
+  }
+  // Owners that missed the write with no stand-in count among the N as well.
+  std::size_t n = std::max(owners + op.unplaced.size(), static_cast<std::size_t>(effective_n()));
+  *headers += "X-Ringstore-Acks: " + std::to_string(op.acks) + "/" + std::to_string(n) + "\r\n";
+  *headers += "X-Ringstore-Replicas: " + list + "\r\n";
+  (*j)["acks"] = op.acks;
+  (*j)["n"] = n;
+  (*j)["replicas"] = std::move(replicas);
 }
 
 // Versions must beat clocks. A replica answered that it holds a newer version than this
@@ -409,7 +459,7 @@ bool Coordinator::rewrite(const std::shared_ptr<WriteOp>& op) {
   next->unplaced = op->unplaced;
   counters_.writes_rewritten++;
   op->replied = true;  // what op still hears of changes nothing: next answers the client
-  for (std::size_t t = 0; t < next->targets.size(); t++) send_write(next, t);
+  send_all(next);
   return true;
 }
 

@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "blobstore/blob_store.h"
 #include "node/cluster.h"
 #include "node/connection.h"
@@ -100,6 +102,8 @@ class Coordinator {
   void on_write_result(const std::shared_ptr<WriteOp>& op, std::size_t target, Status s,
                        std::optional<blobstore::Version> newer);
   bool rewrite(const std::shared_ptr<WriteOp>& op);
+  void send_all(const std::shared_ptr<WriteOp>& op);
+  void add_receipt(const WriteOp& op, std::string* headers, nlohmann::json* j) const;
   void replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner);
   void add_pending_targets(const std::shared_ptr<WriteOp>& op);
   void remember_missed(const std::shared_ptr<WriteOp>& op);

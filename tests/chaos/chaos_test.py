@@ -4,7 +4,8 @@
 For --seconds (default 60) writer threads PUT and DELETE keys through random nodes while
 a seeded monkey kill -9s a random node and restarts a dead one every 0.5-3 s (at most
 two down at once, so that every key keeps W=2 reachable nodes among its replicas and
-stand-ins). Then every node is restarted, the cluster settles (all members alive in
+stand-ins); half of the restarts give the node a wall clock 30 s behind, 15 s behind or
+15 or 25 s ahead (libfaketime), so coordinators up to 55 s apart write the same keys. Then every node is restarted, the cluster settles (all members alive in
 every view, no hints left anywhere, two anti-entropy passes done on every node with
 nothing in flight), and the test checks, in this order:
 
@@ -43,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from ringstore_nodes import Node, all_agree, free_port, quote, wait_for  # noqa: E402
+from ringstore_nodes import Node, all_agree, faketime_env, free_port, quote, wait_for  # noqa: E402
 
 NODE_COUNT = 5
 N = 3                      # the nodes' default replica count
@@ -57,6 +58,9 @@ SETTLE_DEADLINE_S = 120
 # Anti-entropy runs a pass this often on the test nodes, so that settling takes seconds.
 AE_INTERVAL_MS = 1000
 SECRET = "chaos-test-secret"
+# Clock offsets a restarted node may get (seconds): pairs stay within the nodes' 60 s
+# version drift, and the widest pair is 55 s apart.
+SKEWS_S = (-30, -15, 15, 25)
 
 ACKED, FAILED, UNKNOWN = "acked", "failed", "unknown"
 ABSENT = None              # the state of a key that reads 404
@@ -181,8 +185,9 @@ def monkey(nodes, rng, seconds, t0, events):
             continue  # a crash already took the nodes this run may lose
         if down and (len(down) + len(crashed) >= DOWN_MAX or rng.random() < 0.5):
             i = rng.choice(down)
-            nodes[i].start()
-            events.append((t, "restart", i))
+            skew = rng.choice(SKEWS_S) if rng.random() < 0.5 else 0
+            nodes[i].start(env=faketime_env(skew) if skew else None)
+            events.append((t, "restart" if not skew else "restart %+ds" % skew, i))
         else:
             i = rng.choice(up)
             nodes[i].kill9()

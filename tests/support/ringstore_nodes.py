@@ -25,6 +25,23 @@ def _die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faketime_env(offset_s):
+    """The environment for a node whose wall clock runs offset_s seconds off (Debian's
+    faketime); its monotonic clock is left alone."""
+    if not os.path.exists(LIBFAKETIME):
+        raise RuntimeError("libfaketime is missing (%s): tools/setup installs faketime" % LIBFAKETIME)
+    env = dict(os.environ)
+    env.update({"LD_PRELOAD": LIBFAKETIME, "FAKETIME": "%+ds" % offset_s,
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"})
+    # Under ASan the preloaded library comes before ASan's runtime: say that it is meant.
+    asan = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+    return env
+
+
 def free_port(ip):
     """A port free for both TCP and UDP on `ip` (gossip shares the HTTP port)."""
     for _ in range(100):
@@ -68,7 +85,8 @@ class Node:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, deadline_s=15):
+    def start(self, deadline_s=15, env=None):
+        """env: the child's environment (None: ours), e.g. faketime_env() for a skewed clock."""
         assert not self.running()
         args = [self.binary, "serve", "--listen", self.addr, "--data", self.dir + "/data",
                 "--disk", self.dir + "/disk1", "--disk", self.dir + "/disk2"]
@@ -76,7 +94,7 @@ class Node:
             args += ["--seeds", ",".join(self.seeds)]
         args += self.extra_args
         log = open(self.dir + "/log", "ab")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log,
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=env,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         log.close()
         self.starts += 1
