@@ -66,6 +66,12 @@ static_assert(delta_bytes_max < 400, "three full states of the largest size fit 
 // Members one node keeps, including itself and left/removed ones. Bounds memory (about
 // 0.5 KiB each) and the digest a SYN carries. A new member beyond this is not added.
 inline constexpr std::size_t members_max = 4096;
+// Two live endpoints claiming one id (a copied data dir) are told apart from a member
+// that restarted elsewhere by both addresses sending: each heard within this window,
+// the second one for at least twin_persist_ms (a restarted member's old address falls
+// silent: its process is gone).
+inline constexpr std::uint64_t twin_window_ms = 10'000;
+inline constexpr std::uint64_t twin_persist_ms = 3'000;
 // A full digest list is sent every round, split by id range across this many datagrams.
 inline constexpr std::size_t digests_per_syn_min =
     (body_bytes_max - syn_fixed_bytes) / digest_bytes_max;

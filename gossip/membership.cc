@@ -371,7 +371,11 @@ void Membership::encode_syns(std::vector<std::vector<std::uint8_t>>* datagrams) 
   std::optional<DatagramBuilder> b;
   b.emplace(MessageType::syn, config_.self, &datagrams->emplace_back());
   for (const IndexEntry& entry : index_) {
-    const Digest& d = digests_[entry.slot];
+    Digest d = digests_[entry.slot];
+    // Claimed by another process whose address we do not know yet: a digest of ours at
+    // version 0 makes the peers send the state they hold under our id whole, address
+    // field included.
+    if (entry.slot == self_slot_ && self_claim_ && self_claim_->addr.empty()) d.max_version = 0;
     if (b->add_digest(d)) {
       hi = d.id;
       continue;
@@ -412,8 +416,12 @@ void Membership::on_datagram(std::uint64_t now_ms, std::string_view from_addr,
   }
   if (scratch_.sender == config_.self) {
     counters_.dropped_from_self++;
+    // Our id from another address: a second process under our id (a copied data dir)
+    // counts us among its peers. A datagram of our own looped back is not that.
+    if (from_addr != config_.self_addr) note_self_claim(digests_[self_slot_].generation, from_addr);
     return;
   }
+  note_sender(now_ms, scratch_.sender, from_addr);
   // Which entries go first when a reply cannot hold them all: rotated by bytes of the
   // MAC, which are as good as random, so that no member is always the one left out.
   std::uint64_t rotation = 0;
@@ -453,6 +461,14 @@ void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t r
     }
     std::uint32_t slot = index_[i++].slot;
     const Digest& e = digests_[slot];
+    if (slot == self_slot_ && (r.generation > e.generation ||
+                               (r.generation == e.generation && r.max_version > e.max_version))) {
+      // The sender holds a state of ours we never made. Ask for it whole: its address
+      // field names the other process.
+      note_self_claim(r.generation, "");
+      requests_.push_back({config_.self, r.generation, 0});
+      continue;
+    }
     if (e.generation > r.generation) {
       sends_.push_back({slot, 0});
     } else if (e.generation < r.generation) {
@@ -462,6 +478,14 @@ void Membership::on_syn(std::string_view from, const Message& m, std::uint64_t r
     } else if (e.max_version < r.max_version && slot != self_slot_) {
       requests_.push_back(e);
     }
+  }
+  // A sender at another address than the one we hold for its id, while that one sends
+  // too: a second process under the id. It gets the state we hold under its id whole,
+  // whose address field is not its own, and so hears of the other (apply_delta).
+  std::uint32_t sender = find(m.sender);
+  if (auto w = twin_watch_.find(sender);
+      w != twin_watch_.end() && w->second.other_addr == from && w->second.held_last_ms >= w->second.other_first_ms) {
+    sends_.push_back({sender, 0});
   }
   send_replies(MessageType::ack, from, requests_, sends_, rotation, out);
 }
@@ -538,9 +562,16 @@ void Membership::apply_delta(std::uint64_t now_ms, const Delta& d) {
   if (slot == self_slot_) {
     // We are the only authority on our own state, except for one word: a removal
     // announced on our behalf (announce_removed) under a higher generation.
-    if (d.generation > digests_[slot].generation && d.has(Field::status) &&
-        d.values.app.status == NodeStatus::removed) {
+    const std::uint64_t ours = digests_[slot].generation;
+    if (d.generation > ours && d.has(Field::status) && d.values.app.status == NodeStatus::removed) {
       removed_by_peer_ = true;
+      return;
+    }
+    std::uint64_t newest = *std::max_element(d.versions.begin(), d.versions.end());
+    bool named = d.has(Field::gossip_addr) && d.values.gossip_addr != config_.self_addr;
+    // Our generation or a later one at another address, or a version we never made.
+    if (d.generation > ours || (d.generation == ours && (newest > own_version_ || named))) {
+      note_self_claim(d.generation, named ? std::string_view(d.values.gossip_addr) : std::string_view());
     }
     return;
   }
@@ -557,6 +588,49 @@ void Membership::apply_delta(std::uint64_t now_ms, const Delta& d) {
   if (d.generation == generation) return update_fields(now_ms, slot, d);
   if (!d.full()) return;  // a new generation replaces everything, so it must come whole
   replace_state(now_ms, slot, d);
+}
+
+void Membership::note_self_claim(std::uint64_t generation, std::string_view addr) {
+  if (!self_claim_) self_claim_ = SelfClaim{generation, std::string(addr)};
+  if (generation > self_claim_->generation) self_claim_->generation = generation;
+  if (!addr.empty()) self_claim_->addr = std::string(addr);
+}
+
+void Membership::take_generation(std::uint64_t g) {
+  ASSERT(g > digests_[self_slot_].generation);
+  digests_[self_slot_].generation = g;
+  bump_own(Field::heartbeat);
+  self_claim_.reset();
+}
+
+void Membership::note_sender(std::uint64_t now_ms, const NodeId& id, std::string_view from) {
+  std::uint32_t slot = find(id);
+  if (slot == no_slot || slot == self_slot_) return;
+  const std::string& held = values_[slot].gossip_addr;
+  if (held.empty()) return;
+  auto it = twin_watch_.find(slot);
+  if (from == held) {
+    if (it != twin_watch_.end()) it->second.held_last_ms = now_ms;
+    return;
+  }
+  TwinWatch& w = it != twin_watch_.end() ? it->second : twin_watch_[slot];  // one per member at most
+  if (w.other_addr != from) w = TwinWatch{std::string(from), now_ms, now_ms, w.held_last_ms};
+  w.other_last_ms = now_ms;
+}
+
+std::vector<Twin> Membership::twins(std::uint64_t now_ms) const {
+  std::vector<Twin> out;
+  for (const auto& [slot, w] : twin_watch_) {
+    const std::string& held = values_[slot].gossip_addr;
+    bool both_recent = w.other_last_ms + limits::twin_window_ms >= now_ms &&
+                       w.held_last_ms + limits::twin_window_ms >= now_ms &&
+                       w.held_last_ms >= w.other_first_ms;
+    if (w.other_addr == held || !both_recent) continue;
+    if (w.other_last_ms - w.other_first_ms < limits::twin_persist_ms) continue;
+    out.push_back({digests_[slot].id, held, w.other_addr});
+  }
+  std::sort(out.begin(), out.end(), [](const Twin& a, const Twin& b) { return compare_ids(a.id, b.id) < 0; });
+  return out;
 }
 
 void Membership::replace_state(std::uint64_t now_ms, std::uint32_t slot, const Delta& d) {

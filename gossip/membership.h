@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -33,6 +34,21 @@ struct MemberView {
   bool alive = true;  // phi < phi_convict; always true for self
   double phi = 0;
   std::uint64_t last_heard_ms = 0;  // when its heartbeat last advanced (or we learned it)
+};
+
+// Two endpoints that claim one member id, both sending (Membership::twins()).
+struct Twin {
+  NodeId id{};
+  std::string addr;        // the gossip address we hold for the member
+  std::string other_addr;  // the other one that sends under its id
+};
+
+// Evidence that another live process uses our own id: a peer holds a state of ours that
+// we never made (our generation with a version past our own counter, or a higher
+// generation that is no removal).
+struct SelfClaim {
+  std::uint64_t generation = 0;  // the generation it holds of us
+  std::string addr;              // the other process's gossip address, when a delta said it
 };
 
 struct Config {
@@ -112,6 +128,15 @@ class Membership {
   // True once a peer told us that we were removed (a state of ours with status removed
   // under a higher generation than ours). The node then stays out of the ring.
   bool removed_by_peer() const { return removed_by_peer_; }
+  // Set once a peer showed us a state of ours that we never made: another process runs
+  // with our id. The node decides who stops (the newer one) and who takes a higher
+  // generation (the older one: take_generation()).
+  const std::optional<SelfClaim>& self_claim() const { return self_claim_; }
+  // Moves our own state to generation `g`, which replaces every copy of the state under
+  // our id in the cluster, and forgets self_claim(). REQUIRES: g > our generation.
+  void take_generation(std::uint64_t g);
+  // Members whose id two live endpoints send under (see limits::twin_window_ms).
+  std::vector<Twin> twins(std::uint64_t now_ms) const;
 
   // Every member, ourselves included, in id order.
   std::vector<MemberView> members(std::uint64_t now_ms) const;
@@ -165,6 +190,8 @@ class Membership {
   MemberView view(std::uint32_t slot, std::uint64_t now_ms) const;
 
   void on_syn(std::string_view from, const Message& m, std::uint64_t rotation, Outbox& out);
+  void note_sender(std::uint64_t now_ms, const NodeId& id, std::string_view from);
+  void note_self_claim(std::uint64_t generation, std::string_view addr);
   void on_ack(std::uint64_t now_ms, std::string_view from, const Message& m, std::uint64_t rotation,
               Outbox& out);
   void send_replies(MessageType type, std::string_view to, const std::vector<Digest>& requests,
@@ -194,6 +221,15 @@ class Membership {
   std::uint64_t ring_version_ = 1;
   std::size_t heard_count_ = 0;
   bool removed_by_peer_ = false;
+  std::optional<SelfClaim> self_claim_;
+  // Per member some datagram of which came from another address than the one we hold:
+  // that address, when it was first and last heard, and when the held one last was.
+  struct TwinWatch {
+    std::string other_addr;
+    std::uint64_t other_first_ms = 0, other_last_ms = 0;
+    std::uint64_t held_last_ms = 0;
+  };
+  std::unordered_map<std::uint32_t, TwinWatch> twin_watch_;
   Counters counters_;
   // Scratch, reused so that their vectors keep their capacity between datagrams.
   Message scratch_;

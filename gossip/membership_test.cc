@@ -44,6 +44,14 @@ struct Net {
     return *nodes[addr];
   }
   Membership& at(std::uint8_t id) { return *nodes.at("n" + std::to_string(id) + ":1"); }
+  // A second process under node `id`'s id (a copied data dir), at its own address.
+  Membership& add_twin(std::uint8_t id, const std::string& addr, std::vector<std::string> seeds,
+                       std::uint64_t generation) {
+    Config c{.self = make_id(id), .self_addr = addr, .generation = generation,
+             .seeds = std::move(seeds), .secret = secret};
+    nodes[addr] = std::make_unique<Membership>(std::move(c), app_for(id));
+    return *nodes[addr];
+  }
 
   void deliver(const std::string& from, Outbox& out) {
     for (Datagram& d : out) {
@@ -462,6 +470,69 @@ TEST_CASE("a dead member is retired by another node's word, and stays retired",
   CHECK(b.member(make_id(3), net.now_ms)->app.status == NodeStatus::removed);
   CHECK(c.removed_by_peer());
   CHECK_FALSE(a.removed_by_peer());
+}
+
+TEST_CASE("two live processes under one id: the peers name both addresses, the twins hear of it",
+          "[gossip][membership]") {
+  // Same generation (a data dir copied while its node was stopped, both started): the one
+  // that started later has the lower counter and sees a state of its own it never made.
+  Net net;
+  Membership& a = net.add(1, {});
+  Membership& b = net.add(2, {"n1:1"});
+  for (int i = 0; i < 5; i++) net.round();
+  Membership& old_b = b;
+  Membership& twin = net.add_twin(2, "copy:1", {"n1:1"}, 1);
+  CHECK_FALSE(twin.self_claim().has_value());
+  for (int i = 0; i < 6; i++) net.round();
+  REQUIRE(twin.self_claim().has_value());
+  CHECK(twin.self_claim()->generation == 1);
+  CHECK(twin.self_claim()->addr == "n2:1");  // asked whole, the state names the other
+  CHECK_FALSE(old_b.self_claim().has_value());
+  auto twins = a.twins(net.now_ms);
+  REQUIRE(twins.size() == 1);
+  CHECK(twins[0].id == make_id(2));
+  CHECK(((twins[0].addr == "n2:1" && twins[0].other_addr == "copy:1") ||
+         (twins[0].addr == "copy:1" && twins[0].other_addr == "n2:1")));
+
+  // The copy goes away: after the window the peer names no twin any more.
+  net.nodes.erase("copy:1");
+  for (int i = 0; i < 12; i++) net.round();
+  CHECK(a.twins(net.now_ms).empty());
+}
+
+TEST_CASE("a higher generation under our id is a claim, and taking a higher one answers it",
+          "[gossip][membership]") {
+  // A data dir copied while its node ran: the copy starts one generation up, the peers
+  // take its state, and the original hears of a generation of its own it never had.
+  Net net;
+  Membership& a = net.add(1, {});
+  Membership& b = net.add(2, {"n1:1"}, 4);
+  for (int i = 0; i < 5; i++) net.round();
+  Membership& copy = net.add_twin(2, "copy:1", {"n1:1"}, 5);
+  for (int i = 0; i < 4; i++) net.round();
+  REQUIRE(b.self_claim().has_value());
+  CHECK(b.self_claim()->generation == 5);
+  CHECK(b.self_claim()->addr == "copy:1");
+  // The original keeps its id under a generation above the copy's: the copy hears of it.
+  b.take_generation(6);
+  CHECK_FALSE(b.self_claim().has_value());
+  for (int i = 0; i < 4; i++) net.round();
+  CHECK(a.generation_of(make_id(2)) == 6);
+  REQUIRE(copy.self_claim().has_value());
+  CHECK(copy.self_claim()->generation == 6);
+  CHECK(copy.self_claim()->addr == "n2:1");
+
+  // A plain restart (the old process gone, a higher generation) is no claim anywhere.
+  Net restart;
+  restart.add(1, {});
+  Membership& r = restart.add(2, {"n1:1"}, 1);
+  for (int i = 0; i < 5; i++) restart.round();
+  restart.nodes.erase("n2:1");
+  Membership& again = restart.add(2, {"n1:1"}, 2);
+  for (int i = 0; i < 6; i++) restart.round();
+  (void)r;
+  CHECK_FALSE(again.self_claim().has_value());
+  CHECK(restart.at(1).twins(restart.now_ms).empty());
 }
 
 }  // namespace gossip

@@ -43,6 +43,14 @@ inline constexpr std::size_t read_buffer_bytes = 64 * 1024;
 // first SYN (sent within one gossip interval, 1 s by default) carries them all, so ten
 // rounds without one mean no live peer knows of the missing members. → 503
 inline constexpr std::uint32_t ring_learn_timeout_ms = 10'000;
+// Another live process under this node's id (a copied data dir): the one that started
+// less than this long ago is the newer and stops; an older one keeps the id under a
+// higher generation, which the newer then sees. Peers show a claim within a few gossip
+// rounds (1 s each), so the newer hears of it well inside this window.
+inline constexpr std::uint32_t twin_start_window_ms = 30'000;
+// An older process takes a higher generation this often at most; past it, both are
+// long-running and it stops rather than wage a war of generations.
+inline constexpr std::uint32_t twin_defends_max = 3;
 static_assert(url_bytes_max < header_bytes_max, "the request line is part of the headers");
 static_assert(3 * key_bytes_max < url_bytes_max, "a fully percent-encoded key fits");
 static_assert(header_timeout_ms < idle_timeout_ms);

@@ -112,6 +112,7 @@ int serve(node::ServerConfig config) {
     uv_loop_close(&loop);
     return 1;
   }
+  server.set_on_fatal([] { uv_kill(uv_os_getpid(), SIGTERM); });
   node::log::info("listening on " + server.address());
   std::printf("ringstore listening on %s\n", server.address().c_str());
   std::fflush(stdout);
@@ -149,7 +150,7 @@ int serve(node::ServerConfig config) {
   int rc = uv_loop_close(&loop);
   ASSERT(rc == 0);  // every handle was closed
   node::log::info("stopped");
-  return 0;
+  return server.exit_code();
 }
 
 }  // namespace
@@ -188,6 +189,10 @@ int main(int argc, char** argv) {
                         "refuse versions further ahead of this node's clock (replica writes, "
                         "hints, repairs, transfers)")
       ->envname("RINGSTORE_MAX_VERSION_DRIFT_MS")->check(CLI::Range(1'000, 86'400'000));
+  serve_cmd->add_option("--id-conflict-window-ms", config.id_conflict_window_ms,
+                        "a node that finds another live process under its id (a copied data dir) "
+                        "this soon after its start stops; an older one keeps the id")
+      ->envname("RINGSTORE_ID_CONFLICT_WINDOW_MS")->check(CLI::Range(1'000, 600'000));
   serve_cmd->add_option("--read-repairs-per-sec", config.quorum.read_repairs_per_sec,
                         "replicas this node's reads may repair per second (the rest: anti-entropy)")
       ->envname("RINGSTORE_READ_REPAIRS_PER_SEC")->check(CLI::Range(1, 1'000'000));

@@ -41,6 +41,7 @@ Server::~Server() {
 }
 
 Status Server::start() {
+  started_ms_ = now_ms();
   async_ = new uv_async_t;
   if (int rc = uv_async_init(loop_, async_, on_async); rc != 0) {
     delete async_;
@@ -240,6 +241,7 @@ void Server::refresh_membership() {
           {"key_count", v.app.key_count}, {"disk_used_bytes", v.app.disk_used_bytes},
           {"gossip_addr", v.gossip_addr}}});
   }
+  check_twin();
   if (!members.empty()) cluster_->update(members);
   cluster_->set_unheard(unheard, now);
   if (hint_policy_) hint_policy_->observe(*cluster_, now_ms());
@@ -258,6 +260,59 @@ void Server::save_peers() {
   };
   Status s = store_->put_meta_later("peers", peers.dump(), failed);
   if (!s.is_ok()) log::warn("saving the member list failed: " + s.message());
+}
+
+// Another live process runs under this node's id: a peer holds a state of ours that we
+// never made. The newer process (started within twin_start_window_ms) stops; the older
+// one takes a generation above the one the peers hold, which replaces the newer's state
+// everywhere, so that the newer sees a claim too and stops.
+void Server::check_twin() {
+  const auto& claim = gossip_->membership().self_claim();
+  if (!claim || exit_code_ != 0) return;
+  twin_claims_++;
+  twin_at_unix_ms_ = Hlc::wall_clock_ms();
+  if (!claim->addr.empty()) twin_addr_ = claim->addr;
+  const std::string id = blobstore::hex(store_->node_id().data(), store_->node_id().size());
+  const std::string other = twin_addr_.empty() ? "an address the peers have not named" : twin_addr_;
+  if (now_ms() < started_ms_ + config_.id_conflict_window_ms) {
+    log::error("another live process at " + other + " runs with this node's id " + id +
+               " (a copied data directory?): this one started later and stops");
+    exit_code_ = 1;
+    if (on_fatal_) on_fatal_();
+    return;
+  }
+  if (++twin_defends_ > limits::twin_defends_max) {
+    // Both processes are past their start: neither gives way, and a war of generations
+    // would churn every peer's view. Stopping this one leaves the operator one to keep.
+    log::error("another process at " + other + " keeps claiming this node's id " + id + ": stopping");
+    exit_code_ = 1;
+    if (on_fatal_) on_fatal_();
+    return;
+  }
+  std::uint64_t g = std::max(claim->generation, generation_) + 1;
+  log::error("another process at " + other + " claimed this node's id " + id +
+             " (a copied data directory?): keeping it under generation " + std::to_string(g));
+  generation_ = g;
+  auto failed = [](Status s, blobstore::CommitResult) {
+    if (!s.is_ok()) log::warn("saving the generation failed: " + s.message());
+  };
+  if (Status s = store_->put_meta_later("generation", std::to_string(g), failed); !s.is_ok()) {
+    log::warn("saving the generation failed: " + s.message());
+  }
+  gossip_->membership().take_generation(g);
+}
+
+nlohmann::json Server::twins_json() {
+  nlohmann::json peers = nlohmann::json::array();
+  if (gossip_) {
+    for (const gossip::Twin& t : gossip_->membership().twins(gossip_->now_ms())) {
+      peers.push_back({{"id", ring::hex_id(t.id)}, {"addr", t.addr}, {"other_addr", t.other_addr}});
+    }
+  }
+  return {{"members", std::move(peers)},
+          {"claims_on_this_node", twin_claims_},
+          {"last_claim_addr", twin_addr_},
+          {"last_claim_unix_ms", twin_at_unix_ms_}};
 }
 
 Status Server::accept_version(const blobstore::Version& v) {
@@ -435,6 +490,7 @@ nlohmann::json Server::status_json() {
       {"writes_superseded", cc.writes_superseded},
       {"puts_already_held", counters_.puts_already_held},
       {"clock", clock_json()},
+      {"id_conflicts", twins_json()},
       {"hints_stored", cc.hints_stored},
       {"replica_errors", cc.replica_errors},
       {"anti_entropy", ae_ ? ae_->status_json() : nlohmann::json(nullptr)},

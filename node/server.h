@@ -60,6 +60,7 @@ struct ServerConfig {
   blobstore::ScrubConfig scrub;  // background MD5 scrub (on by default)
   blobstore::SyncPolicy sync;    // when writes reach the disk (always, or periodic)
   std::uint64_t version_drift_ms = limits::version_drift_ms_default;  // see Hlc
+  std::uint32_t id_conflict_window_ms = limits::twin_start_window_ms;  // see check_twin()
 };
 
 struct ServerCounters {
@@ -134,6 +135,12 @@ class Server {
   HintPolicy& hint_policy() { return *hint_policy_; }
   nlohmann::json status_json();
   nlohmann::json clock_json();
+  nlohmann::json twins_json();
+  // Called when the node must stop on its own (another process runs under its id); the
+  // binary sends itself SIGTERM, so the stop takes the path of any other. exit_code()
+  // is then 1.
+  void set_on_fatal(std::function<void()> f) { on_fatal_ = std::move(f); }
+  int exit_code() const { return exit_code_; }
   // Hints, repair and scrub in /_/status and /_/metrics (healing_status.cc).
   nlohmann::json healing_policy_json();
   nlohmann::json scrub_json();
@@ -165,6 +172,7 @@ class Server {
   void refresh_membership();
   void save_peers();
   void on_peer_date(const std::string& addr, std::int64_t date_s);
+  void check_twin();
   gossip::AppState app_state();
 
   uv_loop_t* loop_;
@@ -194,6 +202,13 @@ class Server {
   std::uint64_t hints_delivered_ = 0;
   Hlc hlc_;
   ClockWatch clock_watch_;
+  std::uint64_t started_ms_ = 0;
+  std::function<void()> on_fatal_;
+  int exit_code_ = 0;
+  // The last time another process claimed this node's id, and its address.
+  std::string twin_addr_;
+  std::uint64_t twin_claims_ = 0, twin_at_unix_ms_ = 0;
+  std::uint32_t twin_defends_ = 0;
   std::uint64_t clock_checked_ms_ = 0, clock_warned_ms_ = 0, refused_logged_ms_ = 0;
   uv_tcp_t* listener_ = nullptr;
   uv_timer_t* sweep_timer_ = nullptr;

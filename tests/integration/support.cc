@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -93,11 +94,17 @@ struct Argv {
   std::vector<char*> ptrs;
 };
 
-// This process's environment plus `extra` ("NAME=value"), built before the fork: the
-// child only execs (no setenv after a fork).
+// This process's environment with `extra` ("NAME=value") set over it, built before the
+// fork: the child only execs (no setenv after a fork).
 Argv environment(const std::vector<std::string>& extra) {
+  auto name_of = [](const std::string& e) { return e.substr(0, e.find('=')); };
   std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; e++) env.emplace_back(*e);
+  for (char** e = environ; *e != nullptr; e++) {
+    std::string entry(*e);
+    bool replaced = std::any_of(extra.begin(), extra.end(),
+                                [&](const std::string& x) { return name_of(x) == name_of(entry); });
+    if (!replaced) env.push_back(std::move(entry));
+  }
   env.insert(env.end(), extra.begin(), extra.end());
   return Argv(env);
 }
@@ -136,8 +143,13 @@ std::string internal_auth_header(const std::string& secret) {
 }
 
 std::vector<std::string> faketime_env(const std::string& offset) {
+  // Under ASan the preloaded library comes before ASan's runtime, which ASan refuses
+  // unless told that the order is meant.
+  const char* asan = getenv("ASAN_OPTIONS");
+  std::string asan_options = std::string(asan != nullptr && *asan != '\0' ? asan : "") +
+                             (asan != nullptr && *asan != '\0' ? ":" : "") + "verify_asan_link_order=0";
   return {"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "FAKETIME=" + offset,
-          "FAKETIME_DONT_FAKE_MONOTONIC=1", "FAKETIME_DONT_RESET=1"};
+          "FAKETIME_DONT_FAKE_MONOTONIC=1", "FAKETIME_DONT_RESET=1", "ASAN_OPTIONS=" + asan_options};
 }
 
 // ---- NodeProcess ----
@@ -149,6 +161,14 @@ NodeProcess::NodeProcess(NodeOptions options) : options_(std::move(options)) {
   data_dir_ = root_ + "/data";
   log_path_ = root_ + "/node.log";
   for (int i = 0; i < options_.disks; i++) disks_.push_back(root_ + "/disk" + std::to_string(i));
+  if (!options_.copy_from.empty()) {
+    namespace fs = std::filesystem;
+    const auto how = fs::copy_options::recursive | fs::copy_options::overwrite_existing;
+    fs::copy(options_.copy_from + "/data", data_dir_, how);
+    for (int i = 0; i < options_.disks; i++) {
+      fs::copy(options_.copy_from + "/disk" + std::to_string(i), disks_[i], how);
+    }
+  }
   try {
     start();
   } catch (...) {

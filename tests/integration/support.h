@@ -53,6 +53,9 @@ struct NodeOptions {
   int disks = 1;                        // --disk ROOT/diskN for each
   std::vector<std::string> extra_args;  // e.g. {"--body-max-bytes", "1000"}
   std::vector<std::string> env;         // "NAME=value" added to the child's environment
+  // A node root (NodeProcess::root()) whose data/ and disk*/ are copied into this one's
+  // before the start: a copied data dir, as an operator might make one by mistake.
+  std::string copy_from;
   Millis start_deadline = 10s;          // until the "listening" line
 };
 
