@@ -14,6 +14,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <llhttp.h>
+
+#include <algorithm>
+
 #include "node/request.h"
 #include "node/server.h"
 
@@ -47,56 +51,234 @@ std::string reason(const Reply& r) {
 
 }  // namespace
 
-bool exchange(const std::string& addr, const std::string& method, const std::string& target,
-              const std::string& auth, Reply* reply, std::string* error) {
+namespace {
+
+// A read or write of this size keeps a syscall's cost small against the bytes it moves,
+// and is all the memory a streamed body takes.
+constexpr std::size_t io_chunk_bytes = 256 * 1024;
+// A body collected in memory (an error, a listing page of 10,000 keys of 1 KiB, a status
+// document): anything longer is not an answer these commands expect.
+constexpr std::size_t collected_body_bytes_max = 64u << 20;
+
+Result<int> connect_to(const std::string& addr, std::uint32_t stall_ms) {
   sockaddr_in to{};
-  if (!split_addr(addr, &to)) {
-    *error = "not an IPv4 HOST:PORT: '" + addr + "'";
-    return false;
-  }
+  if (!split_addr(addr, &to)) return Status::invalid("not an IPv4 HOST:PORT: '" + addr + "'");
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *error = std::string("socket: ") + std::strerror(errno);
-    return false;
-  }
-  timeval tv{5, 0};
+  if (fd < 0) return Status::from_errno("socket", errno);
+  // On Linux SO_SNDTIMEO also bounds connect(): one limit covers every blocking call.
+  timeval tv{static_cast<time_t>(stall_ms / 1000), static_cast<suseconds_t>(stall_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
-    *error = "cannot connect to " + addr + ": " + std::strerror(errno);
+    int err = errno;
     close(fd);
-    return false;
+    return Status::io_error("cannot connect to " + addr + ": " +
+                            (err == EINPROGRESS ? "timed out" : std::strerror(err)));
   }
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + addr + "\r\n" +
-                    (auth.empty() ? "" : "X-Ringstore-Auth: " + auth + "\r\n") +
-                    "Content-Length: 0\r\nConnection: close\r\n\r\n";
-  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    *error = "cannot send to " + addr;
-    close(fd);
-    return false;
+  return fd;
+}
+
+Status send_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, data, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::io_error("send stalled");
+    if (w <= 0) return Status::from_errno("send", errno);
+    data += w;
+    n -= static_cast<std::size_t>(w);
   }
-  std::string resp;
-  char buf[65536];
+  return Status::ok();
+}
+
+// Reads up to n bytes of the body; 0 at EOF.
+Result<std::size_t> read_body(int fd, char* buf, std::size_t n) {
   for (;;) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    resp.append(buf, static_cast<std::size_t>(n));
-    if (resp.size() > (64u << 20)) break;
+    ssize_t r = read(fd, buf, n);
+    if (r >= 0) return static_cast<std::size_t>(r);
+    if (errno != EINTR) return Status::from_errno("reading the value", errno);
   }
-  close(fd);
-  std::size_t end = resp.find("\r\n\r\n");
-  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || end == std::string::npos || resp.size() < 12) {
-    *error = "no answer from " + addr + (resp.empty() ? " (timed out?)" : "");
-    return false;
+}
+
+// The request body from req.body_fd: exactly body_length bytes, or chunks until EOF.
+// *local tells a failure to read the value (no answer is coming: the node still waits
+// for the rest) from a failure to send it.
+Status send_body(int sock, const ClientRequest& req, bool* local) {
+  std::string buf(io_chunk_bytes + 32, '\0');
+  const bool chunked = !req.body_length;
+  std::uint64_t sent = 0;
+  for (;;) {
+    std::size_t want = io_chunk_bytes;
+    if (!chunked) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, *req.body_length - sent));
+    if (!chunked && want == 0) return Status::ok();
+    // Chunked framing goes around the data in the same buffer: one send per chunk.
+    constexpr std::size_t frame = 10;  // up to 8 hex digits and \r\n
+    auto n = read_body(req.body_fd, buf.data() + frame, want);
+    *local = true;
+    if (!n.is_ok()) return n.take_status();
+    if (n.value() == 0 && !chunked) return Status::io_error("the value ended early (file shrank?)");
+    *local = false;
+    char* out = buf.data() + frame;
+    std::size_t len = n.value();
+    if (chunked) {
+      char size[frame + 1];
+      int h = std::snprintf(size, sizeof size, "%zx\r\n", len);
+      out -= h;
+      std::memcpy(out, size, static_cast<std::size_t>(h));
+      std::memcpy(buf.data() + frame + len, "\r\n", 2);
+      len += static_cast<std::size_t>(h) + 2;  // the last one is "0\r\n\r\n": no trailers
+    }
+    if (Status s = send_all(sock, out, len); !s.is_ok()) return s;
+    sent += n.value();
+    if (req.on_body_sent) req.on_body_sent(sent);
+    if (chunked && n.value() == 0) return Status::ok();
   }
-  auto status = parse_u64(std::string_view(resp).substr(9, 3));
-  if (!status) {
-    *error = "bad answer from " + addr;
-    return false;
+}
+
+// llhttp callbacks filling a Reply, streaming a 2xx body to the request's sink.
+struct ResponseParser {
+  llhttp_t parser;
+  const ClientRequest* req;
+  Reply* reply;
+  std::string field, value;
+  bool streaming = false;
+  bool complete = false;
+  Status error;
+
+  static ResponseParser* self(llhttp_t* p) { return static_cast<ResponseParser*>(p->data); }
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
+    self(p)->field.append(at, n);
+    return 0;
   }
-  reply->status = static_cast<int>(*status);
-  reply->body = resp.substr(end + 4);
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
+    self(p)->value.append(at, n);
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    ResponseParser* r = self(p);
+    for (char& ch : r->field) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    r->reply->headers[r->field] = r->value;
+    r->field.clear();
+    r->value.clear();
+    return 0;
+  }
+  static int on_headers_complete(llhttp_t* p) {
+    ResponseParser* r = self(p);
+    r->reply->status = p->status_code;
+    if (const std::string* cl = r->reply->header("content-length")) r->reply->content_length = parse_u64(*cl);
+    r->streaming = r->req->body_sink && p->status_code >= 200 && p->status_code < 300;
+    return r->req->head ? 1 : 0;  // 1: no body follows
+  }
+  static int on_body(llhttp_t* p, const char* at, std::size_t n) {
+    ResponseParser* r = self(p);
+    r->reply->body_bytes += n;
+    if (r->streaming) {
+      r->error = r->req->body_sink(at, n);
+      return r->error.is_ok() ? 0 : -1;
+    }
+    if (r->reply->body.size() + n > collected_body_bytes_max) {
+      r->error = Status::io_error("answer longer than " + std::to_string(collected_body_bytes_max) + " bytes");
+      return -1;
+    }
+    r->reply->body.append(at, n);
+    return 0;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    self(p)->complete = true;
+    return HPE_PAUSED;  // bytes after the answer are not ours to read
+  }
+  static const llhttp_settings_t* settings() {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t x;
+      llhttp_settings_init(&x);
+      x.on_header_field = on_header_field;
+      x.on_header_value = on_header_value;
+      x.on_header_value_complete = on_header_value_complete;
+      x.on_headers_complete = on_headers_complete;
+      x.on_body = on_body;
+      x.on_message_complete = on_message_complete;
+      return x;
+    }();
+    return &s;
+  }
+};
+
+// What a cut answer lacked, for the error message.
+std::string shortfall(const Reply& r) {
+  if (r.status == 0) return "no answer";
+  std::string s = "answer cut short (" + std::to_string(r.body_bytes);
+  if (r.content_length) s += " of " + std::to_string(*r.content_length);
+  return s + " body bytes)";
+}
+
+Status read_response(int fd, const std::string& addr, const ClientRequest& req, Reply* reply) {
+  ResponseParser rp;
+  llhttp_init(&rp.parser, HTTP_RESPONSE, ResponseParser::settings());
+  rp.parser.data = &rp;
+  rp.req = &req;
+  rp.reply = reply;
+  std::string buf(io_chunk_bytes, '\0');
+  while (!rp.complete) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return Status(Code::timeout, addr + " stalled for " + std::to_string(req.stall_ms) + " ms: " +
+                                       shortfall(*reply));
+    }
+    if (n < 0) return Status::io_error("reading from " + addr + ": " + std::strerror(errno) + ": " + shortfall(*reply));
+    llhttp_errno_t err = n == 0 ? llhttp_finish(&rp.parser)
+                                : llhttp_execute(&rp.parser, buf.data(), static_cast<std::size_t>(n));
+    if (rp.complete) break;
+    if (!rp.error.is_ok()) return rp.error;
+    if (err != HPE_OK) {
+      return Status::io_error("bad answer from " + addr + ": " + llhttp_errno_name(err) + ": " + shortfall(*reply));
+    }
+    if (n == 0) return Status::io_error(addr + " closed the connection: " + shortfall(*reply));
+  }
   while (!reply->body.empty() && reply->body.back() == '\n') reply->body.pop_back();
+  return Status::ok();
+}
+
+}  // namespace
+
+Status exchange(const std::string& addr, const ClientRequest& req, Reply* reply) {
+  auto fd = connect_to(addr, req.stall_ms);
+  if (!fd.is_ok()) return fd.take_status();
+  int sock = fd.value();
+  std::string head = req.method + " " + req.target + " HTTP/1.1\r\nHost: " + addr + "\r\n" + req.headers;
+  if (req.body_fd < 0) {
+    head += "Content-Length: 0\r\n";
+  } else if (req.body_length) {
+    head += "Content-Length: " + std::to_string(*req.body_length) + "\r\n";
+  } else {
+    head += "Transfer-Encoding: chunked\r\n";
+  }
+  head += "Connection: close\r\n\r\n";
+  Status sent = send_all(sock, head.data(), head.size());
+  bool local = false;
+  if (sent.is_ok() && req.body_fd >= 0) sent = send_body(sock, req, &local);
+  if (local) {
+    close(sock);
+    return sent;
+  }
+  // A node may refuse a body before reading it (413 from Content-Length) and close: its
+  // answer is the better error, so read it even after a failed send.
+  *reply = Reply();
+  Status got = read_response(sock, addr, req, reply);
+  close(sock);
+  if (!sent.is_ok() && reply->status == 0) return Status(sent.code(), "sending to " + addr + ": " + sent.message());
+  return got;
+}
+
+bool exchange(const std::string& addr, const std::string& method, const std::string& target,
+              const std::string& auth, Reply* reply, std::string* error) {
+  ClientRequest req;
+  req.method = method;
+  req.target = target;
+  if (!auth.empty()) req.headers = "X-Ringstore-Auth: " + auth + "\r\n";
+  if (Status s = exchange(addr, req, reply); !s.is_ok()) {
+    *error = s.message();
+    return false;
+  }
   return true;
 }
 

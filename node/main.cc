@@ -1,5 +1,5 @@
 // ringstore: one binary. `serve` runs a node; `rebuild` recreates a node's index from
-// its disks.
+// its disks; put, get, rm, ls, ttl and locate are a client of any node.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -15,10 +15,12 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <cstdlib>
+#include <deque>
 #include <iostream>
 
 #include "blobstore/blob_store.h"
 #include "node/admin_cli.h"
+#include "node/client_cli.h"
 #include "node/log.h"
 #include "node/server.h"
 
@@ -151,6 +153,95 @@ int serve(node::ServerConfig config) {
   ASSERT(rc == 0);  // every handle was closed
   node::log::info("stopped");
   return server.exit_code();
+}
+
+// ---- the client commands (node/client_cli.h) ----
+
+constexpr const char* client_exit_codes =
+    "Exit codes: 0 ok; 1 error (node unreachable or stalled 30 s, bad or cut answer, 5xx "
+    "such as 503 or 507, local I/O, a body whose length or MD5 does not match); 2 usage "
+    "error; 3 not found (404; locate: no replica holds the key); 4 any other 4xx (400 bad "
+    "key, 413 too large, ...). Errors are one line on stderr: \"ringstore CMD: reason\".";
+
+struct ClientCommands {
+  // One --node per command: CLI11 applies RINGSTORE_NODE to every subcommand's option,
+  // so a shared variable would take the environment over the parsed command's flag.
+  std::deque<std::string> nodes;
+  node::PutOptions put;
+  std::string key, file, prefix;
+  std::uint64_t ttl_s = 0;
+  std::uint32_t page_keys = node::list_page_keys;
+  CLI::Option* put_ttl = nullptr;
+  CLI::Option* ttl_seconds = nullptr;
+  CLI::App *put_cmd, *get_cmd, *rm_cmd, *ls_cmd, *ttl_cmd, *locate_cmd;
+};
+
+CLI::App* add_client_command(CLI::App& app, ClientCommands* c, const char* name, const char* what) {
+  CLI::App* cmd = app.add_subcommand(name, what);
+  c->nodes.push_back(node::ClientOptions().node);
+  cmd->add_option("--node", c->nodes.back(), "HOST:PORT of any node, IPv4 or localhost "
+                  "(default 127.0.0.1:3000)")
+      ->envname("RINGSTORE_NODE")->capture_default_str();
+  cmd->footer(client_exit_codes);
+  return cmd;
+}
+
+void add_client_commands(CLI::App& app, ClientCommands* c) {
+  c->put_cmd = add_client_command(app, c, "put", "store FILE (or stdin: -) under KEY; prints "
+                                  "{\"etag\",\"version\"}");
+  c->put_cmd->add_option("KEY", c->key, "the key")->required();
+  c->put_cmd->add_option("FILE", c->file, "the value: a file, or - for stdin (sent chunked)")->required();
+  c->put_ttl = c->put_cmd->add_option("--ttl", c->ttl_s, "seconds until the value expires "
+                                      "(sent as X-Ringstore-TTL)");
+  c->put_cmd->add_option("--content-type", c->put.content_type, "Content-Type stored with the value");
+  c->get_cmd = add_client_command(app, c, "get", "write KEY's value to FILE (atomically: a "
+                                  "temp file renamed once the length and MD5 match) or stdout");
+  c->get_cmd->add_option("KEY", c->key, "the key")->required();
+  c->get_cmd->add_option("FILE", c->file, "where to write it; omitted or -: stdout");
+  c->rm_cmd = add_client_command(app, c, "rm", "delete KEY (a key that is absent is no error)");
+  c->rm_cmd->add_option("KEY", c->key, "the key")->required();
+  c->ls_cmd = add_client_command(app, c, "ls", "print every key under PREFIX, one a line, in "
+                                 "byte order (all pages)");
+  c->ls_cmd->add_option("PREFIX", c->prefix, "the prefix; omitted: every key");
+  c->ls_cmd->add_option("--page-keys", c->page_keys, "keys asked for per request")
+      ->capture_default_str()->check(CLI::Range(1u, 10'000u));
+  c->ttl_cmd = add_client_command(app, c, "ttl", "print KEY's expiry (X-Ringstore-Expires, "
+                                  "else \"no expiry\"); with SECONDS, set it by writing the "
+                                  "value again: a GET and a PUT, so a new version, and a write "
+                                  "made in between is overwritten");
+  c->ttl_cmd->add_option("KEY", c->key, "the key")->required();
+  c->ttl_seconds = c->ttl_cmd->add_option("SECONDS", c->ttl_s, "seconds until it expires");
+  c->locate_cmd = add_client_command(app, c, "locate", "print KEY's ring position, preference "
+                                     "list and each replica's version");
+  c->locate_cmd->add_option("KEY", c->key, "the key")->required();
+}
+
+// The exit code of the client command that was parsed, or -1 when none was.
+int run_client_command(ClientCommands& c) {
+  node::ClientOptions o;
+  std::size_t i = 0;
+  for (CLI::App* cmd : {c.put_cmd, c.get_cmd, c.rm_cmd, c.ls_cmd, c.ttl_cmd, c.locate_cmd}) {
+    if (cmd->parsed()) o.node = c.nodes[i];
+    i++;
+  }
+  std::optional<std::uint64_t> ttl;
+  if (c.put_cmd->parsed()) {
+    if (c.put_ttl->count() > 0) c.put.ttl_s = c.ttl_s;
+    if (c.put.content_type.find_first_of("\r\n") != std::string::npos) {
+      std::fprintf(stderr, "ringstore put: --content-type must be one line\n");
+      return node::exit_usage;
+    }
+    return node::put_command(o, c.key, c.file, c.put);
+  }
+  if (c.get_cmd->parsed()) return node::get_command(o, c.key, c.file);
+  if (c.rm_cmd->parsed()) return node::rm_command(o, c.key);
+  if (c.ls_cmd->parsed()) return node::ls_command(o, c.prefix, c.page_keys);
+  if (c.ttl_cmd->parsed()) {
+    if (c.ttl_seconds->count() > 0) ttl = c.ttl_s;
+    return node::ttl_command(o, c.key, ttl);
+  }
+  if (c.locate_cmd->parsed()) return node::locate_command(o, c.key);
+  return -1;
 }
 
 }  // namespace
@@ -300,7 +391,16 @@ int main(int argc, char** argv) {
                     "(else RINGSTORE_SECRET)")->envname("RINGSTORE_SECRET_FILE");
   }
 
-  CLI11_PARSE(app, argc, argv);
+  ClientCommands client;
+  add_client_commands(app, &client);
+
+  // CLI11_PARSE would exit with CLI11's own code per error (105, 106, ...); scripts get
+  // one: 2 for any usage error, as the client commands document.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : node::exit_usage;  // --help and --version are 0
+  }
   config.sync.mode = sync_mode == "periodic" ? blobstore::SyncMode::periodic : blobstore::SyncMode::always;
   node::log::Level level;
   node::log::parse_level(log_level, &level);
@@ -356,6 +456,7 @@ int main(int argc, char** argv) {
     return serve(std::move(config));
   }
   if (status_cmd->parsed()) return print_status(status_node);
+  if (int rc = run_client_command(client); rc >= 0) return rc;
   if (leave_cmd->parsed() || remove_cmd->parsed()) {
     std::string secret, error;
     if (!node::load_secret(member_secret_file, &secret, &error)) {

@@ -110,13 +110,14 @@ Argv environment(const std::vector<std::string>& extra) {
 }
 
 // In the child: die with the parent, wire the descriptors, exec.
-[[noreturn]] void exec_child(const Argv& argv, const Argv& envp, int out_fd, int err_fd, pid_t parent) {
+[[noreturn]] void exec_child(const Argv& argv, const Argv& envp, int out_fd, int err_fd, pid_t parent,
+                            int in_fd = -1) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(126);
   if (out_fd >= 0) dup2(out_fd, STDOUT_FILENO);
   if (err_fd >= 0) dup2(err_fd, STDERR_FILENO);
-  int devnull = ::open("/dev/null", O_RDONLY);
-  if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+  int stdin_fd = in_fd >= 0 ? in_fd : ::open("/dev/null", O_RDONLY);
+  if (stdin_fd >= 0) dup2(stdin_fd, STDIN_FILENO);
   execve(argv.ptrs[0], argv.ptrs.data(), envp.ptrs.data());
   static const char msg[] = "exec failed\n";
   (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -315,29 +316,58 @@ long long NodeProcess::rss_bytes() const {
 }
 
 RunResult run_binary(const std::vector<std::string>& args, Millis deadline) {
+  RunOptions o;
+  o.deadline = deadline;
+  return run_binary(args, o);
+}
+
+namespace {
+
+// Writes what the pipe takes of `input` from `*at`; closes the pipe when all is written
+// or the child stopped reading.
+void feed_stdin(pollfd* p, const std::string& input, std::size_t* at) {
+  ssize_t n = ::write(p->fd, input.data() + *at, input.size() - *at);
+  if (n > 0) *at += static_cast<std::size_t>(n);
+  if ((n < 0 && errno != EAGAIN && errno != EINTR) || *at == input.size()) {
+    ::close(p->fd);
+    p->fd = -1;
+  }
+}
+
+}  // namespace
+
+RunResult run_binary(const std::vector<std::string>& args, const RunOptions& o) {
   std::vector<std::string> full = {binary_path()};
   full.insert(full.end(), args.begin(), args.end());
   Argv argv(full);
-  Argv envp = environment({});
-  int out[2], err[2];
+  Argv envp = environment(o.env);
+  int out[2], err[2], in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   if (pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  if (o.input) {
+    signal(SIGPIPE, SIG_IGN);  // a child that exits unread must not kill the test
+    if (pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+  }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) exec_child(argv, envp, out[1], err[1], parent);
+  if (pid == 0) exec_child(argv, envp, out[1], err[1], parent, in[0]);
   ::close(out[1]);
   ::close(err[1]);
+  if (in[0] >= 0) ::close(in[0]);
   RunResult r;
-  auto until = Clock::now() + deadline;
-  pollfd p[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  auto until = Clock::now() + o.deadline;
+  pollfd p[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
+  std::size_t input_at = 0;
   int open_fds = 2;
   while (open_fds > 0) {
     int left = remaining_ms(until);
     if (left == 0) break;
-    int rc = poll(p, 2, left);
+    int rc = poll(p, 3, left);
     if (rc < 0 && errno == EINTR) continue;
     if (rc <= 0) break;
+    if (p[2].fd >= 0 && p[2].revents != 0) feed_stdin(&p[2], *o.input, &input_at);
     for (int i = 0; i < 2; i++) {
       if (p[i].fd < 0 || p[i].revents == 0) continue;
       char buf[4096];

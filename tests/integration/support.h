@@ -108,6 +108,12 @@ struct RunResult {
   std::string err;
 };
 RunResult run_binary(const std::vector<std::string>& args, Millis deadline = 60s);
+struct RunOptions {
+  std::optional<std::string> input;  // the child's stdin, through a pipe; unset: /dev/null
+  std::vector<std::string> env;      // "NAME=value" added to the child's environment
+  Millis deadline = 60s;
+};
+RunResult run_binary(const std::vector<std::string>& args, const RunOptions& o);
 
 // Names of the regular files under `dir` (recursively), relative to it.
 std::vector<std::string> files_under(const std::string& dir);
