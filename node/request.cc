@@ -249,18 +249,6 @@ std::string multipart_byteranges(std::string_view body, const std::vector<ByteRa
   return out;
 }
 
-bool etag_matches(std::string_view header, std::string_view etag) {
-  while (!header.empty()) {
-    std::size_t comma = header.find(',');
-    std::string_view tag = trim(header.substr(0, comma));
-    header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
-    if (tag == "*") return true;
-    if (tag.substr(0, 2) == "W/") tag.remove_prefix(2);
-    if (tag == etag) return true;
-  }
-  return false;
-}
-
 namespace {
 
 // Reads the next entity-tag of a list from `rest` (RFC 9110 §8.8.3: [W/] DQUOTE *etagc

@@ -44,10 +44,6 @@ struct RangeResult {
 // range that starts past the end is unsatisfiable (416).
 RangeResult parse_range(std::string_view header, std::uint64_t body_bytes);
 
-// True when an If-None-Match header lists `etag` (quoted, weak or strong) or is "*".
-// Lenient: a list that is not well formed is searched all the same.
-bool etag_matches(std::string_view if_none_match, std::string_view etag);
-
 // Several ranges (RFC 9110 §14.1.2). A malformed header, a unit other than bytes, or
 // more than limits::ranges_max specs: whole (the Range is ignored, as §14.2 allows).
 // Specs past the end are dropped; none left: unsatisfiable. Overlapping or adjacent

@@ -71,12 +71,12 @@ TEST_CASE("byte ranges", "[request]") {
 }
 
 TEST_CASE("If-None-Match", "[request]") {
-  CHECK(etag_matches("\"abc\"", "\"abc\""));
-  CHECK(etag_matches("W/\"abc\"", "\"abc\""));
-  CHECK(etag_matches("\"x\", \"abc\"", "\"abc\""));
-  CHECK(etag_matches("*", "\"abc\""));
-  CHECK_FALSE(etag_matches("\"abd\"", "\"abc\""));
-  CHECK_FALSE(etag_matches("", "\"abc\""));
+  CHECK(etag_list_matches("\"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("W/\"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("\"x\", \"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("*", "\"abc\"", false));
+  CHECK_FALSE(etag_list_matches("\"abd\"", "\"abc\"", false));
+  CHECK_FALSE(etag_list_matches("", "\"abc\"", false));
 }
 
 TEST_CASE("HTTP dates and numbers", "[request]") {
