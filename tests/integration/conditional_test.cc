@@ -31,6 +31,22 @@ std::size_t non_replica(NodeGroup& g, const std::string& key) {
   return 0;
 }
 
+// HEADs answered by all nodes (ringstore_http_requests_total{method="HEAD",...}): the
+// replicas' answers to precondition (and read) checks.
+std::uint64_t heads_answered(NodeGroup& g) {
+  const std::string prefix = "ringstore_http_requests_total{method=\"HEAD\"";
+  std::uint64_t total = 0;
+  for (auto& n : g.nodes) {
+    Response r = request("GET", n->url("_/metrics"));
+    REQUIRE(r.status == 200);
+    for (std::size_t at = r.body.find(prefix); at != std::string::npos; at = r.body.find(prefix, at + 1)) {
+      std::size_t space = r.body.find(' ', r.body.find('}', at));
+      total += std::strtoull(r.body.c_str() + space + 1, nullptr, 10);
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 TEST_CASE("conditional writes through a node without a copy see the current version",
@@ -77,4 +93,21 @@ TEST_CASE("conditional writes through a node without a copy see the current vers
   CHECK(request("PUT", url, "reborn", {"If-Match: *"}).status == 412);
   CHECK(request("PUT", url, "reborn", {"If-None-Match: *"}).status == 201);
   CHECK(request("GET", g.nodes[other]->url(key)).body == "reborn");
+}
+
+TEST_CASE("only a conditional write reads the replicas first", "[integration][conditional]") {
+  setenv("RINGSTORE_SECRET", conditional_secret, 1);
+  NodeGroup g(5, {});
+  REQUIRE(wait_for([&] { return g.agrees(5, 0); }, 30) >= 0);
+  const std::string key = "cond/cost";
+  NodeProcess& via = *g.nodes[non_replica(g, key)];  // /_/locate asks with HEADs too
+  std::this_thread::sleep_for(200ms);
+  std::uint64_t before = heads_answered(g);
+  REQUIRE(request("PUT", via.url(key), "plain").status == 201);
+  REQUIRE(request("DELETE", via.url(key)).status == 204);
+  std::this_thread::sleep_for(200ms);  // a replica counts its answer once it is sent
+  CHECK(heads_answered(g) == before);
+  REQUIRE(request("PUT", via.url(key), "checked", {"If-None-Match: *"}).status == 201);
+  // R = 2 remote replicas asked (a third if one was late).
+  CHECK(wait_for([&] { return heads_answered(g) >= before + 2; }, 5) >= 0);
 }
