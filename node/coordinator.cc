@@ -616,16 +616,19 @@ void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& co
                                std::size_t newest_index) {
   const ReadOp::Answer* newest =
       newest_index < op->answers.size() ? &op->answers[newest_index] : nullptr;
-  const blobstore::BlobMeta* meta = newest ? &newest->meta : nullptr;
-  const std::string etag = etag_of(meta);
-  PreconditionResult pre =
-      evaluate_preconditions(conn.request().conditions, /*read=*/true, validators_of(meta, etag));
-  if (pre.outcome == Precondition::failed) {
-    return conn.respond_error(
-        Status(Code::precondition_failed, std::string("precondition_failed: ") + pre.reason));
-  }
-  if (pre.outcome == Precondition::not_modified) {
-    return server_.respond_not_modified(conn, newest->meta);
+  // A plain GET formats no ETag here: a hot read stays free of string work.
+  if (conn.request().conditions.constrain_read()) {
+    const blobstore::BlobMeta* meta = newest ? &newest->meta : nullptr;
+    const std::string etag = etag_of(meta);
+    PreconditionResult pre =
+        evaluate_preconditions(conn.request().conditions, /*read=*/true, validators_of(meta, etag));
+    if (pre.outcome == Precondition::failed) {
+      return conn.respond_error(
+          Status(Code::precondition_failed, std::string("precondition_failed: ") + pre.reason));
+    }
+    if (pre.outcome == Precondition::not_modified) {
+      return server_.respond_not_modified(conn, newest->meta);
+    }
   }
   if (newest == nullptr || newest->meta.tombstone) {
     std::string h = "Content-Type: application/json\r\n";

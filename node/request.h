@@ -80,6 +80,10 @@ struct Conditions {
   // 400 for an entity-tag list that is not well formed: ignoring it would turn a
   // conditional write into an unconditional one.
   Status validate() const;
+  // Whether a GET or HEAD has preconditions to evaluate (If-Range is the Range's).
+  bool constrain_read() const {
+    return if_match || if_none_match || if_modified_since || if_unmodified_since;
+  }
   // A write checks its preconditions only when one of these is present: an
   // unconditional write must not pay for the read. A malformed date counts as absent.
   bool constrain_write() const;
