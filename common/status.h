@@ -18,6 +18,7 @@ enum class Code {
   length_required,    // 411
   body_too_large,     // 413
   uri_too_long,       // 414
+  precondition_failed,    // 412: If-Match, If-None-Match or If-Unmodified-Since failed
   range_not_satisfiable,  // 416
   headers_too_large,  // 431
   unavailable,        // 503

@@ -39,6 +39,33 @@ bool header_is(const std::string& field, const char* name) {
 
 Connection* self_of(llhttp_t* p) { return static_cast<Connection*>(p->data); }
 
+// A list header sent twice is one list (RFC 9110 §5.3); a second date or If-Range makes
+// the field invalid, and an empty value is ignored like a malformed one.
+void capture_list(std::optional<std::string>& slot, const std::string& value) {
+  if (slot) {
+    *slot += ", ";
+    *slot += value;
+  } else {
+    slot = value;
+  }
+}
+
+void capture_single(std::optional<std::string>& slot, const std::string& value) {
+  if (slot) {
+    slot->clear();
+  } else {
+    slot = value;
+  }
+}
+
+void capture_condition(Conditions& c, const std::string& field, const std::string& value) {
+  if (header_is(field, "if-match")) return capture_list(c.if_match, value);
+  if (header_is(field, "if-none-match")) return capture_list(c.if_none_match, value);
+  if (header_is(field, "if-modified-since")) return capture_single(c.if_modified_since, value);
+  if (header_is(field, "if-unmodified-since")) return capture_single(c.if_unmodified_since, value);
+  if (header_is(field, "if-range")) return capture_single(c.if_range, value);
+}
+
 }  // namespace
 
 Connection::Connection(Server* server, std::uint64_t now_ms)
@@ -264,8 +291,8 @@ int Connection::on_header_value_complete(llhttp_t* p) {
     r.has_content_type = true;
   } else if (header_is(f, "range")) {
     r.range = value;
-  } else if (header_is(f, "if-none-match")) {
-    r.if_none_match = value;
+  } else if (f.size() > 3 && strncasecmp(f.c_str(), "if-", 3) == 0) {
+    capture_condition(r.conditions, f, value);
   } else if (f.size() > 12 && strncasecmp(f.c_str(), "x-ringstore-", 12) == 0) {
     // Bounded by header_bytes_max like every header.
     std::string name = f.substr(12);

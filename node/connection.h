@@ -30,7 +30,7 @@ struct HttpRequest {
   std::string url;
   std::string content_type;
   std::string range;
-  std::string if_none_match;
+  Conditions conditions;  // If-Match, If-None-Match, If-(Un)Modified-Since, If-Range
   bool has_content_type = false;
   bool expect_continue = false;
   bool has_body = false;          // Content-Length > 0 or chunked

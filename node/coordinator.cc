@@ -101,6 +101,10 @@ struct Coordinator::ReadOp {
   double late_ms = 0;         // when a replica counts as late for this read
   uv_timer_t* late = nullptr; // armed while remote answers are awaited
   bool decided = false;
+  // Set for a conditional write's read: called once R replicas answered, with the
+  // newest version they hold (a tombstone included; null when none holds any), instead
+  // of serving it.
+  std::function<void(const blobstore::BlobMeta* newest)> then;
 };
 
 namespace {
@@ -466,7 +470,53 @@ bool Coordinator::rewrite(const std::shared_ptr<WriteOp>& op) {
 // ---- reads ----
 
 void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
-  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
+  if (auto op = start_read(c, r, head_only)) ask(op);
+}
+
+namespace {
+// What a precondition is checked against. REQUIRES: `etag` outlives the result.
+Validators validators_of(const blobstore::BlobMeta* newest, const std::string& etag) {
+  if (newest == nullptr || newest->tombstone) return {};
+  return {true, etag, static_cast<std::int64_t>(newest->version.wall_ms() / 1000)};
+}
+std::string etag_of(const blobstore::BlobMeta* m) {
+  return m == nullptr ? std::string() : "\"" + blobstore::md5_hex(m->md5) + "\"";
+}
+}  // namespace
+
+void Coordinator::write_checked(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
+                                std::uint32_t w, std::uint32_t r) {
+  auto op = start_read(c, r, /*head_only=*/true);
+  if (!op) return;  // answered; the writer's spool goes with it
+  // std::function must be copyable: the writer waits in a shared box. When the client
+  // leaves first, or the precondition fails, the box drops the spool: nothing written.
+  auto box = std::make_shared<std::unique_ptr<blobstore::BlobWriter>>(std::move(writer));
+  op->then = [this, weak = op->conn, box, w](const blobstore::BlobMeta* newest) {
+    auto conn = weak.lock();
+    if (!conn) return;
+    const std::string etag = etag_of(newest);
+    PreconditionResult res = evaluate_preconditions(conn->request().conditions, /*read=*/false,
+                                                    validators_of(newest, etag));
+    if (res.outcome != Precondition::proceed) {
+      return conn->respond_error(
+          Status(Code::precondition_failed, std::string("precondition_failed: ") + res.reason));
+    }
+    // Versioned above what was checked, so that a replica holding that version takes
+    // this write instead of making it rewrite() above it.
+    if (newest != nullptr) (void)server_.hlc().observe(newest->version.hlc, Hlc::wall_clock_ms());
+    write(*conn, std::move(*box), w);
+  };
+  ask(op);
+}
+
+// A read of the request's key from r replicas, ready to ask; null when it was answered
+// (503: the ring is not complete yet).
+std::shared_ptr<Coordinator::ReadOp> Coordinator::start_read(Connection& c, std::uint32_t r,
+                                                             bool head_only) {
+  if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) {
+    c.respond_error(s);
+    return nullptr;
+  }
   auto op = std::make_shared<ReadOp>();
   op->conn = c.weak_from_this();
   op->key = c.request().target.path;
@@ -499,7 +549,7 @@ void Coordinator::read(Connection& c, std::uint32_t r, bool head_only) {
     return !ReplicaScores::slow(scores_.score(a.replica.addr, now), best);
   });
   op->late_ms = std::clamp(late_factor * std::max(best, 0.0), late_min_ms, late_max_ms);
-  ask(op);
+  return op;
 }
 
 void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
@@ -601,26 +651,53 @@ void Coordinator::on_answer(const std::shared_ptr<ReadOp>& op) {
   }
   auto conn = op->conn.lock();
   if (newest != nullptr) repair(op);
+  if (op->then) {
+    auto then = std::move(op->then);  // runs once; a retry below never reaches here again
+    return then(newest == nullptr ? nullptr : &newest->meta);
+  }
   if (!conn) return;
+  std::size_t index = newest == nullptr ? op->answers.size()
+                                         : static_cast<std::size_t>(newest - op->answers.data());
+  serve_newest(op, *conn, index);
+}
+
+// A GET or HEAD: the preconditions against the newest version, then that version.
+void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& conn,
+                               std::size_t newest_index) {
+  const ReadOp::Answer* newest =
+      newest_index < op->answers.size() ? &op->answers[newest_index] : nullptr;
+  // A plain GET formats no ETag here: a hot read stays free of string work.
+  if (conn.request().conditions.constrain_read()) {
+    const blobstore::BlobMeta* meta = newest ? &newest->meta : nullptr;
+    const std::string etag = etag_of(meta);
+    PreconditionResult pre =
+        evaluate_preconditions(conn.request().conditions, /*read=*/true, validators_of(meta, etag));
+    if (pre.outcome == Precondition::failed) {
+      return conn.respond_error(
+          Status(Code::precondition_failed, std::string("precondition_failed: ") + pre.reason));
+    }
+    if (pre.outcome == Precondition::not_modified) {
+      return server_.respond_not_modified(conn, newest->meta);
+    }
+  }
   if (newest == nullptr || newest->meta.tombstone) {
     std::string h = "Content-Type: application/json\r\n";
     if (newest) h += "X-Ringstore-Version: " + newest->meta.version.to_string() + "\r\n";
-    return conn->respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
+    return conn.respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
   }
   if (newest->replica.self) {
-    if (server_.serve_local(*conn, op->head_only).is_ok()) return;
+    if (server_.serve_local(conn, op->head_only).is_ok()) return;
     // This node's copy is damaged (and now dropped from its index): serve another
     // replica's, asking one more when none of those asked has the newest version.
-    std::size_t self = static_cast<std::size_t>(newest - op->answers.data());
-    op->answers[self].present = false;
+    op->answers[newest_index].present = false;
     op->decided = false;
     op->r = std::min(op->r + 1, op->answers.size());
     op->ok_count--;
-    op->answers[self].ok = false;
+    op->answers[newest_index].ok = false;
     return ask(op);
   }
-  if (op->head_only) return server_.serve_meta_head(*conn, newest->meta);
-  serve_remote(op, static_cast<std::size_t>(newest - op->answers.data()));
+  if (op->head_only) return server_.serve_meta_head(conn, newest->meta);
+  serve_remote(op, newest_index);
 }
 
 // Fetches the newest copy from the replica that holds it into a spool on this node, then

@@ -76,6 +76,13 @@ class Coordinator {
   // The body is in `writer` (a spool; tombstone set for a DELETE).
   void write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer, std::uint32_t w);
   void read(Connection& c, std::uint32_t r, bool head_only);
+  // A write with a precondition (If-Match, If-None-Match, If-Unmodified-Since): the
+  // current version is read from r replicas as a GET's is, the precondition checked
+  // against the newest of them, and only then is the write made (412 and the body
+  // dropped otherwise). Under last-writer-wins this is no compare-and-swap: two such
+  // writes racing may both pass (docs/ARCHITECTURE.md).
+  void write_checked(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer, std::uint32_t w,
+                     std::uint32_t r);
   void locate(Connection& c, const std::string& key);
 
   // Sends this node's copy of `key` to `addr` (as a hint for `hint_for` when given).
@@ -109,10 +116,13 @@ class Coordinator {
   void remember_missed(const std::shared_ptr<WriteOp>& op);
   void finish_write_if_decided(const std::shared_ptr<WriteOp>& op);
 
+  std::shared_ptr<ReadOp> start_read(Connection& c, std::uint32_t r, bool head_only);
   void ask(const std::shared_ptr<ReadOp>& op);
   void watch_late(const std::shared_ptr<ReadOp>& op);
   static void cancel_late(ReadOp& op);
   void on_answer(const std::shared_ptr<ReadOp>& op);
+  // newest: the index of the answer with the newest version, answers.size() for none.
+  void serve_newest(const std::shared_ptr<ReadOp>& op, Connection& conn, std::size_t newest);
   void serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t holder);
   Status repair_local(const std::string& key, const blobstore::BlobMeta& want, const std::string& body,
                       std::unique_ptr<blobstore::BlobWriter> writer);

@@ -24,14 +24,22 @@ constexpr std::string_view internal_push = "_/internal/push/";
 
 std::string etag_of(const blobstore::BlobMeta& m) { return "\"" + blobstore::md5_hex(m.md5) + "\""; }
 
-std::string blob_headers(const blobstore::BlobMeta& m) {
+std::int64_t last_modified_s(const blobstore::BlobMeta& m) {
+  return static_cast<std::int64_t>(m.version.wall_ms() / 1000);
+}
+
+// The headers of a value less its Content-Type, which a multipart answer replaces.
+std::string validator_headers(const blobstore::BlobMeta& m) {
   std::string h;
   h += "ETag: " + etag_of(m) + "\r\n";
-  h += "Last-Modified: " + http_date(static_cast<std::int64_t>(m.version.wall_ms() / 1000)) + "\r\n";
+  h += "Last-Modified: " + http_date(last_modified_s(m)) + "\r\n";
   h += "X-Ringstore-Version: " + m.version.to_string() + "\r\n";
   h += "Accept-Ranges: bytes\r\n";
-  h += "Content-Type: " + m.content_type + "\r\n";
   return h;
+}
+
+std::string blob_headers(const blobstore::BlobMeta& m) {
+  return validator_headers(m) + "Content-Type: " + m.content_type + "\r\n";
 }
 
 // What a replica says about its copy, for HEAD and GET /_/internal/blob.
@@ -63,6 +71,8 @@ Status Server::on_headers(Connection& c) {
   // A write to "_/..." is a write to a reserved key (400); reads there are endpoints.
   if ((!is_system(r.target) && !listing) || (is_system(r.target) && writes)) {
     if (Status s = validate_key(r.target.path); !s.is_ok()) return s;
+    // Before the body: a write with a condition it cannot read is refused unread.
+    if (Status s = r.conditions.validate(); !s.is_ok()) return s;
   }
   if (r.method == HTTP_PUT) return begin_upload(c, r.target.path, /*tombstone=*/false);
   switch (r.method) {
@@ -138,7 +148,16 @@ void Server::on_request(Connection& c) {
         if (!w.is_ok()) return c.respond_error(w.status());
         r.writer = std::move(w.value());
       }
-      return coordinator_->write(c, std::move(r.writer), quorum);
+      // Only a write with a precondition pays for reading the current version first.
+      if (!r.conditions.constrain_write()) {
+        return coordinator_->write(c, std::move(r.writer), quorum);
+      }
+      std::uint32_t read_quorum = 0;
+      if (Status s = coordinator_->pick(r.target, "r", coordinator_->config().r, &read_quorum);
+          !s.is_ok()) {
+        return c.respond_error(s);
+      }
+      return coordinator_->write_checked(c, std::move(r.writer), quorum, read_quorum);
     }
     default:
       return c.respond_error(Status(Code::method_not_allowed, "method_not_allowed"));
@@ -200,26 +219,46 @@ void Server::serve_meta_head(Connection& c, const blobstore::BlobMeta& m) {
   serve_blob(c, m, blob_headers(m), nullptr, nullptr, true);
 }
 
-// One of `body` (whole, verified) or `handle` (to stream); neither for HEAD.
+void Server::respond_not_modified(Connection& c, const blobstore::BlobMeta& m) {
+  c.respond(304, blob_headers(m), "", true);
+}
+
+namespace {
+// The ranges a GET or HEAD is answered with: whole without a Range, and when an
+// If-Range names another version (RFC 9110 §13.1.5).
+RangeSet wanted_ranges(const HttpRequest& r, const blobstore::BlobMeta& m) {
+  if (r.range.empty()) return {};
+  const std::string etag = etag_of(m);
+  Validators v{true, etag, last_modified_s(m)};
+  if (!if_range_matches(r.conditions.if_range, v)) return {};
+  return parse_ranges(r.range, m.size);
+}
+}  // namespace
+
+// One of `body` (whole, verified) or `handle` (to stream); neither for HEAD. The
+// preconditions were checked by the coordinator against the newest version.
 void Server::serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::string& headers,
                         const std::string* body, blobstore::BlobHandle* handle, bool head_only) {
-  HttpRequest& r = c.request();
-  if (!r.if_none_match.empty() && etag_matches(r.if_none_match, etag_of(m))) {
-    return c.respond(304, headers, "", true);
-  }
-  RangeResult range = r.range.empty() ? RangeResult{} : parse_range(r.range, m.size);
-  if (range.kind == RangeKind::unsatisfiable) {
+  RangeSet ranges = wanted_ranges(c.request(), m);
+  if (ranges.kind == RangeKind::unsatisfiable) {
     return c.respond(416, headers + "Content-Range: bytes */" + std::to_string(m.size) + "\r\n",
                      error_body(Status(Code::range_not_satisfiable, "range_not_satisfiable")),
                      head_only);
+  }
+  if (ranges.kind == RangeKind::partial && ranges.ranges.size() > 1) {
+    // Several ranges of a value held in memory: one multipart/byteranges answer. A
+    // streamed (large) value, or a HEAD, gets the whole value instead, as RFC 9110
+    // §14.2 allows: parts would need a stream of their own per range.
+    if (body != nullptr && !head_only && serve_multipart(c, m, *body, ranges.ranges)) return;
+    ranges = {};
   }
   int status = 200;
   ByteRange br{0, m.size == 0 ? 0 : m.size - 1};
   std::uint64_t length = m.size;
   std::string extra;
-  if (range.kind == RangeKind::partial) {
+  if (ranges.kind == RangeKind::partial) {
     status = 206;
-    br = range.range;
+    br = ranges.ranges.front();
     length = br.length();
     extra = "Content-Range: bytes " + std::to_string(br.first) + "-" + std::to_string(br.last) +
             "/" + std::to_string(m.size) + "\r\n";
@@ -232,6 +271,18 @@ void Server::serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::
   }
   ASSERT(handle != nullptr);
   c.stream(status, headers + extra, std::move(*handle), br);
+}
+
+// The boundary holds the value's own MD5: a value that contains it would be one that
+// contains its own hash. Checked anyway (false: the caller sends the whole value).
+bool Server::serve_multipart(Connection& c, const blobstore::BlobMeta& m, const std::string& body,
+                             const std::vector<ByteRange>& ranges) {
+  const std::string boundary = "ringstore-" + blobstore::md5_hex(m.md5);
+  if (body.find(boundary) != std::string::npos) return false;
+  std::string headers = validator_headers(m);
+  headers += "Content-Type: multipart/byteranges; boundary=" + boundary + "\r\n";
+  c.respond(206, headers, multipart_byteranges(body, ranges, m.content_type, boundary));
+  return true;
 }
 
 // ---- the node-to-node API ----

@@ -14,6 +14,7 @@ int http_status(Code code) {
     case Code::length_required: return 411;
     case Code::body_too_large: return 413;
     case Code::uri_too_long: return 414;
+    case Code::precondition_failed: return 412;
     case Code::range_not_satisfiable: return 416;
     case Code::headers_too_large: return 431;
     case Code::unavailable: return 503;
@@ -40,6 +41,7 @@ const char* reason_phrase(int status) {
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";

@@ -1,8 +1,11 @@
 // The HTTP layer over real sockets against an in-process node: every byte on the wire
 // is ours to place.
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <chrono>
+#include <map>
 #include <thread>
+#include <vector>
 
 #include "support/test_server.h"
 
@@ -355,4 +358,285 @@ TEST_CASE("listing through HTTP", "[http]") {
   CHECK(c.read_response().body == "{\"keys\":[\"l/a\",\"l/c\"],\"next\":\"\"}\n");
   REQUIRE(c.send(get_request("l/?list&r=4")));
   CHECK(c.read_response().status == 400);
+}
+
+namespace {
+
+std::string request_with(const std::string& method, const std::string& key, const std::string& extra,
+                         const std::string& body = "") {
+  std::string r = method + " /" + key + " HTTP/1.1\r\nHost: x\r\n" + extra;
+  if (method == "PUT" || !body.empty()) r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  return r + "\r\n" + body;
+}
+
+const std::string precondition_failed_error = "\"error\":\"precondition_failed\"";
+
+struct Part {
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+};
+
+// Splits a multipart/byteranges body at `boundary`; an empty result when it is not one.
+std::vector<Part> parse_multipart(const std::string& body, const std::string& boundary) {
+  std::vector<Part> parts;
+  const std::string delim = "--" + boundary;
+  std::size_t at = body.find(delim);
+  while (at != std::string::npos) {
+    at += delim.size();
+    if (body.compare(at, 2, "--") == 0) return parts;  // the closing delimiter
+    if (body.compare(at, 2, "\r\n") != 0) return {};
+    std::size_t head_end = body.find("\r\n\r\n", at);
+    if (head_end == std::string::npos) return {};
+    Part p;
+    std::size_t line = at + 2;
+    while (line < head_end) {
+      std::size_t eol = body.find("\r\n", line);
+      std::string h = body.substr(line, eol - line);
+      std::size_t colon = h.find(':');
+      std::string name = h.substr(0, colon);
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      p.headers[name] = h.substr(colon + 2);
+      line = eol + 2;
+    }
+    std::size_t next = body.find("\r\n" + delim, head_end + 4);
+    if (next == std::string::npos) return {};
+    p.body = body.substr(head_end + 4, next - head_end - 4);
+    parts.push_back(std::move(p));
+    at = next + 2;
+  }
+  return {};
+}
+
+std::string boundary_of(const std::string& content_type) {
+  const std::string prefix = "multipart/byteranges; boundary=";
+  return content_type.compare(0, prefix.size(), prefix) == 0 ? content_type.substr(prefix.size()) : "";
+}
+
+}  // namespace
+
+TEST_CASE("GET and HEAD preconditions", "[http][conditional]") {
+  TestServer srv;
+  put_ok(srv.port(), "c", "conditional body");
+  RawClient c(srv.port());
+  REQUIRE(c.send(get_request("c")));
+  auto r = c.read_response();
+  REQUIRE(r.status == 200);
+  const std::string etag = r.headers["etag"];
+  const std::string modified = r.headers["last-modified"];
+  auto status_of = [&](const std::string& method, const std::string& key, const std::string& extra) {
+    REQUIRE(c.send(request_with(method, key, extra)));
+    return c.read_response(5000, method == "HEAD");
+  };
+  SECTION("If-Match") {
+    CHECK(status_of("GET", "c", "If-Match: " + etag + "\r\n").status == 200);
+    CHECK(status_of("GET", "c", "If-Match: \"other\", " + etag + "\r\n").status == 200);
+    CHECK(status_of("GET", "c", "If-Match: *\r\n").status == 200);
+    r = status_of("GET", "c", "If-Match: \"other\"\r\n");
+    CHECK(r.status == 412);
+    CHECK(r.body.find(precondition_failed_error) != std::string::npos);
+    CHECK(r.body.find("\"reason\":") != std::string::npos);
+    CHECK(status_of("GET", "c", "If-Match: W/" + etag + "\r\n").status == 412);  // strong only
+    CHECK(status_of("HEAD", "c", "If-Match: \"other\"\r\n").status == 412);
+    CHECK(status_of("GET", "missing", "If-Match: *\r\n").status == 412);
+    CHECK(status_of("GET", "missing", "If-None-Match: *\r\n").status == 404);
+  }
+  SECTION("If-None-Match") {
+    r = status_of("GET", "c", "If-None-Match: " + etag + "\r\n");
+    CHECK(r.status == 304);
+    CHECK(r.headers["etag"] == etag);
+    CHECK(status_of("GET", "c", "If-None-Match: W/" + etag + "\r\n").status == 304);  // weak
+    CHECK(status_of("GET", "c", "If-None-Match: *\r\n").status == 304);
+    CHECK(status_of("HEAD", "c", "If-None-Match: " + etag + "\r\n").status == 304);
+    CHECK(status_of("GET", "c", "If-None-Match: \"a\", \"b,c\"\r\n").status == 200);
+    // If-Modified-Since is ignored when If-None-Match is present.
+    CHECK(status_of("GET", "c", "If-None-Match: \"a\"\r\nIf-Modified-Since: " + modified + "\r\n").status == 200);
+  }
+  SECTION("dates") {
+    CHECK(status_of("GET", "c", "If-Modified-Since: " + modified + "\r\n").status == 304);
+    CHECK(status_of("HEAD", "c", "If-Modified-Since: " + modified + "\r\n").status == 304);
+    CHECK(status_of("GET", "c", "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n").status == 200);
+    CHECK(status_of("GET", "c", "If-Modified-Since: yesterday\r\n").status == 200);  // ignored
+    CHECK(status_of("GET", "c", "If-Modified-Since: Sunday, 06-Nov-94 08:49:37 GMT\r\n").status == 200);
+    CHECK(status_of("GET", "c", "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n").status == 412);
+    CHECK(status_of("GET", "c", "If-Unmodified-Since: " + modified + "\r\n").status == 200);
+    CHECK(status_of("GET", "c", "If-Unmodified-Since: not a date\r\n").status == 200);
+    // If-Unmodified-Since is ignored when If-Match is present.
+    CHECK(status_of("GET", "c", "If-Match: " + etag + "\r\nIf-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n")
+              .status == 200);
+    // If-Match is evaluated before If-None-Match: 412 wins over 304.
+    CHECK(status_of("GET", "c", "If-Match: \"x\"\r\nIf-None-Match: " + etag + "\r\n").status == 412);
+  }
+  SECTION("a deleted key") {
+    REQUIRE(c.send("DELETE /c HTTP/1.1\r\nHost: x\r\n\r\n"));
+    REQUIRE(c.read_response().status == 204);
+    CHECK(status_of("GET", "c", "If-Match: " + etag + "\r\n").status == 412);
+    CHECK(status_of("GET", "c", "If-None-Match: *\r\n").status == 404);
+    CHECK(status_of("GET", "c", "If-Modified-Since: " + modified + "\r\n").status == 404);
+  }
+  SECTION("malformed entity-tag lists") {
+    RawClient bad(srv.port());
+    REQUIRE(bad.send(request_with("GET", "c", "If-Match: unquoted\r\n")));
+    r = bad.read_response();
+    CHECK(r.status == 400);
+    CHECK(r.body.find("\"error\":\"bad_if_match\"") != std::string::npos);
+    RawClient bad2(srv.port());
+    REQUIRE(bad2.send(request_with("GET", "c", "If-None-Match: \"open\r\n")));
+    CHECK(bad2.read_response().status == 400);
+  }
+}
+
+TEST_CASE("If-Range and multiple ranges", "[http][conditional]") {
+  TestServer srv;
+  std::string small;
+  for (int i = 0; i < 40; i++) small += static_cast<char>('A' + i % 26);
+  std::string large(600 * 1024, '\0');
+  for (std::size_t i = 0; i < large.size(); i++) large[i] = static_cast<char>('a' + i % 26);
+  put_ok(srv.port(), "small", small);
+  put_ok(srv.port(), "large", large);
+  RawClient c(srv.port());
+  REQUIRE(c.send(get_request("small")));
+  auto r = c.read_response();
+  const std::string etag = r.headers["etag"];
+  const std::string modified = r.headers["last-modified"];
+  auto get = [&](const std::string& key, const std::string& extra) {
+    REQUIRE(c.send(get_request(key, extra)));
+    return c.read_response();
+  };
+  SECTION("several ranges: multipart/byteranges in the order asked") {
+    r = get("small", "Range: bytes=20-21, 0-3,10-12\r\n");
+    REQUIRE(r.status == 206);
+    std::string boundary = boundary_of(r.headers["content-type"]);
+    REQUIRE(!boundary.empty());
+    CHECK(r.headers.count("content-range") == 0);
+    CHECK(r.headers["etag"] == etag);
+    auto parts = parse_multipart(r.body, boundary);
+    REQUIRE(parts.size() == 3);
+    CHECK(parts[0].body == small.substr(20, 2));
+    CHECK(parts[0].headers["content-range"] == "bytes 20-21/40");
+    CHECK(parts[0].headers["content-type"] == "text/plain");
+    CHECK(parts[1].body == small.substr(0, 4));
+    CHECK(parts[1].headers["content-range"] == "bytes 0-3/40");
+    CHECK(parts[2].body == small.substr(10, 3));
+    CHECK(parts[2].headers["content-range"] == "bytes 10-12/40");
+    CHECK(std::stoul(r.headers["content-length"]) == r.body.size());
+    // A suffix range among them.
+    parts = parse_multipart(get("small", "Range: bytes=0-0,-2\r\n").body, boundary);
+    REQUIRE(parts.size() == 2);
+    CHECK(parts[1].body == small.substr(38));
+  }
+  SECTION("overlapping ranges are merged; unsatisfiable ones dropped") {
+    r = get("small", "Range: bytes=0-5,3-8\r\n");
+    CHECK(r.status == 206);
+    CHECK(r.headers["content-range"] == "bytes 0-8/40");
+    CHECK(r.body == small.substr(0, 9));
+    r = get("small", "Range: bytes=0-1,100-200\r\n");
+    CHECK(r.status == 206);
+    CHECK(r.headers["content-range"] == "bytes 0-1/40");
+    r = get("small", "Range: bytes=0-1,2-3,30-31\r\n");  // adjacent ones merged, in byte order
+    REQUIRE(r.status == 206);
+    auto parts = parse_multipart(r.body, boundary_of(r.headers["content-type"]));
+    REQUIRE(parts.size() == 2);
+    CHECK(parts[0].headers["content-range"] == "bytes 0-3/40");
+    CHECK(parts[1].headers["content-range"] == "bytes 30-31/40");
+    CHECK(get("small", "Range: bytes=100-,200-\r\n").status == 416);
+  }
+  SECTION("too many ranges, or a malformed one: the whole value") {
+    std::string many = "Range: bytes=0-0";
+    for (int i = 1; i <= 64; i++) many += "," + std::to_string(i % 40) + "-" + std::to_string(i % 40);
+    r = get("small", many + "\r\n");
+    CHECK(r.status == 200);
+    CHECK(r.body == small);
+    CHECK(get("small", "Range: bytes=0-1,x-2\r\n").status == 200);
+  }
+  SECTION("If-Range") {
+    r = get("small", "Range: bytes=2-5\r\nIf-Range: " + etag + "\r\n");
+    CHECK(r.status == 206);
+    CHECK(r.body == small.substr(2, 4));
+    CHECK(get("small", "Range: bytes=2-5\r\nIf-Range: " + modified + "\r\n").status == 206);
+    r = get("small", "Range: bytes=2-5\r\nIf-Range: \"other\"\r\n");
+    CHECK(r.status == 200);
+    CHECK(r.body == small);
+    CHECK(get("small", "Range: bytes=2-5\r\nIf-Range: W/" + etag + "\r\n").status == 200);
+    CHECK(get("small", "Range: bytes=2-5\r\nIf-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n").status == 200);
+    CHECK(get("small", "Range: bytes=2-5\r\nIf-Range: garbage\r\n").status == 200);
+    CHECK(get("small", "Range: bytes=0-1,4-5\r\nIf-Range: " + etag + "\r\n").status == 206);
+    // An unsatisfiable range behind a stale validator: the whole value, not 416.
+    CHECK(get("small", "Range: bytes=100-\r\nIf-Range: \"other\"\r\n").status == 200);
+  }
+  SECTION("a large (streamed) value answers several ranges with the whole value") {
+    r = get("large", "Range: bytes=0-1,10-11\r\n");
+    CHECK(r.status == 200);
+    CHECK(r.body.size() == large.size());
+    r = get("large", "Range: bytes=0-1,1-3\r\n");  // merged into one: still a range
+    CHECK(r.status == 206);
+    CHECK(r.body == large.substr(0, 4));
+  }
+}
+
+TEST_CASE("conditional PUT and DELETE", "[http][conditional]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  auto send = [&](const std::string& method, const std::string& key, const std::string& extra,
+                  const std::string& body = "") {
+    REQUIRE(c.send(request_with(method, key, extra, body)));
+    return c.read_response();
+  };
+  SECTION("If-None-Match: * creates only") {
+    auto r = send("PUT", "once", "If-None-Match: *\r\n", "first");
+    CHECK(r.status == 201);
+    const std::string etag = r.headers["etag"];
+    r = send("PUT", "once", "If-None-Match: *\r\n", "second");
+    CHECK(r.status == 412);
+    CHECK(r.body == "{\"error\":\"precondition_failed\",\"reason\":\"if_none_match: the key exists\"}\n");
+    // The refused body was read and dropped: the connection goes on, the value stands.
+    r = send("GET", "once", "");
+    CHECK(r.status == 200);
+    CHECK(r.body == "first");
+    // A large body refused the same way.
+    std::string big(300 * 1024, 'z');
+    CHECK(send("PUT", "once", "If-None-Match: *\r\n", big).status == 412);
+    CHECK(send("GET", "once", "").body == "first");
+    CHECK(send("PUT", "once", "If-None-Match: " + etag + "\r\n", "third").status == 412);
+    CHECK(send("PUT", "once", "If-None-Match: \"other\"\r\n", "third").status == 201);
+    // A deleted key can be created again.
+    CHECK(send("DELETE", "once", "").status == 204);
+    CHECK(send("PUT", "once", "If-None-Match: *\r\n", "again").status == 201);
+    CHECK(send("GET", "once", "").body == "again");
+  }
+  SECTION("If-Match on PUT") {
+    CHECK(send("PUT", "m", "If-Match: *\r\n", "v0").status == 412);  // no current value
+    CHECK(send("GET", "m", "").status == 404);
+    auto r = send("PUT", "m", "", "v1");
+    REQUIRE(r.status == 201);
+    const std::string v1 = r.headers["etag"];
+    r = send("PUT", "m", "If-Match: \"00000000000000000000000000000000\"\r\n", "wrong");
+    CHECK(r.status == 412);
+    CHECK(r.body.find(precondition_failed_error) != std::string::npos);
+    CHECK(send("GET", "m", "").body == "v1");
+    r = send("PUT", "m", "If-Match: " + v1 + "\r\n", "v2");
+    CHECK(r.status == 201);
+    CHECK(r.headers["etag"] != v1);
+    CHECK(send("GET", "m", "").body == "v2");
+    CHECK(send("PUT", "m", "If-Match: " + v1 + "\r\n", "v3").status == 412);  // v1 is stale
+    CHECK(send("GET", "m", "").body == "v2");
+    CHECK(send("PUT", "m", "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n", "old").status == 412);
+    CHECK(send("PUT", "m", "If-Unmodified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n", "v4").status == 201);
+    CHECK(send("GET", "m", "").body == "v4");
+  }
+  SECTION("If-Match on DELETE") {
+    auto r = send("PUT", "d", "", "doomed");
+    REQUIRE(r.status == 201);
+    const std::string etag = r.headers["etag"];
+    CHECK(send("DELETE", "d", "If-Match: \"other\"\r\n").status == 412);
+    CHECK(send("GET", "d", "").body == "doomed");
+    CHECK(send("DELETE", "d", "If-Match: " + etag + "\r\n").status == 204);
+    CHECK(send("GET", "d", "").status == 404);
+    CHECK(send("DELETE", "d", "If-Match: " + etag + "\r\n").status == 412);  // gone already
+  }
+  SECTION("a malformed entity-tag list refuses the write before its body") {
+    RawClient bad(srv.port());
+    REQUIRE(bad.send(request_with("PUT", "bad", "If-Match: nope\r\n", "body")));
+    CHECK(bad.read_response().status == 400);
+    CHECK(send("GET", "bad", "").status == 404);
+  }
 }

@@ -22,6 +22,10 @@ inline constexpr std::uint32_t connections_max = 1024;
 // Bytes a client may send ahead while its request is answered (pipelining) before the
 // node stops reading from it: the next request's head, and then some.
 inline constexpr std::size_t pending_bytes_max = 64 * 1024;
+// Ranges of one Range header. Each part costs ~100 bytes of part headers and a copy,
+// so a header of many tiny ranges is mostly overhead; RFC 9110 §14.2 allows ignoring
+// such a header. More than this: the whole value, 200.
+inline constexpr std::size_t ranges_max = 64;
 // A keep-alive connection with no request in progress is closed after this long.
 inline constexpr std::uint32_t idle_timeout_ms = 60'000;
 // A request's line and headers must arrive within this long of its first byte. → 408

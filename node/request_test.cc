@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "node/http_status.h"
+#include "node/limits.h"
 
 using namespace node;
 
@@ -70,12 +71,12 @@ TEST_CASE("byte ranges", "[request]") {
 }
 
 TEST_CASE("If-None-Match", "[request]") {
-  CHECK(etag_matches("\"abc\"", "\"abc\""));
-  CHECK(etag_matches("W/\"abc\"", "\"abc\""));
-  CHECK(etag_matches("\"x\", \"abc\"", "\"abc\""));
-  CHECK(etag_matches("*", "\"abc\""));
-  CHECK_FALSE(etag_matches("\"abd\"", "\"abc\""));
-  CHECK_FALSE(etag_matches("", "\"abc\""));
+  CHECK(etag_list_matches("\"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("W/\"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("\"x\", \"abc\"", "\"abc\"", false));
+  CHECK(etag_list_matches("*", "\"abc\"", false));
+  CHECK_FALSE(etag_list_matches("\"abd\"", "\"abc\"", false));
+  CHECK_FALSE(etag_list_matches("", "\"abc\"", false));
 }
 
 TEST_CASE("HTTP dates and numbers", "[request]") {
@@ -86,4 +87,79 @@ TEST_CASE("HTTP dates and numbers", "[request]") {
   CHECK_FALSE(parse_u64("-1"));
   CHECK_FALSE(parse_u64("1 "));
   CHECK_FALSE(parse_u64(""));
+}
+
+TEST_CASE("several ranges", "[request]") {
+  auto r = parse_ranges("bytes=0-1, 5-6", 100);
+  REQUIRE(r.kind == RangeKind::partial);
+  REQUIRE(r.ranges.size() == 2);
+  CHECK(r.ranges[1].first == 5);
+  r = parse_ranges("bytes=50-60,0-1", 100);  // disjoint: in the order asked
+  REQUIRE(r.ranges.size() == 2);
+  CHECK(r.ranges[0].first == 50);
+  r = parse_ranges("bytes=50-60,0-1,55-70", 100);  // overlapping: merged, in byte order
+  REQUIRE(r.ranges.size() == 2);
+  CHECK(r.ranges[0].last == 1);
+  CHECK(r.ranges[1].first == 50);
+  CHECK(r.ranges[1].last == 70);
+  CHECK(parse_ranges("bytes=0-1,,", 100).ranges.size() == 1);  // empty elements
+  CHECK(parse_ranges("bytes=200-,300-", 100).kind == RangeKind::unsatisfiable);
+  CHECK(parse_ranges("bytes=0-1,5-x", 100).kind == RangeKind::whole);
+  CHECK(parse_ranges("bytes=,", 100).kind == RangeKind::whole);
+  std::string many = "bytes=0-0";
+  for (std::size_t i = 1; i < limits::ranges_max; i++) many += "," + std::to_string(2 * i) + "-" + std::to_string(2 * i);
+  CHECK(parse_ranges(many, 1000).ranges.size() == limits::ranges_max);
+  CHECK(parse_ranges(many + ",999-999", 1000).kind == RangeKind::whole);
+  CHECK(multipart_byteranges("abcdef", {{0, 1}, {4, 5}}, "text/plain", "B") ==
+        "--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/6\r\n\r\nab\r\n"
+        "--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 4-5/6\r\n\r\nef\r\n--B--\r\n");
+}
+
+TEST_CASE("HTTP dates in all three forms", "[request]") {
+  CHECK(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777);
+  CHECK(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == 784111777);
+  CHECK(parse_http_date("Sun Nov  6 08:49:37 1994") == 784111777);
+  CHECK(parse_http_date(http_date(1700000000)) == 1700000000);
+  CHECK_FALSE(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"));
+  CHECK_FALSE(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"));
+  CHECK_FALSE(parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"));
+  CHECK_FALSE(parse_http_date("1994-11-06"));
+  CHECK_FALSE(parse_http_date(""));
+}
+
+TEST_CASE("entity-tag lists and preconditions", "[request]") {
+  CHECK(etag_list_valid("*"));
+  CHECK(etag_list_valid("\"a\", W/\"b\" ,\"c,d\""));
+  CHECK_FALSE(etag_list_valid(""));
+  CHECK_FALSE(etag_list_valid("a"));
+  CHECK_FALSE(etag_list_valid("\"a"));
+  CHECK_FALSE(etag_list_valid("\"a\" b"));
+  CHECK(etag_list_matches("\"x\", \"c,d\"", "\"c,d\"", true));
+  CHECK_FALSE(etag_list_matches("W/\"e\"", "\"e\"", true));
+  CHECK(etag_list_matches("W/\"e\"", "\"e\"", false));
+
+  Validators live{true, "\"e\"", 1000};
+  Validators gone{};
+  Conditions create_only;
+  create_only.if_none_match = "*";
+  CHECK(evaluate_preconditions(create_only, false, live).outcome == Precondition::failed);
+  CHECK(evaluate_preconditions(create_only, false, gone).outcome == Precondition::proceed);
+  CHECK(evaluate_preconditions(create_only, true, live).outcome == Precondition::not_modified);
+  Conditions since;
+  since.if_modified_since = http_date(1000);
+  CHECK(evaluate_preconditions(since, true, live).outcome == Precondition::not_modified);
+  CHECK(evaluate_preconditions(since, false, live).outcome == Precondition::proceed);  // GET/HEAD only
+  since.if_modified_since = http_date(999);
+  CHECK(evaluate_preconditions(since, true, live).outcome == Precondition::proceed);
+  Conditions unmodified;
+  unmodified.if_unmodified_since = "garbage";
+  CHECK_FALSE(unmodified.constrain_write());  // a malformed date is absent: no read first
+  unmodified.if_unmodified_since = http_date(999);
+  CHECK(unmodified.constrain_write());
+  CHECK(evaluate_preconditions(unmodified, false, live).outcome == Precondition::failed);
+  CHECK(if_range_matches(std::nullopt, live));
+  CHECK(if_range_matches(std::string("\"e\""), live));
+  CHECK_FALSE(if_range_matches(std::string("W/\"e\""), live));
+  CHECK(if_range_matches(http_date(1000), live));
+  CHECK_FALSE(if_range_matches(http_date(1001), live));
 }

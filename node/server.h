@@ -113,6 +113,8 @@ class Server {
   void serve_meta_head(Connection& c, const blobstore::BlobMeta& m);
   // A whole small value held in memory, already checked against m.md5.
   void serve_body(Connection& c, const blobstore::BlobMeta& m, const std::string& body);
+  // 304 for a GET or HEAD whose If-None-Match or If-Modified-Since matched `m`.
+  void respond_not_modified(Connection& c, const blobstore::BlobMeta& m);
 
   Cluster& cluster() { return *cluster_; }
   PeerClient& peers() { return *peers_; }
@@ -162,6 +164,8 @@ class Server {
   void internal_put(Connection& c);
   void serve_blob(Connection& c, const blobstore::BlobMeta& m, const std::string& headers,
                   const std::string* body, blobstore::BlobHandle* handle, bool head_only);
+  bool serve_multipart(Connection& c, const blobstore::BlobMeta& m, const std::string& body,
+                       const std::vector<ByteRange>& ranges);
   void handle_list(Connection& c);
   void handle_system(Connection& c);
   static void on_hint_timer(uv_timer_t* t);

@@ -1,16 +1,21 @@
 // libFuzzer target for the pure request helpers in node/request.h: percent_decode,
-// validate_key, parse_target, parse_range, etag_matches, parse_u64 and http_date.
+// validate_key, parse_target, parse_range, parse_ranges, the entity-tag
+// lists and preconditions of conditional requests, parse_u64, http_date and
+// parse_http_date.
 //
 // Input: fields separated by '\n' (missing fields are empty):
 //   0 request target      → parse_target, and percent_decode + validate_key on its path
 //   1 Range header        → parse_range(header, size)
 //   2 body size (decimal) → the size for parse_range; not a number: the field's length
-//   3 If-None-Match       → etag_matches(field 3, field 4)
+//   1 also                → parse_ranges(header, size)
+//   3 If-None-Match       → etag_list_matches(field 3, field 4); as If-Match,
+//                           If-None-Match and If-Range: evaluate_preconditions
 //   4 ETag
-//   5 anything            → parse_u64, percent_decode, validate_key
+//   5 anything            → parse_u64, percent_decode, validate_key, parse_http_date
 // The whole input also goes through every helper. Each call is checked against
 // invariants that must hold for any input; a broken one traps (CHECK stays on in every
 // build type).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -264,23 +269,87 @@ void check_range(std::string_view header, std::uint64_t size) {
 }
 
 void check_etag(std::string_view inm, std::string_view etag) {
-  bool m = node::etag_matches(inm, etag);
+  bool m = node::etag_list_matches(inm, etag, /*strong=*/false);
   if (trim(inm) == "*") CHECK(m);
   if (inm.empty()) CHECK(!m);
-  // A tag equal to itself, in any position of a list and weak or strong, matches: as
-  // long as it cannot be split or trimmed differently.
-  bool plain = !etag.empty() && etag.find(',') == std::string_view::npos &&
-               trim(etag) == etag && etag.substr(0, 2) != "W/";
-  if (plain) {
+  // One well-formed strong tag matches itself in any position of a list, weakly when
+  // written weak and strongly only when not.
+  bool tag = etag.size() >= 2 && etag.front() == '"' && etag.back() == '"' &&
+             std::all_of(etag.begin() + 1, etag.end() - 1, [](char ch) {
+               auto u = static_cast<unsigned char>(ch);
+               return u >= 0x21 && u != '"' && u != 0x7f;
+             });
+  if (tag) {
     std::string e(etag);
-    CHECK(node::etag_matches(e, etag));
-    CHECK(node::etag_matches("W/" + e, etag));
-    CHECK(node::etag_matches(" \"other\" , " + e + " ", etag));
-    std::string list(inm.substr(0, 64));
-    list += ",";
-    list += e;
-    CHECK(node::etag_matches(list, etag));
+    CHECK(node::etag_list_valid(e));
+    CHECK(node::etag_list_matches(e, etag, true));
+    CHECK(node::etag_list_matches("W/" + e, etag, false));
+    CHECK(!node::etag_list_matches("W/" + e, etag, true));
+    CHECK(node::etag_list_matches(" \"other\" , " + e + " ", etag, true));
   }
+}
+
+// The promises serve_blob relies on: 1..ranges_max ranges within the body, disjoint.
+void check_ranges(std::string_view header, std::uint64_t size) {
+  node::RangeSet r = node::parse_ranges(header, size);
+  if (r.kind != RangeKind::partial) {
+    CHECK(r.ranges.empty());
+    return;
+  }
+  CHECK(!r.ranges.empty() && r.ranges.size() <= node::limits::ranges_max);
+  std::vector<node::ByteRange> sorted = r.ranges;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const node::ByteRange& a, const node::ByteRange& b) { return a.first < b.first; });
+  for (std::size_t i = 0; i < sorted.size(); i++) {
+    CHECK(sorted[i].first <= sorted[i].last);
+    CHECK(sorted[i].last < size);
+    if (i > 0) CHECK(sorted[i - 1].last + 1 < sorted[i].first);  // merged when touching
+  }
+  // A single spec agrees with the one-range parser.
+  if (header.find(',') == std::string_view::npos) {
+    node::RangeResult one = node::parse_range(header, size);
+    CHECK(one.kind == RangeKind::partial);
+    CHECK(r.ranges.size() == 1 && r.ranges[0].first == one.range.first && r.ranges[0].last == one.range.last);
+  }
+}
+
+// Entity-tag lists and the precondition order, for any header text.
+void check_conditions(std::string_view header, std::string_view etag_in) {
+  std::string etag = "\"" + std::string(etag_in.substr(0, 64)) + "\"";
+  bool valid = node::etag_list_valid(header);
+  bool strong = node::etag_list_matches(header, etag, true);
+  bool weak = node::etag_list_matches(header, etag, false);
+  if (strong) CHECK(weak);  // a strong match is a weak one too
+  bool opaque = std::all_of(etag.begin() + 1, etag.end() - 1, [](char ch) {
+    auto u = static_cast<unsigned char>(ch);
+    return u >= 0x21 && u != '"' && u != 0x7f;
+  });
+  if (valid && opaque && trim(header) != "*") {  // "*" is a list of its own
+    CHECK(node::etag_list_matches(std::string(header) + ", " + etag, etag, true));
+  }
+  node::Conditions c;
+  c.if_match = std::string(header);
+  c.if_none_match = std::string(header);
+  c.if_modified_since = std::string(header);
+  c.if_unmodified_since = std::string(header);
+  c.if_range = std::string(header);
+  CHECK(c.validate().is_ok() == valid);
+  for (bool exists : {false, true}) {
+    node::Validators v{exists, etag, 784111777};
+    for (bool read : {false, true}) {
+      node::PreconditionResult p = node::evaluate_preconditions(c, read, v);
+      if (!read) CHECK(p.outcome != node::Precondition::not_modified);
+      if (!exists) CHECK(p.outcome == node::Precondition::failed);  // If-Match with no value
+    }
+    if (!exists) CHECK(!node::if_range_matches(c.if_range, v));
+  }
+}
+
+// A date that parses prints back to the same instant.
+void check_parsed_date(std::string_view s) {
+  auto secs = node::parse_http_date(s);
+  if (!secs || *secs < 0 || *secs > 253402300799) return;
+  CHECK(node::parse_http_date(node::http_date(*secs)) == secs);
 }
 
 void check_date(std::int64_t secs) {
@@ -335,17 +404,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_range(f[1], 0);
   check_range(f[1], 1);
   check_range(f[1], std::numeric_limits<std::uint64_t>::max());
+  check_ranges(f[1], body);
+  check_ranges(f[1], 0);
+  check_ranges(f[1], std::numeric_limits<std::uint64_t>::max());
+  check_ranges(in, size);
 
   check_etag(f[3], f[4]);
   check_etag(f[4], f[4]);
+  check_conditions(f[3], f[4]);
+  check_conditions(in, f[4]);
 
   check_u64(f[5]);
   check_decoded_key(f[5]);
+  check_parsed_date(f[5]);
+  check_parsed_date(in);
 
   std::uint64_t bits = 0;
   for (std::size_t i = 0; i < 8 && i < size; i++) bits = bits << 8 | data[i];
   check_date(static_cast<std::int64_t>(bits));
   check_date(static_cast<std::int64_t>(bits & 0x3FFFFFFFF));  // about years 1970..2514
   check_date(784111777);
+  CHECK(node::parse_http_date(node::http_date(784111777)) == 784111777);
   return 0;
 }
