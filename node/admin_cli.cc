@@ -18,6 +18,7 @@
 
 #include <algorithm>
 
+#include "node/header_pair.h"
 #include "node/request.h"
 #include "node/server.h"
 
@@ -186,20 +187,7 @@ struct ResponseParser {
     self(p)->complete = true;
     return HPE_PAUSED;  // bytes after the answer are not ours to read
   }
-  static const llhttp_settings_t* settings() {
-    static const llhttp_settings_t s = [] {
-      llhttp_settings_t x;
-      llhttp_settings_init(&x);
-      x.on_header_field = on_header_field;
-      x.on_header_value = on_header_value;
-      x.on_header_value_complete = on_header_value_complete;
-      x.on_headers_complete = on_headers_complete;
-      x.on_body = on_body;
-      x.on_message_complete = on_message_complete;
-      return x;
-    }();
-    return &s;
-  }
+  static const llhttp_settings_t* settings() { return response_parser_settings<ResponseParser>(); }
 };
 
 // What a cut answer lacked, for the error message.

@@ -111,20 +111,7 @@ struct PeerClient::Conn {
     c->keep_alive = llhttp_should_keep_alive(p);
     return HPE_PAUSED;
   }
-  static const llhttp_settings_t* settings() {
-    static const llhttp_settings_t s = [] {
-      llhttp_settings_t x;
-      llhttp_settings_init(&x);
-      x.on_header_field = on_header_field;
-      x.on_header_value = on_header_value;
-      x.on_header_value_complete = on_header_value_complete;
-      x.on_headers_complete = on_headers_complete;
-      x.on_body = on_body;
-      x.on_message_complete = on_message_complete;
-      return x;
-    }();
-    return &s;
-  }
+  static const llhttp_settings_t* settings() { return response_parser_settings<Conn>(); }
 
   void reset_response() {
     llhttp_init(&parser, HTTP_RESPONSE, settings());

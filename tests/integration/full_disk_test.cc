@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -39,6 +40,14 @@ struct SmallDisk {
   }
 };
 
+// A directory for the test's small disks, and the cluster secret set.
+std::string test_root() {
+  setenv("RINGSTORE_SECRET", full_secret, 1);
+  char tmpl[] = "/tmp/ringstore-full.XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
 std::string disk_state(NodeGroup& g, std::size_t i) {
   json s = g.status(i);
   if (!s.is_object() || s["disks"].empty()) return "?";
@@ -53,10 +62,7 @@ TEST_CASE("full disks on every node lose no acknowledged write and take writes a
     WARN("skipped: mounting a small tmpfs needs root");
     return;
   }
-  setenv("RINGSTORE_SECRET", full_secret, 1);
-  char tmpl[] = "/tmp/ringstore-full.XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  const std::string root = tmpl;
+  const std::string root = test_root();
   std::vector<std::unique_ptr<SmallDisk>> disks;
   NodeGroup g(0, {});
   for (int i = 0; i < 3; i++) {
@@ -157,10 +163,7 @@ TEST_CASE("a node whose only disk is full coordinates through the others and ser
     WARN("skipped: mounting a small tmpfs needs root");
     return;
   }
-  setenv("RINGSTORE_SECRET", full_secret, 1);
-  char tmpl[] = "/tmp/ringstore-full.XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  const std::string root = tmpl;
+  const std::string root = test_root();
   auto small = std::make_unique<SmallDisk>(root + "/small");
   REQUIRE(small->mounted);
   NodeGroup g(0, {});
