@@ -32,13 +32,75 @@ std::uint64_t get_le(const std::uint8_t* p, int n) {
   return v;
 }
 
-std::uint32_t footer_check(std::string_view key, std::string_view ct, const std::uint8_t* fixed) {
+std::uint32_t footer_check(std::string_view key, std::string_view ct, std::string_view attrs,
+                           const std::uint8_t* fixed, std::size_t fixed_bytes) {
   Md5 m;
   m.update(key.data(), key.size());
   m.update(ct.data(), ct.size());
-  m.update(fixed, footer_fixed_bytes - 4);
+  m.update(attrs.data(), attrs.size());
+  m.update(fixed, fixed_bytes - 4);
   Md5Digest d = m.finish();
   return static_cast<std::uint32_t>(get_le(d.data(), 4));
+}
+
+// Reads the strings before a fixed footer (key, content type, attributes) and checks the
+// footer's check field against them.
+Status read_footer_strings(int fd, const std::uint8_t* fixed, std::size_t fixed_bytes,
+                           std::size_t attrs_len, BlobMeta* m, std::size_t key_len,
+                           std::size_t ct_len) {
+  std::string strings(key_len + ct_len + attrs_len, '\0');
+  ssize_t n = pread(fd, strings.data(), strings.size(), static_cast<off_t>(m->size));
+  if (n < 0) return Status::from_errno("read footer", errno);
+  if (static_cast<std::size_t>(n) != strings.size()) return Status::corruption("short footer");
+  m->key = strings.substr(0, key_len);
+  m->content_type = strings.substr(key_len, ct_len);
+  m->attrs = strings.substr(key_len + ct_len);
+  if (footer_check(m->key, m->content_type, m->attrs, fixed, fixed_bytes) !=
+      get_le(fixed + fixed_bytes - 4, 4)) {
+    return Status::corruption("footer check mismatch");
+  }
+  return Status::ok();
+}
+
+// The fields both formats share, at the same offsets: flags, body size, version, MD5.
+Status read_common(const std::uint8_t* fixed, BlobMeta* m) {
+  std::uint32_t flags = static_cast<std::uint32_t>(get_le(fixed + 4, 4));
+  if ((flags & ~flag_tombstone) != 0) return Status::corruption("unknown footer flags");
+  m->tombstone = (flags & flag_tombstone) != 0;
+  m->size = get_le(fixed + 8, 8);
+  m->version.hlc = get_le(fixed + 16, 8);
+  std::memcpy(m->version.node.data(), fixed + 24, 16);
+  std::memcpy(m->md5.data(), fixed + 40, 16);
+  return Status::ok();
+}
+
+// An RSB2 footer ending at file_bytes, or not_found when the tail holds none (the caller
+// then tries RSB1; a format-1 file's bytes there are its body or strings).
+Result<BlobMeta> read_footer_v2(int fd, std::uint64_t file_bytes) {
+  if (file_bytes < footer2_fixed_bytes) return Status::not_found("no RSB2 footer");
+  std::uint8_t fixed[footer2_fixed_bytes];
+  ssize_t n = pread(fd, fixed, sizeof fixed, static_cast<off_t>(file_bytes - footer2_fixed_bytes));
+  if (n < 0) return Status::from_errno("read footer", errno);
+  if (static_cast<std::size_t>(n) != sizeof fixed) return Status::corruption("short footer read");
+  if (get_le(fixed, 4) != footer2_magic) return Status::not_found("no RSB2 footer");
+  BlobMeta m;
+  m.format = footer_format_v2;
+  if (Status s = read_common(fixed, &m); !s.is_ok()) return s;
+  m.expires_ms = get_le(fixed + 56, 8);
+  std::size_t key_len = get_le(fixed + 64, 2);
+  std::size_t ct_len = get_le(fixed + 66, 2);
+  std::size_t attrs_len = get_le(fixed + 68, 2);
+  if (get_le(fixed + 70, 2) != 0) return Status::corruption("reserved footer field set");
+  if (key_len == 0 || key_len > limits::key_bytes_max) return Status::corruption("bad key length");
+  if (ct_len > limits::content_type_bytes_max) return Status::corruption("bad content type length");
+  if (attrs_len > limits::attrs_bytes_max) return Status::corruption("bad attributes length");
+  std::uint64_t tail = key_len + ct_len + attrs_len + footer2_fixed_bytes;
+  if (m.size > file_bytes || file_bytes - m.size != tail) return Status::corruption("bad sizes");
+  if (Status s = read_footer_strings(fd, fixed, footer2_fixed_bytes, attrs_len, &m, key_len, ct_len);
+      !s.is_ok()) {
+    return s;
+  }
+  return m;
 }
 
 }  // namespace
@@ -150,30 +212,48 @@ Status verify_body(int fd, const BlobMeta& meta) {
   return Status::ok();
 }
 
+std::uint64_t footer_bytes(const BlobMeta& meta) {
+  std::uint64_t strings = meta.key.size() + meta.content_type.size();
+  if (meta.format == footer_format_v1) return strings + footer_fixed_bytes;
+  return strings + meta.attrs.size() + footer2_fixed_bytes;
+}
+
 std::string encode_footer(const BlobMeta& meta) {
   ASSERT(meta.key.size() <= limits::key_bytes_max);
   ASSERT(meta.content_type.size() <= limits::content_type_bytes_max);
+  ASSERT(meta.attrs.size() <= limits::attrs_bytes_max);
+  ASSERT(meta.format == footer_format_v1 || meta.format == footer_format_v2);
+  const bool v1 = meta.format == footer_format_v1;
+  ASSERT(!v1 || (meta.attrs.empty() && meta.expires_ms == 0));
   std::string out;
-  out.reserve(meta.key.size() + meta.content_type.size() + footer_fixed_bytes);
+  out.reserve(footer_bytes(meta));
   out += meta.key;
   out += meta.content_type;
+  if (!v1) out += meta.attrs;
   std::string fixed;
-  put_u32(fixed, footer_magic);
+  put_u32(fixed, v1 ? footer_magic : footer2_magic);
   put_u32(fixed, meta.tombstone ? flag_tombstone : 0);
   put_u64(fixed, meta.size);
   put_u64(fixed, meta.version.hlc);
   fixed.append(reinterpret_cast<const char*>(meta.version.node.data()), meta.version.node.size());
   fixed.append(reinterpret_cast<const char*>(meta.md5.data()), meta.md5.size());
+  if (!v1) put_u64(fixed, meta.expires_ms);
   put_u16(fixed, static_cast<std::uint16_t>(meta.key.size()));
   put_u16(fixed, static_cast<std::uint16_t>(meta.content_type.size()));
-  ASSERT(fixed.size() == footer_fixed_bytes - 4);
-  put_u32(fixed, footer_check(meta.key, meta.content_type,
-                              reinterpret_cast<const std::uint8_t*>(fixed.data())));
+  if (!v1) {
+    put_u16(fixed, static_cast<std::uint16_t>(meta.attrs.size()));
+    put_u16(fixed, 0);
+  }
+  const std::size_t fixed_bytes = v1 ? footer_fixed_bytes : footer2_fixed_bytes;
+  ASSERT(fixed.size() == fixed_bytes - 4);
+  put_u32(fixed, footer_check(meta.key, meta.content_type, v1 ? std::string_view() : meta.attrs,
+                              reinterpret_cast<const std::uint8_t*>(fixed.data()), fixed_bytes));
   out += fixed;
   return out;
 }
 
-Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
+namespace {
+Result<BlobMeta> read_footer_v1(int fd, std::uint64_t file_bytes) {
   if (file_bytes < footer_fixed_bytes) return Status::corruption("blob file shorter than footer");
   std::uint8_t fixed[footer_fixed_bytes];
   ssize_t n = pread(fd, fixed, sizeof fixed, static_cast<off_t>(file_bytes - footer_fixed_bytes));
@@ -181,29 +261,30 @@ Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
   if (static_cast<std::size_t>(n) != sizeof fixed) return Status::corruption("short footer read");
   if (get_le(fixed, 4) != footer_magic) return Status::corruption("bad footer magic");
   BlobMeta m;
-  std::uint32_t flags = static_cast<std::uint32_t>(get_le(fixed + 4, 4));
-  if ((flags & ~flag_tombstone) != 0) return Status::corruption("unknown footer flags");
-  m.tombstone = (flags & flag_tombstone) != 0;
-  m.size = get_le(fixed + 8, 8);
-  m.version.hlc = get_le(fixed + 16, 8);
-  std::memcpy(m.version.node.data(), fixed + 24, 16);
-  std::memcpy(m.md5.data(), fixed + 40, 16);
+  m.format = footer_format_v1;
+  if (Status s = read_common(fixed, &m); !s.is_ok()) return s;
   std::size_t key_len = get_le(fixed + 56, 2);
   std::size_t ct_len = get_le(fixed + 58, 2);
   if (key_len == 0 || key_len > limits::key_bytes_max) return Status::corruption("bad key length");
   if (ct_len > limits::content_type_bytes_max) return Status::corruption("bad content type length");
   std::uint64_t tail = key_len + ct_len + footer_fixed_bytes;
   if (m.size > file_bytes || file_bytes - m.size != tail) return Status::corruption("bad sizes");
-  std::string strings(key_len + ct_len, '\0');
-  n = pread(fd, strings.data(), strings.size(), static_cast<off_t>(m.size));
-  if (n < 0) return Status::from_errno("read footer", errno);
-  if (static_cast<std::size_t>(n) != strings.size()) return Status::corruption("short footer");
-  m.key = strings.substr(0, key_len);
-  m.content_type = strings.substr(key_len);
-  if (footer_check(m.key, m.content_type, fixed) != get_le(fixed + 60, 4)) {
-    return Status::corruption("footer check mismatch");
+  if (Status s = read_footer_strings(fd, fixed, footer_fixed_bytes, 0, &m, key_len, ct_len);
+      !s.is_ok()) {
+    return s;
   }
   return m;
+}
+}  // namespace
+
+// RSB2 first. A format-1 file whose tail happens to hold "RSB2" 76 bytes from its end
+// fails the RSB2 checks (sizes, check field) and is then read as RSB1.
+Result<BlobMeta> read_footer(int fd, std::uint64_t file_bytes) {
+  auto v2 = read_footer_v2(fd, file_bytes);
+  if (v2.is_ok()) return v2;
+  auto v1 = read_footer_v1(fd, file_bytes);
+  if (v1.is_ok() || v2.status().code() == Code::not_found) return v1;
+  return v2;
 }
 
 std::string blob_relative_path(std::string_view key, const Version& v) {

@@ -450,9 +450,10 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_tombstone(std::string_view 
 }
 
 Status BlobStore::remove(std::string_view key, const Version& version, std::uint64_t now_ms,
-                         CommitCallback done) {
+                         CommitCallback done, bool unlinked) {
   auto w = begin_tombstone(key, now_ms);
   if (!w.is_ok()) return w.take_status();
+  if (unlinked) w.value()->set_unlinked();
   return commit(std::move(w.value()), version, std::move(done));
 }
 
@@ -467,8 +468,7 @@ Result<BlobHandle> BlobStore::open_read(std::string_view key) {
     if (h.meta.tombstone) return h;
     if (!disks_->healthy(h.meta.disk)) return Status::not_found("on a failed disk");
     std::string path = disks_->path(h.meta.disk) + "/" + blob_relative_path(key, h.meta.version);
-    std::uint64_t expect = h.meta.size + h.meta.key.size() + h.meta.content_type.size() +
-                           footer_fixed_bytes;
+    std::uint64_t expect = h.meta.size + footer_bytes(h.meta);
     if (pending_) {
       if ((h.held_ = pending_->find(path))) {
         ASSERT(h.held_->size() == expect);

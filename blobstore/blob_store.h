@@ -64,6 +64,18 @@ class BlobWriter {
     meta_.is_hint = true;
     meta_.hint_for = owner;
   }
+  // Stored response headers and expiry of the value (BlobMeta::attrs, expires_ms).
+  // REQUIRES: attrs.size() <= limits::attrs_bytes_max.
+  void set_attrs(std::string attrs, std::uint64_t expires_ms) {
+    ASSERT(attrs.size() <= limits::attrs_bytes_max);
+    meta_.attrs = std::move(attrs);
+    meta_.expires_ms = expires_ms;
+  }
+  // A tombstone written by UNLINK (REQUIRES: a tombstone writer).
+  void set_unlinked() {
+    ASSERT(meta_.tombstone);
+    meta_.unlinked = true;
+  }
   // No client waits for this write (a repair, a hint delivered, a range streamed): the
   // committer may hold it briefly to make it durable together with others.
   void set_background() { background_ = true; }
@@ -141,7 +153,7 @@ class BlobStore {
   Status commit(std::unique_ptr<BlobWriter> writer, const Version& version, CommitCallback done);
   // Writes a tombstone for `key` at `version`, the same way.
   Status remove(std::string_view key, const Version& version, std::uint64_t now_ms,
-                CommitCallback done);
+                CommitCallback done, bool unlinked = false);
   // Drops this node's replica copy of `key` (tombstone or value) if it is still at
   // `version`: a tombstone past its grace that every replica holds, or a copy handed to
   // the key's owners. `done` as for commit().
@@ -157,6 +169,10 @@ class BlobStore {
     return reader_.hints(after, limit);
   }
   Result<std::uint64_t> count_hints() { return reader_.count_hints(); }
+  // Rows whose value expired before `before_ms` (anti-entropy's purge of expired values).
+  Result<std::uint64_t> count_expired_before(std::uint64_t before_ms) {
+    return reader_.count_expired_before(before_ms);
+  }
   // Writes another replica missed while this node holds the key (hinted handoff when no
   // stand-in node was free): recorded, listed, and dropped once delivered.
   Status add_missed(const NodeId& target, std::string_view key, const Version& v, CommitCallback done) {

@@ -1,6 +1,7 @@
 #include "blobstore/blob_store.h"
 
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "blobstore/commit_log.h"
 #include "blobstore/file_pool.h"
 #include "blobstore/limits.h"
+#include "ring/hash.h"
 #include "support/test_server.h"
 
 using namespace blobstore;
@@ -1228,4 +1230,180 @@ TEST_CASE("a meta row written through the committer is durable once its callback
   CHECK(s.get("progress") == "a value");
   s.reopen();
   CHECK(s.store->get_meta("progress").value() == "window 7");
+}
+
+namespace {
+// Writes `body` as a whole blob file in `meta.format` under its name on `disk`.
+void write_file(const std::string& disk, BlobMeta meta, const std::string& body) {
+  meta.size = body.size();
+  meta.md5 = md5_of(body);
+  std::string path = disk + "/" + blob_relative_path(meta.key, meta.version);
+  fs::create_directories(parent_of(path));
+  std::ofstream(path, std::ios::binary) << body << encode_footer(meta);
+}
+
+Result<BlobMeta> footer_of(const std::string& bytes) {
+  testing::TempDir d;
+  std::string path = d.path() + "/f";
+  std::ofstream(path, std::ios::binary) << bytes;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  auto m = read_footer(fd, bytes.size());
+  ::close(fd);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("footers of both formats round-trip; RSB2 carries attributes and expiry",
+          "[blobstore][format]") {
+  BlobMeta m;
+  m.key = "a/key";
+  m.version = ver(7);
+  m.content_type = "text/plain";
+  m.attrs = "cache-control: no-cache\r\nx-ringstore-meta-a: 1\r\n";
+  m.expires_ms = 1'700'000'000'123;
+  m.size = 3;
+  m.md5 = md5_of("abc");
+  std::string v2 = "abc" + encode_footer(m);
+  CHECK(v2.size() == 3 + footer_bytes(m));
+  CHECK(v2.substr(v2.size() - footer2_fixed_bytes, 4) == "RSB2");
+  auto r2 = footer_of(v2);
+  REQUIRE(r2.is_ok());
+  CHECK(r2.value().format == footer_format_v2);
+  CHECK(r2.value().attrs == m.attrs);
+  CHECK(r2.value().expires_ms == m.expires_ms);
+  CHECK(r2.value().content_type == "text/plain");
+  CHECK(r2.value().version == m.version);
+  // One byte of the attributes changed: the check catches it.
+  std::string bad = v2;
+  bad[3 + m.key.size() + m.content_type.size() + 2] ^= 1;
+  CHECK(footer_of(bad).status().code() == Code::corruption);
+
+  BlobMeta old = m;
+  old.format = footer_format_v1;
+  old.attrs.clear();
+  old.expires_ms = 0;
+  std::string v1 = "abc" + encode_footer(old);
+  CHECK(v1.size() == 3 + footer_bytes(old));
+  CHECK(v1.substr(v1.size() - footer_fixed_bytes, 4) == "RSB1");
+  auto r1 = footer_of(v1);
+  REQUIRE(r1.is_ok());
+  CHECK(r1.value().format == footer_format_v1);
+  CHECK(r1.value().attrs.empty());
+  CHECK(r1.value().expires_ms == 0);
+  CHECK(r1.value().key == "a/key");
+  CHECK(encode_footer(r1.value()) == v1.substr(3));
+  // A format-1 file whose bytes 76 from its end happen to read "RSB2" is still RSB1.
+  old.key = "k";
+  old.content_type.clear();  // a 65-byte footer: 76 from the end is inside the body
+  std::string body(40, 'x');
+  old.size = body.size();
+  old.md5 = md5_of(body);
+  std::string tricky = body + encode_footer(old);
+  REQUIRE(tricky.size() >= footer2_fixed_bytes);
+  tricky.replace(tricky.size() - footer2_fixed_bytes, 4, "RSB2");
+  REQUIRE(tricky.size() - footer2_fixed_bytes < body.size());
+  auto rt = footer_of(tricky);
+  REQUIRE(rt.is_ok());
+  CHECK(rt.value().format == footer_format_v1);
+}
+
+TEST_CASE("an index and files of the earlier format are read, served, scrubbed and rebuilt",
+          "[blobstore][format]") {
+  Store s;
+  s.store.reset();
+  const std::string data = s.dir.path() + "/data";
+  for (const char* f : {"index.db", "index.db-wal", "index.db-shm"}) fs::remove(data + "/" + f);
+  // The schema and a row as the previous version wrote them, and its RSB1 file.
+  BlobMeta old;
+  old.key = "old";
+  old.version = ver(1);
+  old.content_type = "text/plain";
+  old.format = footer_format_v1;
+  write_file(s.disks()[0], old, "old bytes");
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((data + "/index.db").c_str(), &db) == SQLITE_OK);
+    const std::string sql =
+        "CREATE TABLE blobs(key BLOB PRIMARY KEY NOT NULL, position INTEGER NOT NULL, hlc INTEGER "
+        "NOT NULL, node BLOB NOT NULL, tombstone INTEGER NOT NULL, size INTEGER NOT NULL, md5 BLOB "
+        "NOT NULL, content_type TEXT NOT NULL, disk INTEGER NOT NULL, hint_for BLOB) WITHOUT ROWID;"
+        "CREATE INDEX blobs_position ON blobs(position);"
+        "CREATE TABLE disks(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);"
+        "INSERT INTO disks(id,path) VALUES(1,'" + s.disks()[0] + "'),(2,'" + s.disks()[1] + "');";
+    REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO blobs VALUES(?1,?2,?3,?4,0,9,?5,'text/plain',1,NULL)",
+                               -1, &st, nullptr) == SQLITE_OK);
+    Md5Digest md5 = md5_of("old bytes");
+    sqlite3_bind_blob(st, 1, "old", 3, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, position_column(ring::key_position("old")));
+    sqlite3_bind_int64(st, 3, static_cast<sqlite3_int64>(old.version.hlc));
+    sqlite3_bind_blob(st, 4, old.version.node.data(), 16, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, md5.data(), 16, SQLITE_STATIC);
+    REQUIRE(sqlite3_step(st) == SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+  s.reopen();  // adds the new columns
+  CHECK(s.get("old") == "old bytes");
+  auto h = s.store->open_read("old");
+  REQUIRE(h.is_ok());
+  CHECK(h.value().meta.format == footer_format_v1);
+  CHECK(h.value().meta.attrs.empty());
+  int err = 0;
+  CHECK(Scrubber::verify_file(s.store->blob_path(h.value().meta), h.value().meta, &err).is_ok());
+  // New writes beside it keep their attributes and expiry.
+  REQUIRE(s.put("new", "new bytes", ver(2), nullptr, [](BlobWriter& w) {
+    w.set_attrs("x-ringstore-meta-k: v\r\n", 4'000'000'000'000);
+  }).is_ok());
+  s.store->flush();
+  auto n = s.store->lookup("new");
+  REQUIRE(n.is_ok());
+  CHECK(n.value().attrs == "x-ringstore-meta-k: v\r\n");
+  CHECK(n.value().expires_ms == 4'000'000'000'000);
+  std::vector<KeyVersion> rows;
+  std::string next;
+  REQUIRE(s.store->list_versions("", "", 10, &rows, &next).is_ok());
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].expires_ms == 4'000'000'000'000);
+  CHECK(rows[1].expires_ms == 0);
+  CHECK(s.store->count_expired_before(4'000'000'000'001).value() == 1);
+  CHECK(s.store->count_expired_before(4'000'000'000'000).value() == 0);
+  s.store.reset();
+  // Rebuilt from the files alone: both formats come back as they were written.
+  auto r = rebuild_index(data, s.disks());
+  REQUIRE(r.is_ok());
+  CHECK(r.value().keys == 2);
+  CHECK(r.value().skipped == 0);
+  s.reopen();
+  CHECK(s.get("old") == "old bytes");
+  CHECK(s.get("new") == "new bytes");
+  CHECK(s.store->lookup("old").value().format == footer_format_v1);
+  auto back = s.store->lookup("new");
+  REQUIRE(back.is_ok());
+  CHECK(back.value().format == footer_format_v2);
+  CHECK(back.value().attrs == "x-ringstore-meta-k: v\r\n");
+  CHECK(back.value().expires_ms == 4'000'000'000'000);
+}
+
+TEST_CASE("an unlinked tombstone keeps its kind in the index and the listing rows",
+          "[blobstore][format]") {
+  Store s;
+  REQUIRE(s.put("k", "v", ver(1)).is_ok());
+  bool ran = false;
+  Status st;
+  REQUIRE(s.store->remove("k", ver(2), 0, [&](Status r, CommitResult) {
+    ran = true;
+    st = r;
+  }, /*unlinked=*/true).is_ok());
+  REQUIRE(s.wait(ran, st).is_ok());
+  CHECK(s.get("k") == "<tombstone>");
+  CHECK(s.store->lookup("k").value().unlinked);
+  std::vector<KeyVersion> rows;
+  std::string next;
+  REQUIRE(s.store->list_versions("", "", 10, &rows, &next).is_ok());
+  REQUIRE(rows.size() == 1);
+  CHECK((rows[0].tombstone && rows[0].unlinked));
+  REQUIRE(s.del("k", ver(3)).is_ok());
+  CHECK(!s.store->lookup("k").value().unlinked);
 }

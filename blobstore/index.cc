@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS blobs(
   md5 BLOB NOT NULL,
   content_type TEXT NOT NULL,
   disk INTEGER NOT NULL,
-  hint_for BLOB
+  hint_for BLOB,
+  attrs BLOB,
+  expires_ms INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_position ON blobs(position);
 CREATE INDEX IF NOT EXISTS blobs_hint_for ON blobs(hint_for) WHERE hint_for IS NOT NULL;
@@ -80,7 +82,16 @@ Result<std::uint64_t> read_count(Db& db, sqlite3_stmt* s) {
 constexpr const char* meta_get_sql = "SELECT value FROM meta WHERE name=?1";
 constexpr const char* count_sql =
     "SELECT count(*) FROM blobs WHERE tombstone=0 AND hint_for IS NULL";
-constexpr const char* meta_columns = "hlc,node,tombstone,size,md5,content_type,disk,hint_for";
+constexpr const char* meta_columns =
+    "hlc,node,tombstone,size,md5,content_type,disk,hint_for,attrs,expires_ms";
+
+// The tombstone column: 0 a value, 1 a tombstone, 2 an unlinked tombstone (UNLINK).
+constexpr int tombstone_plain = 1;
+constexpr int tombstone_unlinked = 2;
+int tombstone_column(const BlobMeta& m) {
+  if (!m.tombstone) return 0;
+  return m.unlinked ? tombstone_unlinked : tombstone_plain;
+}
 
 // Reads meta_columns starting at column `c` into m (key excluded).
 Status read_meta_columns(sqlite3_stmt* s, int c, BlobMeta* m) {
@@ -91,7 +102,9 @@ Status read_meta_columns(sqlite3_stmt* s, int c, BlobMeta* m) {
     return Status::corruption("index row has bad node or md5 length");
   }
   std::memcpy(m->version.node.data(), node.data(), node.size());
-  m->tombstone = sqlite3_column_int(s, c + 2) != 0;
+  int tomb = sqlite3_column_int(s, c + 2);
+  m->tombstone = tomb != 0;
+  m->unlinked = tomb == tombstone_unlinked;
   m->size = static_cast<std::uint64_t>(sqlite3_column_int64(s, c + 3));
   std::memcpy(m->md5.data(), md5.data(), md5.size());
   m->content_type = column_bytes(s, c + 5);
@@ -99,6 +112,15 @@ Status read_meta_columns(sqlite3_stmt* s, int c, BlobMeta* m) {
   std::string hint = column_bytes(s, c + 7);
   m->is_hint = hint.size() == m->hint_for.size();
   if (m->is_hint) std::memcpy(m->hint_for.data(), hint.data(), hint.size());
+  // A row without attrs (NULL, not empty) names a file written in format 1: rows made
+  // before the column existed, and rebuilt from such files.
+  if (sqlite3_column_type(s, c + 8) == SQLITE_NULL) {
+    m->format = footer_format_v1;
+  } else {
+    m->format = footer_format_v2;
+    m->attrs = column_bytes(s, c + 8);
+  }
+  m->expires_ms = static_cast<std::uint64_t>(sqlite3_column_int64(s, c + 9));
   return Status::ok();
 }
 
@@ -179,10 +201,13 @@ Status IndexReader::open(const std::string& db_path) {
   // Hint rows are filtered, not bounded: a node holds few of them (hint caps), and the
   // key index keeps the scan in key order.
   if (Status s = list_versions_.prepare(db_.get(),
-          "SELECT key,hlc,node,tombstone FROM blobs WHERE key>=?1 AND hint_for IS NULL "
+          "SELECT key,hlc,node,tombstone,expires_ms FROM blobs WHERE key>=?1 AND hint_for IS NULL "
           "ORDER BY key LIMIT ?2");
       !s.is_ok()) return s;
   if (Status s = count_.prepare(db_.get(), count_sql); !s.is_ok()) return s;
+  if (Status s = count_expired_.prepare(db_.get(),
+          "SELECT count(*) FROM blobs WHERE expires_ms IS NOT NULL AND expires_ms<?1");
+      !s.is_ok()) return s;
   if (Status s = scan_disk_.prepare(db_.get(), ("SELECT key," + cols +
           " FROM blobs WHERE disk=?1 AND key>?2 ORDER BY key LIMIT ?3").c_str());
       !s.is_ok()) return s;
@@ -278,6 +303,11 @@ Result<std::vector<BlobMeta>> IndexReader::hints(std::string_view after, std::si
   return out;
 }
 
+Result<std::uint64_t> IndexReader::count_expired_before(std::uint64_t before_ms) {
+  sqlite3_bind_int64(count_expired_.get(), 1, static_cast<sqlite3_int64>(before_ms));
+  return read_count(db_, count_expired_.get());
+}
+
 Result<std::uint64_t> IndexReader::count_hints() { return read_count(db_, count_hints_.get()); }
 
 Result<std::vector<MissedWrite>> IndexReader::missed(std::size_t limit) {
@@ -345,7 +375,10 @@ Status IndexReader::list_versions(std::string_view prefix, std::string_view star
       return Status::corruption("index row has a bad node length");
     }
     std::memcpy(row.version.node.data(), node.data(), node.size());
-    row.tombstone = sqlite3_column_int(s, 3) != 0;
+    int tomb = sqlite3_column_int(s, 3);
+    row.tombstone = tomb != 0;
+    row.unlinked = tomb == tombstone_unlinked;
+    row.expires_ms = static_cast<std::uint64_t>(sqlite3_column_int64(s, 4));
     rows->push_back(std::move(row));
   }
   return Status::ok();
@@ -370,6 +403,7 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
     return s;
   }
   if (Status s = db_.exec(schema_sql); !s.is_ok()) return s;
+  if (Status s = add_missing_columns(); !s.is_ok()) return s;
   Stmt ins, sel;
   if (Status s = ins.prepare(db_.get(), "INSERT OR IGNORE INTO disks(path) VALUES(?1)");
       !s.is_ok()) return s;
@@ -396,7 +430,7 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
       {&drop_hint_, "DELETE FROM hints WHERE target=?1 AND key=?2 AND hlc=?3 AND node=?4"},
       {&upsert_,
        "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk,"
-       "hint_for) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"},
+       "hint_for,attrs,expires_ms) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"},
       {&add_trash_, "INSERT OR IGNORE INTO trash(path) VALUES(?1)"},
       {&trash_, "SELECT path FROM trash"},
       {&clear_trash_, "DELETE FROM trash WHERE path=?1"},
@@ -412,6 +446,32 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
     if (Status s = st.stmt->prepare(db_.get(), st.sql); !s.is_ok()) return s;
   }
   return Status::ok();
+}
+
+// Databases made before attributes existed lack their columns: added at open (existing
+// rows get NULL, which reads as a format-1 file without attributes or expiry).
+Status IndexWriter::add_missing_columns() {
+  Stmt info;
+  if (Status s = info.prepare(db_.get(), "PRAGMA table_info(blobs)"); !s.is_ok()) return s;
+  bool has_attrs = false, has_expires = false;
+  for (;;) {
+    int rc = sqlite3_step(info.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return db_.error("table_info");
+    std::string name = column_bytes(info.get(), 1);
+    has_attrs = has_attrs || name == "attrs";
+    has_expires = has_expires || name == "expires_ms";
+  }
+  sqlite3_reset(info.get());
+  if (!has_attrs) {
+    if (Status s = db_.exec("ALTER TABLE blobs ADD COLUMN attrs BLOB"); !s.is_ok()) return s;
+  }
+  if (!has_expires) {
+    if (Status s = db_.exec("ALTER TABLE blobs ADD COLUMN expires_ms INTEGER"); !s.is_ok()) return s;
+  }
+  // Only expiring rows: finding values due for purging costs nothing without them.
+  return db_.exec("CREATE INDEX IF NOT EXISTS blobs_expires ON blobs(expires_ms) "
+                  "WHERE expires_ms IS NOT NULL");
 }
 
 Status IndexWriter::begin() { return step_done(db_, begin_.get(), "begin"); }
@@ -448,7 +508,7 @@ Status IndexWriter::upsert(const BlobMeta& m) {
   sqlite3_bind_int64(s, 2, position_column(ring::key_position(m.key)));
   sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(m.version.hlc));
   bind_blob(s, 4, std::string_view(reinterpret_cast<const char*>(m.version.node.data()), 16));
-  sqlite3_bind_int(s, 5, m.tombstone ? 1 : 0);
+  sqlite3_bind_int(s, 5, tombstone_column(m));
   sqlite3_bind_int64(s, 6, static_cast<sqlite3_int64>(m.size));
   bind_blob(s, 7, std::string_view(reinterpret_cast<const char*>(m.md5.data()), 16));
   bind_text(s, 8, m.content_type);
@@ -457,6 +517,19 @@ Status IndexWriter::upsert(const BlobMeta& m) {
     bind_blob(s, 10, std::string_view(reinterpret_cast<const char*>(m.hint_for.data()), 16));
   } else {
     sqlite3_bind_null(s, 10);
+  }
+  // NULL marks a format-1 file (see read_meta_columns); an empty blob is "no attributes".
+  if (m.format == footer_format_v1) {
+    sqlite3_bind_null(s, 11);
+  } else if (m.attrs.empty()) {
+    sqlite3_bind_zeroblob(s, 11, 0);
+  } else {
+    bind_blob(s, 11, m.attrs);
+  }
+  if (m.expires_ms != 0) {
+    sqlite3_bind_int64(s, 12, static_cast<sqlite3_int64>(m.expires_ms));
+  } else {
+    sqlite3_bind_null(s, 12);
   }
   return step_done(db_, s, "upsert");
 }

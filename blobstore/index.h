@@ -60,6 +60,8 @@ struct KeyVersion {
   std::string key;
   Version version;
   bool tombstone = false;
+  bool unlinked = false;         // a tombstone written by UNLINK
+  std::uint64_t expires_ms = 0;  // a value's expiry (0: none)
 };
 
 // A write that `target` missed while this node holds the key itself.
@@ -84,6 +86,7 @@ class IndexReader {
   // Up to `limit` hints with key > after, in key order.
   Result<std::vector<BlobMeta>> hints(std::string_view after, std::size_t limit);
   Result<std::uint64_t> count_hints();
+  Result<std::uint64_t> count_expired_before(std::uint64_t before_ms);
   Result<std::vector<MissedWrite>> missed(std::size_t limit);
   // Keys (with versions) whose ring position lies in [from, to], in position order.
   Status scan_positions(std::uint64_t from, std::uint64_t to, std::size_t limit,
@@ -105,6 +108,7 @@ class IndexReader {
   Db db_;
   Stmt hints_, count_hints_, scan_, missed_, scan_disk_, count_disk_, by_target_;
   Stmt lookup_;
+  Stmt count_expired_;
   Stmt list_versions_;
   Stmt count_;
   Stmt meta_;
@@ -137,6 +141,7 @@ class IndexWriter {
   Result<std::uint64_t> count_live();
 
  private:
+  Status add_missing_columns();
   Db db_;
   Stmt current_, upsert_, erase_, add_hint_, drop_hint_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
   Stmt begin_, begin_read_, commit_, rollback_;

@@ -9,6 +9,11 @@ namespace blobstore::limits {
 inline constexpr std::size_t key_bytes_max = 1024;
 // Content-Type is stored in the footer (u16 length) and the index.
 inline constexpr std::size_t content_type_bytes_max = 256;
+// Stored response headers of one value (BlobMeta::attrs: "name: value\r\n" lines),
+// kept in the footer (u16 length), the index and every replica's request headers: 8 KiB
+// is four times what S3 allows for user metadata and stays well inside one request's
+// header budget.
+inline constexpr std::size_t attrs_bytes_max = 8 * 1024;
 // Values stream to disk, so this bounds disk use per object, not memory.
 inline constexpr std::uint64_t body_bytes_max_default = 5ull << 30;
 // Group commit: at most this many writes share one durability point and SQLite
@@ -37,7 +42,7 @@ inline constexpr std::uint64_t commit_log_bytes = 64ull << 20;
 inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
 // Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), the
 // blocks they may hold, and the largest one kept: a small value with its footer (key,
-// content type, 64 fixed bytes). A steady overwrite load puts rate × pooled_file_cool_ms
+// content type, attributes, 76 fixed bytes). A steady overwrite load puts rate × pooled_file_cool_ms
 // files in the pool before the first comes back out (~1,300 writes/s per disk under the
 // 1 KiB PUT bench: ~13,000 files); a pool that is full unlinks the rest, and freed inodes
 // make every inode created in the next minute dearer on this filesystem (see
@@ -48,7 +53,7 @@ inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
 inline constexpr std::uint64_t pooled_block_bytes = 4096;
 inline constexpr std::uint64_t pooled_blocks_bytes_max = 256ull << 20;
 inline constexpr std::size_t pooled_files_max = pooled_blocks_bytes_max / pooled_block_bytes;
-inline constexpr std::uint64_t pooled_file_bytes_max = 66 * 1024 + 512;
+inline constexpr std::uint64_t pooled_file_bytes_max = 74 * 1024 + 512;
 // A superseded file is reused only after this long: far longer than reading a small
 // value whole or sending one to a replica (replica_timeout_ms is 2 s).
 inline constexpr std::uint64_t pooled_file_cool_ms = 10'000;
@@ -57,7 +62,9 @@ inline constexpr std::uint64_t pooled_file_cool_ms = 10'000;
 inline constexpr std::size_t stocked_files_low = 32;
 inline constexpr std::size_t stocked_files_high = 128;
 static_assert(stocked_files_low < stocked_files_high && stocked_files_high < pooled_files_max);
-static_assert(pooled_file_bytes_max >= small_value_bytes_max + key_bytes_max + content_type_bytes_max + 64);
+static_assert(pooled_file_bytes_max >=
+              small_value_bytes_max + key_bytes_max + content_type_bytes_max + attrs_bytes_max + 76);
+static_assert(attrs_bytes_max < 65536, "the footer keeps its length in a u16");
 // Disks are looked at for disappearance (directory, marker, device) this often; a
 // failed one is re-checked as often. A few stat() calls per disk every 2 s cost nothing.
 inline constexpr std::uint64_t disk_check_interval_ms = 2'000;

@@ -116,8 +116,10 @@ Status write_out_log(const std::string& data_dir, const std::vector<std::string>
 std::vector<std::pair<std::string, std::string>> read_old_identity(const std::string& db_path) {
   std::vector<std::pair<std::string, std::string>> out;
   if (access(db_path.c_str(), F_OK) != 0) return out;
-  IndexReader old;
-  if (!old.open(db_path).is_ok()) return out;
+  // The writer's open adds the columns an index of an earlier version lacks, which a
+  // reader's statements need; the old file is renamed away afterwards anyway.
+  IndexWriter old;
+  if (!old.open(db_path, {}).is_ok()) return out;
   for (const char* name : {"node_id", "generation", "peers"}) {
     auto v = old.get_meta(name);
     if (!v.is_ok()) continue;

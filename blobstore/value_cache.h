@@ -43,7 +43,9 @@ class ValueCache {
   std::uint64_t misses() const { return misses_; }
 
  private:
-  static std::uint64_t cost(const CachedValue& v) { return v.body.size() + v.meta.key.size() + 256; }
+  static std::uint64_t cost(const CachedValue& v) {
+    return v.body.size() + v.meta.key.size() + v.meta.attrs.size() + 256;
+  }
   using Lru = std::list<std::shared_ptr<const CachedValue>>;
   std::uint64_t bytes_max_;
   std::uint64_t bytes_ = 0;

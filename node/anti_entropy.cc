@@ -30,6 +30,7 @@ struct Entry {
   blobstore::Version version;
   bool tombstone = false;
   std::uint64_t position = 0;
+  std::uint64_t expires_ms = 0;  // a value's expiry (0: none)
 };
 
 // This node's replica rows (hint rows left out) at positions in [from, to], in position
@@ -58,7 +59,7 @@ Status scan_replica_rows(blobstore::BlobStore& store, std::uint64_t from, std::u
   }
   for (std::size_t i = 0; i < keep; i++) {
     if (rows[i].is_hint) continue;
-    out->push_back({std::move(rows[i].key), rows[i].version, rows[i].tombstone, 0});
+    out->push_back({std::move(rows[i].key), rows[i].version, rows[i].tombstone, 0, rows[i].expires_ms});
     out->back().position = ring::key_position(out->back().key);
   }
   return Status::ok();
@@ -66,6 +67,14 @@ Status scan_replica_rows(blobstore::BlobStore& store, std::uint64_t from, std::u
 
 bool expired(const blobstore::Version& v, std::uint64_t grace_s, std::uint64_t now_ms) {
   return now_ms > v.wall_ms() && now_ms - v.wall_ms() > grace_s * 1000;
+}
+
+// A tombstone past the grace, or a value that expired longer than the grace ago: an
+// expired value is a tombstone whose age counts from its expiry. Either is purged once
+// every replica holds it (or nothing older), and is not copied back to one that lacks it.
+bool purge_due(const Entry& e, std::uint64_t grace_s, std::uint64_t now_ms) {
+  if (e.tombstone) return expired(e.version, grace_s, now_ms);
+  return e.expires_ms != 0 && now_ms > e.expires_ms && now_ms - e.expires_ms > grace_s * 1000;
 }
 
 std::string json_line(const nlohmann::json& j) {
@@ -340,6 +349,12 @@ void AntiEntropy::next_peer() {
   if (purge_now_) {
     std::uint64_t every = std::min<std::uint64_t>(config_.tombstone_grace_s * 100, 3'600'000);
     next_purge_ms_ = now + every;
+    // Values that expired longer than the grace ago: a partial index over expiring rows
+    // answers it, so stores without expiring values pay nothing.
+    std::uint64_t grace_ms = config_.tombstone_grace_s * 1000;
+    std::uint64_t wall = Hlc::wall_clock_ms();
+    auto due = server_.store().count_expired_before(wall > grace_ms ? wall - grace_ms : 0);
+    purge_expired_ = due.is_ok() && due.value() > 0;
   }
   local_step();
 }
@@ -514,7 +529,8 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
   for (std::size_t i = 0; !bad && i < entries->size(); i++) {
     const nlohmann::json& e = (*entries)[i];
     Entry x;
-    bad = !e.is_array() || e.size() != 3 || !e[0].is_string() || !e[1].is_string() || !e[2].is_number_unsigned();
+    bad = !e.is_array() || e.size() < 3 || e.size() > 4 || !e[0].is_string() || !e[1].is_string() ||
+          !e[2].is_number_unsigned() || (e.size() == 4 && !e[3].is_number_unsigned());
     if (bad) break;
     const std::string& hk = e[0].get_ref<const std::string&>();
     x.key.resize(hk.size() / 2);
@@ -525,6 +541,7 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     if (bad) break;
     x.version = *v;
     x.tombstone = e[2].get<std::uint64_t>() != 0;
+    if (e.size() == 4) x.expires_ms = e[3].get<std::uint64_t>();
     x.position = ring::key_position(x.key);
     bad = x.position < from || x.position > remote_end;
     remote.push_back(std::move(x));
@@ -554,7 +571,7 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     if (e.position > end) break;
     auto it = mine.find(e.key);
     if (it == mine.end()) {
-      if (!(e.tombstone && expired(e.version, config_.tombstone_grace_s, now))) {
+      if (!purge_due(e, config_.tombstone_grace_s, now)) {
         enqueue({Transfer::Kind::pull, e.key, e.version, {cmp->addr}});
       }
       continue;
@@ -565,7 +582,7 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     mine.erase(it);
   }
   for (const auto& [k, l] : mine) {
-    if (!(l->tombstone && expired(l->version, config_.tombstone_grace_s, now))) {
+    if (!purge_due(*l, config_.tombstone_grace_s, now)) {
       enqueue({Transfer::Kind::push, l->key, l->version, {cmp->addr}});
     }
   }
@@ -613,7 +630,9 @@ void AntiEntropy::local_step() {
     if (leaf.empty()) continue;
     bool owned = owns(local_arc_, self_idx);
     if (!owned && !hand_off_strays) continue;
-    if (owned && (leaf.tombstones == 0 || !purge_now_)) continue;
+    // Leaves count tombstones, not expiring values: while this node holds a value due
+    // for purging, every owned arc is read (purge_expired_).
+    if (owned && (!purge_now_ || (leaf.tombstones == 0 && !purge_expired_))) continue;
     std::vector<std::string> addrs;
     bool all_alive = true;
     for (std::size_t j = 0; j < n_; j++) {
@@ -635,7 +654,7 @@ void AntiEntropy::local_step() {
       for (const Entry& e : rows) {
         if (!owned) {
           enqueue({Transfer::Kind::handoff, e.key, e.version, addrs});
-        } else if (e.tombstone && expired(e.version, config_.tombstone_grace_s, now)) {
+        } else if (purge_due(e, config_.tombstone_grace_s, now)) {
           enqueue({Transfer::Kind::purge_check, e.key, e.version, addrs});
         }
       }
@@ -868,6 +887,7 @@ void AntiEntropy::serve_keys(Connection& c) {
   for (const Entry& e : rows) {
     entries.push_back({blobstore::hex(reinterpret_cast<const std::uint8_t*>(e.key.data()), e.key.size()),
                        e.version.to_string(), e.tombstone ? 1 : 0});
+    if (e.expires_ms != 0) entries.back().push_back(e.expires_ms);
   }
   nlohmann::json j = {{"entries", entries}, {"next", more ? nlohmann::json(next) : nlohmann::json(nullptr)}};
   c.respond(200, "Content-Type: application/json\r\n", json_line(j));

@@ -186,6 +186,7 @@ class AntiEntropy {
   std::size_t local_arc_ = 0;
   bool local_phase_ = false;
   bool purge_now_ = false;          // this pass looks for tombstones to purge
+  bool purge_expired_ = false;      // ... and for expired values (every owned arc)
   std::uint64_t next_purge_ms_ = 0;
   std::function<void()> resume_;  // a step waiting for the queue to drain
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "node/attrs.h"
 #include "node/http_status.h"
 #include "node/log.h"
 #include "node/server.h"
@@ -64,6 +65,19 @@ void capture_condition(Conditions& c, const std::string& field, const std::strin
   if (header_is(field, "if-modified-since")) return capture_single(c.if_modified_since, value);
   if (header_is(field, "if-unmodified-since")) return capture_single(c.if_unmodified_since, value);
   if (header_is(field, "if-range")) return capture_single(c.if_range, value);
+}
+
+// is_stored_header() without lower-casing (and allocating) every header's name first.
+bool stored_header_field(const std::string& f) {
+  return (f.size() > 17 && strncasecmp(f.c_str(), "x-ringstore-meta-", 17) == 0) ||
+         header_is(f, "content-encoding") || header_is(f, "content-disposition") ||
+         header_is(f, "cache-control");
+}
+
+std::string lower_name(const std::string& field) {
+  std::string name = field;
+  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return name;
 }
 
 }  // namespace
@@ -240,9 +254,12 @@ void Connection::reset_request() {
 
 int Connection::count_header_bytes(std::size_t n) {
   header_bytes_ += n;
-  if (header_bytes_ > server_->limits().header_bytes_max) {
-    error_ = limit_error(Code::headers_too_large, "headers_too_large",
-                         server_->limits().header_bytes_max);
+  std::size_t max = server_->limits().header_bytes_max;
+  // A replica write carries the stored headers of its value (node/attrs.h). The target
+  // comes first, so it is known here; whoever sends it, the room is bounded.
+  if (req_.url.compare(0, 12, "/_/internal/") == 0) max += attr_limits::internal_header_bytes_extra;
+  if (header_bytes_ > max) {
+    error_ = limit_error(Code::headers_too_large, "headers_too_large", max);
     return HPE_USER;
   }
   return HPE_OK;
@@ -293,6 +310,20 @@ int Connection::on_header_value_complete(llhttp_t* p) {
     r.range = value;
   } else if (f.size() > 3 && strncasecmp(f.c_str(), "if-", 3) == 0) {
     capture_condition(r.conditions, f, value);
+  } else if (stored_header_field(f)) {
+    std::string name = lower_name(f);
+    // Kept with the value by a PUT; bounded here, as it arrives, by attrs_bytes_max
+    // (the stored line is "name: value\r\n").
+    r.stored_header_bytes += name.size() + value.size() + 4;
+    if (r.stored_header_bytes > attr_limits::attrs_bytes_max) {
+      self->error_ = limit_error(Code::invalid_argument, "metadata_too_large", attr_limits::attrs_bytes_max);
+      return HPE_USER;
+    }
+    if (!valid_header_text(value)) {
+      self->error_ = Status::invalid("bad_metadata: header values must be printable ASCII");
+      return HPE_USER;
+    }
+    r.stored_headers.emplace_back(std::move(name), value);
   } else if (f.size() > 12 && strncasecmp(f.c_str(), "x-ringstore-", 12) == 0) {
     // Bounded by header_bytes_max like every header.
     std::string name = f.substr(12);

@@ -44,6 +44,10 @@ struct HttpRequest {
     }
     return nullptr;
   }
+  // Headers a PUT stores with its value (node/attrs.h, is_stored_header), in arrival
+  // order, and their bytes so far (bounded by attrs_bytes_max as they arrive).
+  std::vector<std::pair<std::string, std::string>> stored_headers;
+  std::size_t stored_header_bytes = 0;
   Target target;
   // Filled by the handlers.
   std::unique_ptr<blobstore::BlobWriter> writer;

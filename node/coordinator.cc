@@ -7,6 +7,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "node/attrs.h"
 #include "node/http_status.h"
 #include "node/log.h"
 #include "node/server.h"
@@ -37,8 +38,12 @@ bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore
   if (!version) return false;
   m->key = key;
   m->version = *version;
-  const std::string* t = r.header("x-ringstore-tombstone");
-  m->tombstone = t != nullptr && *t == "1";
+  // Tombstone kind, attributes and expiry (node/attrs.h), from the X-Ringstore-* headers.
+  HeaderList ringstore;
+  for (const auto& [name, value] : r.headers) {
+    if (name.compare(0, 12, "x-ringstore-") == 0) ringstore.emplace_back(name.substr(12), value);
+  }
+  if (!replica_meta_from(ringstore, m)) return false;
   if (const std::string* md5 = r.header("x-ringstore-md5")) {
     if (!blobstore::unhex(*md5, m->md5.data(), m->md5.size())) return false;
   }
@@ -50,7 +55,6 @@ bool meta_from_response(const std::string& key, const PeerResponse& r, blobstore
   if (const std::string* ct = r.header("content-type")) m->content_type = *ct;
   return true;
 }
-
 
 struct Coordinator::WriteOp {
   ~WriteOp() {
@@ -299,7 +303,7 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
   req->target = "/_/internal/blob/" + encode_key(op->meta.key);
   req->headers = "X-Ringstore-Version: " + op->meta.version.to_string() + "\r\n" +
                  "X-Ringstore-Md5: " + blobstore::md5_hex(op->meta.md5) + "\r\n";
-  if (op->meta.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
+  req->headers += replica_meta_headers(op->meta);
   if (!op->meta.content_type.empty()) req->headers += "Content-Type: " + op->meta.content_type + "\r\n";
   if (target.hint) req->headers += "X-Ringstore-Hint-For: " + node_hex(target.owner) + "\r\n";
   if (op->body_fd >= 0) {
@@ -668,7 +672,8 @@ void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& co
       newest_index < op->answers.size() ? &op->answers[newest_index] : nullptr;
   // A plain GET formats no ETag here: a hot read stays free of string work.
   if (conn.request().conditions.constrain_read()) {
-    const blobstore::BlobMeta* meta = newest ? &newest->meta : nullptr;
+    const bool gone = newest != nullptr && blobstore::expired_at(newest->meta.expires_ms, Hlc::wall_clock_ms());
+    const blobstore::BlobMeta* meta = newest && !gone ? &newest->meta : nullptr;
     const std::string etag = etag_of(meta);
     PreconditionResult pre =
         evaluate_preconditions(conn.request().conditions, /*read=*/true, validators_of(meta, etag));
@@ -680,7 +685,9 @@ void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& co
       return server_.respond_not_modified(conn, newest->meta);
     }
   }
-  if (newest == nullptr || newest->meta.tombstone) {
+  // An expired value reads as absent, as a tombstone does (a later write still wins).
+  if (newest == nullptr || newest->meta.tombstone ||
+      blobstore::expired_at(newest->meta.expires_ms, Hlc::wall_clock_ms())) {
     std::string h = "Content-Type: application/json\r\n";
     if (newest) h += "X-Ringstore-Version: " + newest->meta.version.to_string() + "\r\n";
     return conn.respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
@@ -741,6 +748,7 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
       return;
     }
     spool->writer = std::move(w.value());
+    spool->writer->set_attrs(want.attrs, want.expires_ms);
   }
   auto req = std::make_unique<PeerRequest>();
   req->method = "GET";
@@ -791,6 +799,7 @@ Status Coordinator::repair_local(const std::string& key, const blobstore::BlobMe
     auto w = server_.store().begin_write(key, want.content_type, Hlc::wall_clock_ms());
     if (!w.is_ok()) return w.take_status();
     writer = std::move(w.value());
+    writer->set_attrs(want.attrs, want.expires_ms);
     if (Status a = writer->append(body.data(), body.size()); !a.is_ok()) return a;
   }
   writer->set_background();
@@ -861,7 +870,7 @@ void Coordinator::push(const std::string& key, const std::string& addr,
   req->headers = "X-Ringstore-Version: " + m.version.to_string() + "\r\n" +
                  "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n" +
                  "X-Ringstore-Background: 1\r\n";  // no client waits for a pushed copy
-  if (m.tombstone) req->headers += "X-Ringstore-Tombstone: 1\r\n";
+  req->headers += replica_meta_headers(m);
   if (!m.content_type.empty()) req->headers += "Content-Type: " + m.content_type + "\r\n";
   if (hint_for) req->headers += "X-Ringstore-Hint-For: " + node_hex(*hint_for) + "\r\n";
   if (const std::string* held = h.value().held()) {

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "node/admin_page.h"
+#include "node/attrs.h"
 #include "node/coordinator.h"
 #include "node/http_status.h"
 #include "node/log.h"
@@ -35,6 +36,7 @@ std::string validator_headers(const blobstore::BlobMeta& m) {
   h += "Last-Modified: " + http_date(last_modified_s(m)) + "\r\n";
   h += "X-Ringstore-Version: " + m.version.to_string() + "\r\n";
   h += "Accept-Ranges: bytes\r\n";
+  h += client_meta_headers(m);  // the stored block as it is: nothing parsed
   return h;
 }
 
@@ -47,8 +49,8 @@ std::string internal_headers(const blobstore::BlobMeta& m) {
   std::string h = "X-Ringstore-Version: " + m.version.to_string() + "\r\n";
   h += "X-Ringstore-Md5: " + blobstore::md5_hex(m.md5) + "\r\n";
   h += "X-Ringstore-Size: " + std::to_string(m.size) + "\r\n";
-  if (m.tombstone) h += "X-Ringstore-Tombstone: 1\r\n";
   if (!m.content_type.empty()) h += "Content-Type: " + m.content_type + "\r\n";
+  h += replica_meta_headers(m);  // tombstone kind, attributes, expiry
   return h;
 }
 
@@ -66,22 +68,24 @@ Status Server::on_headers(Connection& c) {
   if (!target.is_ok()) return target.take_status();
   r.target = std::move(target.value());
   if (starts_with(r.target.path, "_/internal/")) return on_internal_headers(c);
-  bool listing = r.method == HTTP_GET && r.target.has("list");
-  bool writes = r.method == HTTP_PUT || r.method == HTTP_DELETE;
+  bool listing = r.method == HTTP_GET && (r.target.has("list") || r.target.has("unlinked"));
+  bool writes = r.method == HTTP_PUT || r.method == HTTP_DELETE || r.method == HTTP_UNLINK;
   // A write to "_/..." is a write to a reserved key (400); reads there are endpoints.
   if ((!is_system(r.target) && !listing) || (is_system(r.target) && writes)) {
     if (Status s = validate_key(r.target.path); !s.is_ok()) return s;
     // Before the body: a write with a condition it cannot read is refused unread.
     if (Status s = r.conditions.validate(); !s.is_ok()) return s;
   }
-  if (r.method == HTTP_PUT) return begin_upload(c, r.target.path, /*tombstone=*/false);
+  if (r.method == HTTP_PUT) return begin_upload(c, r.target.path, /*internal=*/false);
   switch (r.method) {
     case HTTP_GET:
     case HTTP_HEAD:
     case HTTP_DELETE:
+    case HTTP_UNLINK:
       break;
     default:
-      return Status(Code::method_not_allowed, "method_not_allowed: use GET, HEAD, PUT or DELETE");
+      return Status(Code::method_not_allowed,
+                    "method_not_allowed: use GET, HEAD, PUT, DELETE or UNLINK");
   }
   if (!r.chunked && r.content_length > ignored_body_bytes_max) {
     return limit_error(Code::body_too_large, "body_too_large", ignored_body_bytes_max);
@@ -89,11 +93,28 @@ Status Server::on_headers(Connection& c) {
   return Status::ok();
 }
 
-Status Server::begin_upload(Connection& c, const std::string& key, bool tombstone) {
+// A client's PUT stores the headers it captured (node/attrs.h) and expires after its
+// X-Ringstore-TTL, counted from this node's clock: the coordinator's, so every replica
+// gets the same absolute expiry. A replica write carries what its coordinator decided.
+Status Server::begin_upload(Connection& c, const std::string& key, bool internal) {
   HttpRequest& r = c.request();
   if (!r.chunked && r.content_length > config_.limits.body_bytes_max) {
     return limit_error(Code::body_too_large, "body_too_large", config_.limits.body_bytes_max);
   }
+  blobstore::BlobMeta stored;
+  if (internal) {
+    if (!replica_meta_from(r.ringstore_headers, &stored)) {
+      return Status::invalid("bad_replica_meta: tombstone, attributes or expiry malformed");
+    }
+  } else {
+    auto attrs = encode_attrs(std::move(r.stored_headers));
+    if (!attrs.is_ok()) return attrs.take_status();
+    stored.attrs = std::move(attrs.value());
+    auto expires = expiry_from_ttl(r.ringstore_header("ttl"), Hlc::wall_clock_ms());
+    if (!expires.is_ok()) return expires.take_status();
+    stored.expires_ms = expires.value();
+  }
+  const bool tombstone = stored.tombstone;
   std::string ct = r.has_content_type ? r.content_type : "application/octet-stream";
   if (tombstone) ct.clear();
   if (ct.size() > blobstore::limits::content_type_bytes_max) {
@@ -103,6 +124,8 @@ Status Server::begin_upload(Connection& c, const std::string& key, bool tombston
                      : store_->begin_write(key, ct, Hlc::wall_clock_ms());
   if (!w.is_ok()) return w.take_status();
   r.writer = std::move(w.value());
+  if (!tombstone) r.writer->set_attrs(std::move(stored.attrs), stored.expires_ms);
+  if (stored.unlinked) r.writer->set_unlinked();
   if (r.expect_continue) c.send_continue();
   return Status::ok();
 }
@@ -133,20 +156,25 @@ void Server::on_request(Connection& c) {
   switch (r.method) {
     case HTTP_GET:
     case HTTP_HEAD:
-      if (r.method == HTTP_GET && r.target.has("list")) return handle_list(c);
+      if (r.method == HTTP_GET && r.target.has("list")) return handle_list(c, /*unlinked=*/false);
+      if (r.method == HTTP_GET && r.target.has("unlinked")) return handle_list(c, /*unlinked=*/true);
       if (Status s = coordinator_->pick(r.target, "r", coordinator_->config().r, &quorum); !s.is_ok()) {
         return c.respond_error(s);
       }
       return coordinator_->read(c, quorum, r.method == HTTP_HEAD);
     case HTTP_PUT:
-    case HTTP_DELETE: {
+    case HTTP_DELETE:
+    case HTTP_UNLINK: {
       if (Status s = coordinator_->pick(r.target, "w", coordinator_->config().w, &quorum); !s.is_ok()) {
         return c.respond_error(s);
       }
-      if (r.method == HTTP_DELETE) {
+      // UNLINK is a DELETE that leaves the key listed under ?unlinked (minikeyvalue's
+      // virtual delete); a DELETE of it writes a plain tombstone, which ends that.
+      if (r.method == HTTP_DELETE || r.method == HTTP_UNLINK) {
         auto w = store_->begin_tombstone(r.target.path, Hlc::wall_clock_ms());
         if (!w.is_ok()) return c.respond_error(w.status());
         r.writer = std::move(w.value());
+        if (r.method == HTTP_UNLINK) r.writer->set_unlinked();
       }
       // Only a write with a precondition pays for reading the current version first.
       if (!r.conditions.constrain_write()) {
@@ -188,7 +216,7 @@ Status Server::serve_local(Connection& c, bool head_only) {
     serve_handle(c, std::move(large), head_only);
     return Status::ok();
   }
-  if (small->meta.tombstone) {
+  if (small->meta.tombstone || blobstore::expired_at(small->meta.expires_ms, Hlc::wall_clock_ms())) {
     c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
                        small->meta.version.to_string() + "\r\n",
               error_body(Status::not_found("not_found")), head_only);
@@ -201,6 +229,10 @@ Status Server::serve_local(Connection& c, bool head_only) {
 }
 
 void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only) {
+  if (blobstore::expired_at(h.meta.expires_ms, Hlc::wall_clock_ms())) {
+    return c.respond(404, "Content-Type: application/json\r\n",
+                     error_body(Status::not_found("not_found")), head_only);
+  }
   std::string headers = blob_headers(h.meta);
   if (!head_only && h.meta.size <= blobstore::limits::small_value_bytes_max) {
     auto body = store_->read_verified(h);
@@ -327,8 +359,7 @@ Status Server::on_internal_headers(Connection& c) {
         return Status::ok();
       }
     }
-    const std::string* t = r.ringstore_header("tombstone");
-    return begin_upload(c, key, t != nullptr && *t == "1");
+    return begin_upload(c, key, /*internal=*/true);
   }
   if (starts_with(r.target.path, internal_push)) {
     if (r.method != HTTP_POST) return Status(Code::method_not_allowed, "method_not_allowed");
@@ -436,7 +467,7 @@ void Server::internal_put(Connection& c) {
 
 // ---- listing and system endpoints ----
 
-void Server::handle_list(Connection& c) {
+void Server::handle_list(Connection& c, bool unlinked) {
   HttpRequest& r = c.request();
   std::size_t limit = blobstore::limits::list_limit_default;
   if (const std::string* l = r.target.get("limit")) {
@@ -453,7 +484,8 @@ void Server::handle_list(Connection& c) {
   }
   // Gathered from every member, not from this node's copies alone (node/listing.h).
   const std::string* start = r.target.get("start");
-  listing_->list(c, r.target.path, start ? *start : "", limit, quorum);
+  listing_->list(c, r.target.path, start ? *start : "", limit, quorum,
+                 unlinked ? ListMode::unlinked : ListMode::live);
 }
 
 void Server::handle_system(Connection& c) {

@@ -640,3 +640,128 @@ TEST_CASE("conditional PUT and DELETE", "[http][conditional]") {
     CHECK(send("GET", "bad", "").status == 404);
   }
 }
+
+TEST_CASE("stored headers are returned on GET and HEAD, bounded and checked", "[http][metadata]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  REQUIRE(c.send("PUT /m HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Ringstore-Meta-Color: red\r\n"
+                 "x-ringstore-meta-owner: Ann B.\r\nContent-Encoding: gzip\r\n"
+                 "Content-Disposition: attachment; filename=\"a.txt\"\r\nCache-Control: max-age=60\r\n"
+                 "User-Agent: not-stored\r\n\r\nhi"));
+  REQUIRE(c.read_response().status == 201);
+  for (bool head : {false, true}) {
+    REQUIRE(c.send((head ? "HEAD" : "GET") + std::string(" /m HTTP/1.1\r\nHost: x\r\n\r\n")));
+    auto r = c.read_response(5000, head);
+    REQUIRE(r.status == 200);
+    CHECK(r.headers["x-ringstore-meta-color"] == "red");
+    CHECK(r.headers["x-ringstore-meta-owner"] == "Ann B.");
+    CHECK(r.headers["content-encoding"] == "gzip");
+    CHECK(r.headers["content-disposition"] == "attachment; filename=\"a.txt\"");
+    CHECK(r.headers["cache-control"] == "max-age=60");
+    CHECK(r.headers.count("user-agent") == 0);
+    CHECK(r.headers.count("x-ringstore-expires") == 0);
+  }
+  // An overwrite without them stores none.
+  put_ok(srv.port(), "m", "again");
+  REQUIRE(c.send(get_request("m")));
+  auto r = c.read_response();
+  CHECK(r.body == "again");
+  CHECK(r.headers.count("x-ringstore-meta-color") == 0);
+
+  // Over the bound: 400 with the limit named; nothing stored.
+  RawClient big(srv.port());
+  REQUIRE(big.send("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nX-Ringstore-Meta-A: " +
+                   std::string(5000, 'a') + "\r\nX-Ringstore-Meta-B: " + std::string(5000, 'b') +
+                   "\r\n\r\nx"));
+  r = big.read_response();
+  CHECK(r.status == 400);
+  CHECK(r.body == "{\"error\":\"metadata_too_large\",\"max_bytes\":8192}\n");
+  RawClient bad(srv.port());
+  REQUIRE(bad.send("PUT /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nX-Ringstore-Meta-A: caf\xc3\xa9\r\n\r\nx"));
+  r = bad.read_response();
+  CHECK(r.status == 400);
+  CHECK(r.body.find("bad_metadata") != std::string::npos);
+  RawClient after(srv.port());
+  REQUIRE(after.send(get_request("big")));
+  CHECK(after.read_response().status == 404);
+}
+
+TEST_CASE("a value with a TTL reads as absent once it expired", "[http][expiry]") {
+  TestServer srv;
+  RawClient c(srv.port());
+  for (const char* ttl : {"0", "-1", "abc", "315360001", ""}) {
+    RawClient b(srv.port());
+    REQUIRE(b.send("PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nX-Ringstore-TTL: " +
+                   std::string(ttl) + "\r\n\r\nx"));
+    auto r = b.read_response();
+    INFO("ttl " << ttl);
+    CHECK(r.status == 400);
+    CHECK(r.body.find("bad_ttl") != std::string::npos);
+  }
+  auto before = std::chrono::system_clock::now();
+  REQUIRE(c.send("PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Ringstore-TTL: 1\r\n"
+                 "X-Ringstore-Meta-K: v\r\n\r\nshort"));
+  REQUIRE(c.read_response().status == 201);
+  put_ok(srv.port(), "keep", "long");
+  REQUIRE(c.send(get_request("t")));
+  auto r = c.read_response();
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "short");
+  CHECK(r.headers["x-ringstore-meta-k"] == "v");
+  auto ms = std::stoull(r.headers["x-ringstore-expires-ms"]);
+  auto want = std::chrono::duration_cast<std::chrono::milliseconds>(before.time_since_epoch()).count() + 1000;
+  CHECK(ms >= static_cast<std::uint64_t>(want));
+  CHECK(ms < static_cast<std::uint64_t>(want) + 1000);
+  CHECK(r.headers["x-ringstore-expires"].find(" GMT") != std::string::npos);
+  REQUIRE(c.send(get_request("?list")));
+  CHECK(c.read_response().body.find("\"t\"") != std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  REQUIRE(c.send(get_request("t")));
+  CHECK(c.read_response().status == 404);
+  REQUIRE(c.send("HEAD /t HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response(5000, true).status == 404);
+  REQUIRE(c.send(get_request("?list")));
+  r = c.read_response();
+  CHECK(r.body == "{\"keys\":[\"keep\"],\"next\":\"\"}\n");
+  // A new write of the key lives again.
+  put_ok(srv.port(), "t", "back");
+  REQUIRE(c.send(get_request("t")));
+  CHECK(c.read_response().body == "back");
+}
+
+TEST_CASE("UNLINK hides a key, ?unlinked lists it, DELETE purges it", "[http][unlink]") {
+  TestServer srv;
+  put_ok(srv.port(), "u/1", "one");
+  put_ok(srv.port(), "u/2", "two");
+  put_ok(srv.port(), "v/1", "three");
+  RawClient c(srv.port());
+  REQUIRE(c.send("UNLINK /u/1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response().status == 204);
+  REQUIRE(c.send("UNLINK /v/1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response().status == 204);
+  REQUIRE(c.send(get_request("u/1")));
+  CHECK(c.read_response().status == 404);
+  REQUIRE(c.send("HEAD /u/1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response(5000, true).status == 404);
+  REQUIRE(c.send(get_request("?list")));
+  CHECK(c.read_response().body == "{\"keys\":[\"u/2\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("?unlinked")));
+  CHECK(c.read_response().body == "{\"keys\":[\"u/1\",\"v/1\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("u/?unlinked")));
+  CHECK(c.read_response().body == "{\"keys\":[\"u/1\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("?unlinked&limit=1")));
+  // Pages are by key: `next` is the row after the page, whatever its state.
+  CHECK(c.read_response().body == "{\"keys\":[\"u/1\"],\"next\":\"u/2\"}\n");
+  REQUIRE(c.send(get_request("?unlinked&start=u/2")));
+  CHECK(c.read_response().body == "{\"keys\":[\"v/1\"],\"next\":\"\"}\n");
+  REQUIRE(c.send(get_request("?unlinked&start=v")));
+  CHECK(c.read_response().body == "{\"keys\":[\"v/1\"],\"next\":\"\"}\n");
+  REQUIRE(c.send("DELETE /u/1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response().status == 204);
+  REQUIRE(c.send(get_request("?unlinked")));
+  CHECK(c.read_response().body == "{\"keys\":[\"v/1\"],\"next\":\"\"}\n");
+  // A PUT after an UNLINK brings the key back, off the unlinked list.
+  put_ok(srv.port(), "v/1", "again");
+  REQUIRE(c.send(get_request("?unlinked")));
+  CHECK(c.read_response().body == "{\"keys\":[],\"next\":\"\"}\n");
+}

@@ -31,15 +31,23 @@ const nlohmann::json* field(const nlohmann::json& j, const char* name) {
   return it == j.end() ? nullptr : &*it;
 }
 
+// ["key","version",kind] or ["key","version",0,expires_ms]; kind 0 a value, 1 a
+// tombstone, 2 an unlinked one.
 bool decode_row(const nlohmann::json& e, blobstore::KeyVersion* out) {
-  if (!e.is_array() || e.size() != 3) return false;
+  if (!e.is_array() || e.size() < 3 || e.size() > 4) return false;
   if (!e[0].is_string() || !e[1].is_string() || !e[2].is_number_unsigned()) return false;
   auto v = blobstore::Version::parse(e[1].get_ref<const std::string&>());
-  std::uint64_t tomb = e[2].get<std::uint64_t>();
-  if (!v || tomb > 1) return false;
+  std::uint64_t kind = e[2].get<std::uint64_t>();
+  if (!v || kind > 2) return false;
+  out->expires_ms = 0;
+  if (e.size() == 4) {
+    if (!e[3].is_number_unsigned() || kind != 0) return false;
+    out->expires_ms = e[3].get<std::uint64_t>();
+  }
   out->key = e[0].get<std::string>();
   out->version = *v;
-  out->tombstone = tomb == 1;
+  out->tombstone = kind != 0;
+  out->unlinked = kind == 2;
   return true;
 }
 
@@ -55,7 +63,12 @@ std::optional<std::size_t> parse_limit(const std::string* text, std::size_t max)
 std::string encode_list_answer(const ListAnswer& a) {
   nlohmann::json rows = nlohmann::json::array();
   for (const blobstore::KeyVersion& r : a.rows) {
-    rows.push_back({r.key, r.version.to_string(), r.tombstone ? 1 : 0});
+    int kind = !r.tombstone ? 0 : r.unlinked ? 2 : 1;
+    if (r.expires_ms != 0 && !r.tombstone) {
+      rows.push_back({r.key, r.version.to_string(), kind, r.expires_ms});
+    } else {
+      rows.push_back({r.key, r.version.to_string(), kind});
+    }
   }
   return json_line({{"rows", std::move(rows)}, {"next", a.next}});
 }
@@ -94,7 +107,8 @@ Status decode_list_answer(std::string_view body, std::string_view prefix, std::s
 }
 
 void merge_list_answers(const std::vector<const ListAnswer*>& answers, std::size_t limit,
-                        std::vector<std::string>* keys, std::string* next) {
+                        std::vector<std::string>* keys, std::string* next, ListMode mode,
+                        std::uint64_t now_ms) {
   keys->clear();
   next->clear();
   // An answer cut short says nothing of its node's keys from its `next` on: the page
@@ -126,7 +140,13 @@ void merge_list_answers(const std::vector<const ListAnswer*>& answers, std::size
       if (newest->version < row.version) newest = &row;
       if (c.at + 1 < c.answer->rows.size()) heap.push({c.answer, c.at + 1});
     }
-    if (newest->tombstone) continue;
+    // The live listing leaves out tombstones of both kinds and expired values; the
+    // unlinked one keeps only keys whose newest state is an UNLINK.
+    if (mode == ListMode::live &&
+        (newest->tombstone || blobstore::expired_at(newest->expires_ms, now_ms))) {
+      continue;
+    }
+    if (mode == ListMode::unlinked && !newest->unlinked) continue;
     if (keys->size() == limit) {
       *next = newest->key;
       return;
@@ -202,6 +222,7 @@ struct Listing::ListOp {
   std::weak_ptr<Connection> conn;
   std::string prefix, start;
   std::size_t limit = 0;
+  ListMode mode = ListMode::live;
   std::uint32_t r = 0, n = 0;
   std::shared_ptr<const ring::Ring> ring;  // the snapshot coverage is decided on
   struct Member {
@@ -216,7 +237,7 @@ struct Listing::ListOp {
 };
 
 void Listing::list(Connection& c, std::string prefix, std::string start, std::size_t limit,
-                   std::uint32_t r) {
+                   std::uint32_t r, ListMode mode) {
   counters_.pages++;
   if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<ListOp>();
@@ -225,6 +246,7 @@ void Listing::list(Connection& c, std::string prefix, std::string start, std::si
   op->start = std::move(start);
   op->limit = limit;
   op->r = r;
+  op->mode = mode;
   op->n = server_.coordinator().effective_n();
   op->ring = server_.cluster().ring();
   // Owners, and members taking tokens over: a joining node gets every write meanwhile,
@@ -314,7 +336,7 @@ void Listing::finish(const std::shared_ptr<ListOp>& op) {
   }
   std::vector<std::string> keys;
   std::string next;
-  merge_list_answers(answers, op->limit, &keys, &next);
+  merge_list_answers(answers, op->limit, &keys, &next, op->mode, Hlc::wall_clock_ms());
   conn->respond(200, "Content-Type: application/json\r\n",
                 json_line({{"keys", std::move(keys)}, {"next", std::move(next)}}));
 }

@@ -37,10 +37,10 @@ namespace node {
 class Server;
 
 namespace list_limits {
-// A listing row on the wire: ["key","version",0]. Keys are valid UTF-8 without NUL, and
+// A listing row on the wire: ["key","version",0,expires_ms]. Keys are valid UTF-8 without NUL, and
 // JSON escapes a control character as \u00XX: six bytes for one.
 inline constexpr std::size_t row_bytes_max =
-    6 * limits::key_bytes_max + blobstore::version_text_bytes + 16;
+    6 * limits::key_bytes_max + blobstore::version_text_bytes + 16 + 21;
 // The largest answer a member may send to one /_/internal/list request: a full page of
 // the longest keys plus its `next`. A longer answer is that member's failure.
 inline constexpr std::size_t answer_bytes_max =
@@ -54,7 +54,9 @@ struct ListAnswer {
   std::string next;  // the member's next row after `rows`; "" when it listed all it holds
 };
 
-// The JSON body of an answer: {"rows":[["key","version",0|1],...],"next":"..."}.
+// The JSON body of an answer: {"rows":[["key","version",0|1|2(,expires_ms)],...],
+// "next":"..."}: 0 a value (with its expiry when it has one), 1 a tombstone, 2 an
+// unlinked tombstone (UNLINK).
 std::string encode_list_answer(const ListAnswer& a);
 // Reads a peer's answer to a request for (prefix, start, limit) without throwing: keys
 // must increase, start with prefix, be >= start, number at most limit, and `next` must
@@ -67,8 +69,12 @@ Status decode_list_answer(std::string_view body, std::string_view prefix, std::s
 // page starts, or "" when every answer was complete and the page took all.
 // A page may hold fewer than `limit` keys with a non-empty *next when tombstones used up
 // rows of a member's answer.
+// `?list` shows live keys (values not expired at now_ms); `?unlinked` the keys whose
+// newest state is an UNLINK's tombstone, ripe for a DELETE.
+enum class ListMode { live, unlinked };
 void merge_list_answers(const std::vector<const ListAnswer*>& answers, std::size_t limit,
-                        std::vector<std::string>* keys, std::string* next);
+                        std::vector<std::string>* keys, std::string* next,
+                        ListMode mode = ListMode::live, std::uint64_t now_ms = 0);
 
 // An arc of the ring, (from, to] in ring positions (wrapping past 2^64 - 1 when
 // from >= to), whose owners answered too few times.
@@ -100,7 +106,7 @@ class Listing {
   void serve_internal(Connection& c);
   // The public listing; r is the read quorum the caller picked (Coordinator::pick).
   void list(Connection& c, std::string prefix, std::string start, std::size_t limit,
-            std::uint32_t r);
+            std::uint32_t r, ListMode mode = ListMode::live);
 
   const ListCounters& counters() const { return counters_; }
 

@@ -113,7 +113,14 @@ TEST_CASE("a peer's listing answer is checked before it is used", "[listing]") {
   CHECK(!decode_list_answer(body(r("p/a") + "," + r("p/a"), ""), "p/", "", 2, &out).is_ok());
   CHECK(!decode_list_answer(body(r("q/a"), ""), "p/", "", 2, &out).is_ok());
   CHECK(!decode_list_answer(body(r("p/a"), ""), "p/", "p/b", 2, &out).is_ok());  // before start
-  CHECK(!decode_list_answer(body(r("p/a", 2), ""), "p/", "", 2, &out).is_ok());
+  CHECK(!decode_list_answer(body(r("p/a", 3), ""), "p/", "", 2, &out).is_ok());  // no such kind
+  REQUIRE(decode_list_answer(body(r("p/a", 2), ""), "p/", "", 2, &out).is_ok());   // unlinked
+  CHECK((out.rows[0].tombstone && out.rows[0].unlinked));
+  // A value's expiry rides as a fourth element; a tombstone has none.
+  const std::string expiring = "[\"p/a\",\"" + v + "\",0,1234]";
+  REQUIRE(decode_list_answer(body(expiring, ""), "p/", "", 2, &out).is_ok());
+  CHECK(out.rows[0].expires_ms == 1234);
+  CHECK(!decode_list_answer(body("[\"p/a\",\"" + v + "\",1,1234]", ""), "p/", "", 2, &out).is_ok());
   CHECK(!decode_list_answer(body(r("p/a") + "," + r("p/b"), ""), "p/", "", 1, &out).is_ok());
   CHECK(!decode_list_answer(body(r("p/b"), "p/a"), "p/", "", 2, &out).is_ok());  // next behind
   CHECK(!decode_list_answer(body(r("p/b"), "q/"), "p/", "", 2, &out).is_ok());

@@ -221,6 +221,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
   if (!spool.is_ok()) return finish(f, spool.take_status());
   auto writer = std::make_shared<std::unique_ptr<blobstore::BlobWriter>>(std::move(spool.value()));
   if (f->item.lost.is_hint) (*writer)->set_hint_for(f->item.lost.hint_for);
+  (*writer)->set_attrs(want.attrs, want.expires_ms);  // as the holder's answer named them
   auto req = std::make_unique<PeerRequest>();
   req->method = "GET";
   req->target = "/_/internal/blob/" + encode_key(want.key);
@@ -260,7 +261,8 @@ void Repairer::write_tombstone(const std::shared_ptr<Fetch>& f, const blobstore:
                                     [this, f](Status st, blobstore::CommitResult) {
                                       if (st.is_ok()) counters_.rewritten++;
                                       finish(f, st);
-                                    });
+                                    },
+                                    m.unlinked);
   if (!s.is_ok()) finish(f, s);
 }
 

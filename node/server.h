@@ -158,7 +158,7 @@ class Server {
   void sweep();
   void maybe_finish_stop();
 
-  Status begin_upload(Connection& c, const std::string& key, bool tombstone);
+  Status begin_upload(Connection& c, const std::string& key, bool internal);
   Status on_internal_headers(Connection& c);
   void on_internal_request(Connection& c);
   void internal_put(Connection& c);
@@ -166,7 +166,7 @@ class Server {
                   const std::string* body, blobstore::BlobHandle* handle, bool head_only);
   bool serve_multipart(Connection& c, const blobstore::BlobMeta& m, const std::string& body,
                        const std::vector<ByteRange>& ranges);
-  void handle_list(Connection& c);
+  void handle_list(Connection& c, bool unlinked);
   void handle_system(Connection& c);
   static void on_hint_timer(uv_timer_t* t);
   void deliver_hints();

@@ -77,7 +77,8 @@ void fix_up(std::string& file, unsigned mode) {
 
 bool same_meta(const blobstore::BlobMeta& a, const blobstore::BlobMeta& b) {
   return a.key == b.key && a.version == b.version && a.tombstone == b.tombstone &&
-         a.size == b.size && a.md5 == b.md5 && a.content_type == b.content_type;
+         a.size == b.size && a.md5 == b.md5 && a.content_type == b.content_type &&
+         a.attrs == b.attrs && a.expires_ms == b.expires_ms && a.format == b.format;
 }
 
 }  // namespace
@@ -112,13 +113,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   CHECK(!meta.key.empty() && meta.key.size() <= blobstore::limits::key_bytes_max);
   CHECK(meta.content_type.size() <= blobstore::limits::content_type_bytes_max);
   CHECK(meta.size <= file.size());
-  std::uint64_t tail_bytes = meta.key.size() + meta.content_type.size() + footer_fixed_bytes;
+  CHECK(meta.attrs.size() <= blobstore::limits::attrs_bytes_max);
+  std::uint64_t tail_bytes = blobstore::footer_bytes(meta);  // either format
   CHECK(file.size() - meta.size == tail_bytes);
 
   std::string tail = file.substr(meta.size);
   std::string enc = blobstore::encode_footer(meta);
   CHECK(enc.size() == tail.size());
-  std::uint32_t flags = static_cast<std::uint32_t>(get_le(tail.data() + tail.size() - 60, 4));
+  const std::size_t flags_from_end =
+      (meta.format == blobstore::footer_format_v1 ? footer_fixed_bytes : blobstore::footer2_fixed_bytes) - 4;
+  std::uint32_t flags = static_cast<std::uint32_t>(get_le(tail.data() + tail.size() - flags_from_end, 4));
   if ((flags & ~blobstore::flag_tombstone) == 0) {
     CHECK(enc == tail);
   } else {
