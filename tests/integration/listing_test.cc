@@ -225,3 +225,56 @@ TEST_CASE("listing through any of five nodes is cluster-wide, paged, and refuses
   for (const auto& o : p.body["owners"]) CHECK(o["answered"] == false);
   std::printf("503 with three of five nodes down: %s\n", p.body.dump().c_str());
 }
+
+TEST_CASE("a listing stays complete while a fifth node joins and after it", "[integration][listing]") {
+  NodeGroup g(4, list_options());
+  REQUIRE(wait_for([&] { return g.agrees(4, 0); }, 30) >= 0);
+  std::vector<std::string> expected;
+  for (int k = 0; k < 400; k++) {
+    std::string key = key_name("join/", k);
+    REQUIRE(request("PUT", g.nodes[k % 4]->url(key), "v").status == 201);
+    expected.push_back(key);
+  }
+  std::sort(expected.begin(), expected.end());
+
+  // A joiner slow enough to be listed through in the middle of its join: it gets the
+  // writes of its future ranges at once and owns them only once it turns normal.
+  NodeOptions o = list_options();
+  o.extra_args.push_back("--transfer-keys-per-s");
+  o.extra_args.push_back("100");
+  NodeProcess& joiner = g.add(o);
+  const std::size_t j = g.nodes.size() - 1;
+  int during = 0, added = 0;
+  auto joining = [&] {
+    json s = g.status(j);
+    return s.is_object() && s["state"] == "joining";
+  };
+  REQUIRE(wait_for(joining, 10, Millis(20)) >= 0);
+  while (joining() && during < 20) {
+    // Writes go on during the join, through the joiner too.
+    std::string key = key_name("join/w", added);
+    REQUIRE(request("PUT", g.nodes[added % 5]->url(key), "v").status == 201);
+    expected.insert(std::upper_bound(expected.begin(), expected.end(), key), key);
+    added++;
+    for (std::size_t via = 0; via < g.nodes.size(); via++) {
+      long status = 0;
+      std::vector<std::string> got = list_all(*g.nodes[via], "join/", 97, &status);
+      INFO("during the join, via node " << via << " (" << during << ")");
+      REQUIRE(status == 200);
+      CHECK(got == expected);
+    }
+    during++;
+  }
+  std::printf("listed through all 5 nodes %d times while the fifth joined\n", during);
+  CHECK(during >= 1);
+  REQUIRE(wait_for([&] {
+    json s = g.status(j);
+    return s.is_object() && s["state"] == "normal";
+  }, 60) >= 0);
+  (void)joiner;
+  for (std::size_t via = 0; via < g.nodes.size(); via++) {
+    long status = 0;
+    CHECK(list_all(*g.nodes[via], "join/", 1000, &status) == expected);
+    CHECK(status == 200);
+  }
+}
