@@ -20,6 +20,7 @@
 #include "blobstore/blob_file.h"
 #include "blobstore/limits.h"
 #include "common/status.h"
+#include "node/hlc.h"
 
 namespace node {
 
@@ -36,6 +37,12 @@ inline constexpr std::size_t internal_header_bytes_extra = 5 * attrs_bytes_max;
 }  // namespace attr_limits
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+// Whether a value with this expiry (0: none) has expired by this node's clock. The clock
+// is read only for a value that has an expiry: every GET asks.
+inline bool expired_now(std::uint64_t expires_ms) {
+  return expires_ms != 0 && blobstore::expired_at(expires_ms, Hlc::wall_clock_ms());
+}
 
 // Whether a client header (lower-case name) is kept with the value by the native API.
 bool is_stored_header(std::string_view lower_name);

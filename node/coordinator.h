@@ -110,7 +110,7 @@ class Coordinator {
                        std::optional<blobstore::Version> newer);
   bool rewrite(const std::shared_ptr<WriteOp>& op);
   void send_all(const std::shared_ptr<WriteOp>& op);
-  void add_receipt(const WriteOp& op, std::string* headers, nlohmann::json* j) const;
+  void add_receipt(const WriteOp& op, std::string* headers, std::string* body) const;
   void replace_failed(const std::shared_ptr<WriteOp>& op, const ring::NodeId& owner);
   void add_pending_targets(const std::shared_ptr<WriteOp>& op);
   void remember_missed(const std::shared_ptr<WriteOp>& op);

@@ -216,7 +216,7 @@ Status Server::serve_local(Connection& c, bool head_only) {
     serve_handle(c, std::move(large), head_only);
     return Status::ok();
   }
-  if (small->meta.tombstone || blobstore::expired_at(small->meta.expires_ms, Hlc::wall_clock_ms())) {
+  if (small->meta.tombstone || expired_now(small->meta.expires_ms)) {
     c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
                        small->meta.version.to_string() + "\r\n",
               error_body(Status::not_found("not_found")), head_only);
@@ -229,7 +229,7 @@ Status Server::serve_local(Connection& c, bool head_only) {
 }
 
 void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only) {
-  if (blobstore::expired_at(h.meta.expires_ms, Hlc::wall_clock_ms())) {
+  if (expired_now(h.meta.expires_ms)) {
     return c.respond(404, "Content-Type: application/json\r\n",
                      error_body(Status::not_found("not_found")), head_only);
   }

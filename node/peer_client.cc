@@ -14,6 +14,12 @@
 namespace node {
 
 namespace {
+// Peer clocks are sampled from at most this many answers' Date headers per second (see
+// PeerClient::set_date_seen): each peer still gets a sample every few seconds.
+constexpr std::uint64_t date_sample_interval_ms = 100;
+}  // namespace
+
+namespace {
 // Idle connections kept per peer; more are closed when returned.
 constexpr std::size_t idle_per_peer_max = 64;
 constexpr std::uint32_t sweep_interval_ms = 50;
@@ -335,7 +341,8 @@ void PeerClient::finish(Conn* c, Status s) {
     return;
   }
   if (!s.is_ok()) errors_++;
-  if (s.is_ok() && date_seen_) {
+  if (s.is_ok() && date_seen_ && uv_now(loop_) >= date_sampled_ms_ + date_sample_interval_ms) {
+    date_sampled_ms_ = uv_now(loop_);
     if (const std::string* date = resp.header("date")) {
       std::int64_t t = parse_http_date(*date);
       if (t >= 0) date_seen_(addr, t);

@@ -58,8 +58,10 @@ class PeerClient {
   PeerClient& operator=(const PeerClient&) = delete;
 
   void send(const std::string& addr, std::unique_ptr<PeerRequest> req);
-  // Called with each answer's Date header (seconds since the epoch) and the peer's
+  // Called with an answer's Date header (seconds since the epoch) and the peer's
   // address, before the request's own callback: how ClockWatch hears of peer clocks.
+  // At most one answer per date_sample_interval_ms is parsed: a Date has one-second
+  // resolution, and parsing one per replica write and read cost the write path.
   using DateSeen = std::function<void(const std::string& addr, std::int64_t date_s)>;
   void set_date_seen(DateSeen f) { date_seen_ = std::move(f); }
   // Fails requests in flight, closes every connection; then `done`.
@@ -92,6 +94,7 @@ class PeerClient {
   std::function<void()> close_done_;
   std::uint64_t errors_ = 0, timeouts_ = 0;
   DateSeen date_seen_;
+  std::uint64_t date_sampled_ms_ = 0;
 };
 
 // Percent-encodes a key for a request target (unreserved characters and '/' stay).
