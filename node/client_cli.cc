@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "blobstore/blob_file.h"
 #include "node/admin_cli.h"
 #include "node/peer_client.h"
 
@@ -84,21 +84,6 @@ int answer_exit(const char* cmd, const std::string& key, const std::string& addr
   return exit_error;
 }
 
-Status write_all(int fd, const char* data, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, data, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return Status::from_errno("write", errno);
-    data += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return Status::ok();
-}
-
-struct Md5CtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
 // The 32 hex digits inside an ETag of the form "<md5>", else empty: an ETag of another
 // form is not ours to check.
 std::string etag_md5(const Reply& r) {
@@ -112,28 +97,18 @@ std::string etag_md5(const Reply& r) {
   return hex;
 }
 
-std::string hex_of(const unsigned char* bytes, unsigned n) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; i++) {
-    out.push_back(digits[bytes[i] >> 4]);
-    out.push_back(digits[bytes[i] & 15]);
-  }
-  return out;
-}
-
 // GETs `key` into `fd`. Ok with reply->status set whatever it is; for a 200 the body was
 // written whole, with the length of its Content-Length and the MD5 of its ETag.
 Status fetch_value(const ClientOptions& o, const char* cmd, const std::string& key, int fd, Reply* reply) {
-  std::unique_ptr<EVP_MD_CTX, Md5CtxFree> md5(EVP_MD_CTX_new());
-  if (!md5 || EVP_DigestInit_ex(md5.get(), EVP_md5(), nullptr) != 1) return Status::io_error("no MD5");
+  blobstore::Md5 md5;
   Progress progress(cmd);
   ClientRequest req;
   req.target = "/" + encode_key(key);
   req.stall_ms = client_stall_ms;
   req.body_sink = [&](const char* data, std::size_t n) {
-    if (Status s = write_all(fd, data, n); !s.is_ok()) return s;
-    EVP_DigestUpdate(md5.get(), data, n);
+    static const std::string what = "the output";
+    if (Status s = blobstore::write_all(fd, data, n, what); !s.is_ok()) return s;
+    md5.update(data, n);
     progress.update(reply->body_bytes, reply->content_length);
     return Status::ok();
   };
@@ -144,12 +119,10 @@ Status fetch_value(const ClientOptions& o, const char* cmd, const std::string& k
     return Status::corruption("got " + std::to_string(reply->body_bytes) + " bytes, Content-Length " +
                               std::to_string(*reply->content_length));
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(md5.get(), digest, &len);
+  const std::string got = blobstore::md5_hex(md5.finish());
   std::string want = etag_md5(*reply);
-  if (!want.empty() && hex_of(digest, len) != want) {
-    return Status::corruption("MD5 " + hex_of(digest, len) + " does not match the ETag " + want);
+  if (!want.empty() && got != want) {
+    return Status::corruption("MD5 " + got + " does not match the ETag " + want);
   }
   return Status::ok();
 }
