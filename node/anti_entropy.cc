@@ -13,6 +13,7 @@
 #include "node/log.h"
 #include "node/request.h"
 #include "node/server.h"
+#include "node/json_util.h"
 #include "ring/hash.h"
 
 namespace node {
@@ -75,16 +76,6 @@ bool expired(const blobstore::Version& v, std::uint64_t grace_s, std::uint64_t n
 bool purge_due(const Entry& e, std::uint64_t grace_s, std::uint64_t now_ms) {
   if (e.tombstone) return expired(e.version, grace_s, now_ms);
   return e.expires_ms != 0 && now_ms > e.expires_ms && now_ms - e.expires_ms > grace_s * 1000;
-}
-
-std::string json_line(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-}
-
-const nlohmann::json* field(const nlohmann::json& j, const char* name) {
-  if (!j.is_object()) return nullptr;
-  auto it = j.find(name);
-  return it == j.end() ? nullptr : &*it;
 }
 
 // A [hash, count] pair as the summary endpoint writes it.

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "node/json_util.h"
 #include "node/admin_page.h"
 #include "node/attrs.h"
 #include "node/coordinator.h"
@@ -52,10 +53,6 @@ std::string internal_headers(const blobstore::BlobMeta& m) {
   if (!m.content_type.empty()) h += "Content-Type: " + m.content_type + "\r\n";
   h += replica_meta_headers(m);  // tombstone kind, attributes, expiry
   return h;
-}
-
-std::string json_line(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "node/log.h"
 #include "node/peer_client.h"
 #include "node/server.h"
+#include "node/json_util.h"
 
 namespace node {
 
@@ -17,19 +18,7 @@ namespace {
 
 constexpr std::string_view internal_list = "_/internal/list";
 
-std::string json_line(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-}
-
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-
-// Peer JSON is bad input until checked: every accessor here tests the type first, so
-// nothing throws inside a libuv callback.
-const nlohmann::json* field(const nlohmann::json& j, const char* name) {
-  if (!j.is_object()) return nullptr;
-  auto it = j.find(name);
-  return it == j.end() ? nullptr : &*it;
-}
 
 // ["key","version",kind] or ["key","version",0,expires_ms]; kind 0 a value, 1 a
 // tombstone, 2 an unlinked one.
