@@ -89,6 +89,7 @@ bool Committer::submit(std::unique_ptr<CommitOp> op) {
     std::lock_guard<std::mutex> l(mu_);
     ASSERT(!stopping_);
     if (queue_.size() >= limits::commit_queue_max) return false;
+    op->submitted = std::chrono::steady_clock::now();
     if (!op->background) {
       foreground_queued_++;
     } else if (op->is_write() && background_writes_queued_++ == 0) {
@@ -106,7 +107,12 @@ void Committer::run_completions(const std::function<void(const CommitOp&)>& befo
     std::lock_guard<std::mutex> l(done_mu_);
     done.swap(done_);
   }
+  const auto now = std::chrono::steady_clock::now();
   for (auto& op : done) {
+    if (!op->background) {
+      stages_.ack.observe_since(op->finished, now);
+      stages_.local.observe_since(op->submitted, now);
+    }
     if (before) before(*op);
     op->done(std::move(op->status), op->result);
   }
@@ -132,8 +138,13 @@ void Committer::run() {
       }
       if (background_writes_queued_ > 0) oldest_background_ = std::chrono::steady_clock::now();
     }
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& op : batch) {
+      if (!op->background) stages_.queue.observe_since(op->submitted, start);
+    }
     process(batch);
     finish(batch);
+    stages_.batch.observe_since(start);
   }
 }
 
@@ -471,6 +482,7 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
     if (!op->status.is_ok() || !op->has_file() || op->logged || sync_.mode != SyncMode::always) continue;
     per_device[disks_->device(op->meta.disk)].push_back(op);
   }
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto& [dev, ops] : per_device) {
     // With a commit log, directories that logged writes made may not be durable yet
     // (a sync round makes them so): only a syncfs() covers them for these files too.
@@ -505,6 +517,7 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
       if (op->status.is_ok() && !made.is_ok()) op->status = made;
     }
   }
+  if (!per_device.empty()) stages_.file_sync.observe_since(t0);
   new_dirs_.clear();
   for (CommitOp* op : winners) {
     // The body stays (without the footer) for the loop's value cache: a read soon after
@@ -537,7 +550,9 @@ bool Committer::log_batch(std::vector<CommitOp*>& ops) {
   }
   if (!sync_.log->fits(log_entries_)) sync_round();
   if (!sync_.log->fits(log_entries_)) return false;
+  const auto t0 = std::chrono::steady_clock::now();
   Status s = sync_.log->append(log_entries_);
+  stages_.log_sync.observe_since(t0);
   batch_syncs_.fetch_add(1, std::memory_order_relaxed);
   log_entries_.clear();
   if (s.is_ok()) {
@@ -655,12 +670,7 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
   if (Status s = index_->commit(); !s.is_ok()) return fail_all(std::move(s));
   // Periodic mode: the syncer's next round covers the files renamed and this commit.
   if (sync_.mode == SyncMode::periodic) unsynced_.store(true);
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-  for (std::size_t i = 0; i < commit_bounds.size(); i++) {
-    if (static_cast<double>(ns) / 1e9 <= commit_bounds[i]) commit_buckets_[i]++;
-  }
-  commit_count_++;
-  commit_ns_ += static_cast<std::uint64_t>(ns);
+  stages_.index_commit.observe_since(t0);
   unlinked_trash_.clear();
   live_keys_.fetch_add(static_cast<std::uint64_t>(live_delta), std::memory_order_relaxed);
 }
@@ -746,8 +756,12 @@ void Committer::finish(Batch& batch) {
     }
   }
   {
+    const auto now = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> l(done_mu_);
-    for (auto& op : batch) done_.push_back(std::move(op));
+    for (auto& op : batch) {
+      op->finished = now;
+      done_.push_back(std::move(op));
+    }
   }
   if (notify_) notify_();
 }

@@ -37,6 +37,7 @@
 #include "blobstore/index.h"
 #include "blobstore/limits.h"
 #include "blobstore/pending_files.h"
+#include "common/latency_histogram.h"
 
 namespace blobstore {
 
@@ -116,6 +117,8 @@ struct CommitOp {
   // No client waits for it: the committer may hold it up to the linger (see
   // limits::background_linger_ms) to commit it with others.
   bool background = false;
+  // When submit() took it, and when its batch finished (for the stage histograms).
+  std::chrono::steady_clock::time_point submitted, finished;
   std::string temp_path;  // absolute; empty for a small value until the committer needs a file
   int temp_fd = -1;       // open for writing; the committer syncs and closes it
   CommitCallback done;
@@ -123,6 +126,16 @@ struct CommitOp {
   Status status;
   CommitResult result;
   std::optional<StoredVersion> stored;  // a write's index row before its batch
+};
+
+// Where a write's time goes on this node, stage by stage (seconds; see /_/metrics,
+// ringstore_write_stage_seconds). Per write: queue (submit to the start of its batch),
+// ack (its batch finished to its callback running on the loop thread), local (submit to
+// callback: the whole local commit). Per batch: log_sync (the commit log's append and
+// fdatasync), file_sync (syncfs or fsyncs of the files synced in place), index_commit
+// (the SQLite COMMIT), batch (the whole batch).
+struct CommitStages {
+  common::LatencyHistogram queue, ack, local, log_sync, file_sync, index_commit, batch;
 };
 
 class Committer {
@@ -148,12 +161,7 @@ class Committer {
   std::uint64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
   void set_live_keys(std::uint64_t n) { live_keys_.store(n); }
   std::uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
-  // SQLite commit latency: counts at or under each bound (seconds), total ns, count.
-  static constexpr std::array<double, 8> commit_bounds = {0.0005, 0.001, 0.0025, 0.005,
-                                                          0.01,   0.025, 0.05,   0.1};
-  std::uint64_t commit_bucket(std::size_t i) const { return commit_buckets_[i].load(); }
-  std::uint64_t commit_count() const { return commit_count_.load(); }
-  std::uint64_t commit_ns() const { return commit_ns_.load(); }
+  const CommitStages& stages() const { return stages_; }
   // syncfs(), fsync() and commit log fdatasync() calls that made batches durable (the
   // always mode), and the sync rounds that let the log drop records.
   std::uint64_t batch_syncs() const { return batch_syncs_.load(); }
@@ -222,8 +230,7 @@ class Committer {
   std::vector<std::string> unlinked_trash_;  // committer thread only: rows to clear
   std::atomic<std::uint64_t> live_keys_{0};
   std::atomic<std::uint64_t> batches_{0};
-  std::array<std::atomic<std::uint64_t>, commit_bounds.size()> commit_buckets_{};
-  std::atomic<std::uint64_t> commit_count_{0}, commit_ns_{0};
+  CommitStages stages_;
 
   SyncPolicy sync_;
   // Periodic mode and the commit log: the syncer thread, and whether anything was

@@ -86,6 +86,7 @@ struct Coordinator::WriteOp {
   // write lost to it there. See rewrite().
   std::optional<blobstore::Version> newer;
   std::uint32_t attempt = 0;  // 0, then one more for each rewrite()
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::size_t no_room = 0;    // replicas (this node's included) that answered 507
 };
 
@@ -163,6 +164,7 @@ Status Coordinator::pick(const Target& t, const char* name, std::uint32_t def,
 
 void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
                         std::uint32_t w) {
+  if (c.request().started_ns != 0) stages_.receive.observe_ns(uv_hrtime() - c.request().started_ns);
   if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<WriteOp>();
   op->conn = c.weak_from_this();
@@ -313,7 +315,8 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
     req->body = op->body;
   }
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, op->meta.size);
-  req->done = [this, op, t](Status s, PeerResponse r) {
+  req->done = [this, op, t, sent = std::chrono::steady_clock::now()](Status s, PeerResponse r) {
+    stages_.replica.observe_since(sent);
     if (s.is_ok() && r.status == 503 && r.body.find("hint_cap") != std::string::npos) {
       s = Status::unavailable("hint_cap: the stand-in holds its cap of hints");
     } else if (s.is_ok() && r.status == 507) {
@@ -368,6 +371,7 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   if (op->replied) return;
   if (op->acks < op->w && op->inflight > 0) return;
   op->replied = true;
+  if (op->attempt == 0) stages_.decide.observe_since(op->started);
   auto conn = op->conn.lock();
   if (!conn) return;  // the client left; the copies already made stand
   if (op->acks < op->w) {

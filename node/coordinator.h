@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "blobstore/blob_store.h"
+#include "common/latency_histogram.h"
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/peer_client.h"
@@ -98,6 +99,14 @@ class Coordinator {
 
   const QuorumConfig& config() const { return config_; }
   CoordinatorCounters& counters() { return counters_; }
+  // Where a coordinated write's time goes here (see blobstore::CommitStages for the
+  // local commit): receive (the request's first byte to its last), replica (an internal
+  // write sent to another node until its answer), decide (the write's start here until
+  // its answer to the client is decided: W acknowledgements or a failure).
+  struct WriteStages {
+    common::LatencyHistogram receive, replica, decide;
+  };
+  const WriteStages& write_stages() const { return stages_; }
 
   struct WriteOp;
   struct ReadOp;
@@ -133,6 +142,7 @@ class Coordinator {
   Server& server_;
   QuorumConfig config_;
   CoordinatorCounters counters_;
+  WriteStages stages_;
   ReplicaScores scores_;  // how fast replicas answered reads of late
   TokenBucket repair_budget_;  // read repairs allowed now
 };

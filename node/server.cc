@@ -722,18 +722,20 @@ std::string Server::metrics_text() {
   metric_header(out, "ringstore_disk_full", "gauge", "1 when the disk takes no new files: out of room or read-only.");
   out += full;
   const blobstore::Committer& cm = store_->committer();
-  metric_header(out, "ringstore_sqlite_commit_seconds", "histogram", "Duration of one group commit's SQLite COMMIT.");
-  for (std::size_t i = 0; i < blobstore::Committer::commit_bounds.size(); i++) {
-    char le[32];
-    std::snprintf(le, sizeof le, "%g", blobstore::Committer::commit_bounds[i]);
-    out += std::string("ringstore_sqlite_commit_seconds_bucket{le=\"") + le + "\"} " +
-           std::to_string(cm.commit_bucket(i)) + "\n";
+  metric_header(out, "ringstore_write_stage_seconds", "histogram",
+                "Where writes spend their time, by stage: receive, decide and replica on the "
+                "coordinator; queue, log_sync, file_sync, index_commit, batch, ack and local in "
+                "the local commit (docs/ARCHITECTURE.md, \"Where a write's time goes\").");
+  const blobstore::CommitStages& st = cm.stages();
+  const Coordinator::WriteStages& ws = coordinator_->write_stages();
+  const std::pair<const char*, const common::LatencyHistogram*> stages[] = {
+      {"receive", &ws.receive},     {"decide", &ws.decide},       {"replica", &ws.replica},
+      {"queue", &st.queue},         {"log_sync", &st.log_sync},   {"file_sync", &st.file_sync},
+      {"index_commit", &st.index_commit}, {"batch", &st.batch},   {"ack", &st.ack},
+      {"local", &st.local}};
+  for (const auto& [name, h] : stages) {
+    h->write(out, "ringstore_write_stage_seconds", std::string("stage=\"") + name + "\"");
   }
-  out += "ringstore_sqlite_commit_seconds_bucket{le=\"+Inf\"} " + std::to_string(cm.commit_count()) + "\n";
-  char sum[64];
-  std::snprintf(sum, sizeof sum, "%.9g", static_cast<double>(cm.commit_ns()) / 1e9);
-  out += std::string("ringstore_sqlite_commit_seconds_sum ") + sum + "\n";
-  out += "ringstore_sqlite_commit_seconds_count " + std::to_string(cm.commit_count()) + "\n";
   counter("ringstore_batch_syncs_total",
           "syncfs(), fsync() and commit log fdatasync() calls that made write batches durable (--sync always).",
           cm.batch_syncs());

@@ -70,8 +70,16 @@ def main():
              value(before, "ringstore_http_received_bytes_total"), "bytes in did not move"),
             (value(after, "ringstore_http_sent_bytes_total") >
              value(before, "ringstore_http_sent_bytes_total") + 20000, "bytes out did not move"),
-            (value(after, "ringstore_sqlite_commit_seconds_count") >
-             value(before, "ringstore_sqlite_commit_seconds_count"), "commit histogram did not move"),
+            *[(value(after, "ringstore_write_stage_seconds_count", stage=st) >=
+               value(before, "ringstore_write_stage_seconds_count", stage=st) + 20,
+               f"write stage histogram {st} did not count 20 PUTs")
+              for st in ("receive", "decide", "queue", "ack", "local")],
+            (value(after, "ringstore_write_stage_seconds_count", stage="index_commit") >
+             value(before, "ringstore_write_stage_seconds_count", stage="index_commit"),
+             "index commit stage did not move"),
+            (value(after, "ringstore_write_stage_seconds_count", stage="log_sync") >
+             value(before, "ringstore_write_stage_seconds_count", stage="log_sync"),
+             "commit log stage did not move"),
             (value(after, "ringstore_keys") == 20, "keys gauge is not 20"),
             (value(after, "ringstore_members", state="alive") == 1, "members alive is not 1"),
             (any(k[0] == "ringstore_disk_bytes" for k in after), "no disk gauges"),
