@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <set>
+#include <thread>
 #include <unordered_set>
 
 #include "blobstore/limits.h"
@@ -137,6 +139,7 @@ Status BlobStore::start(Options& options) {
     if (!log.is_ok()) return log.take_status();
     log_ = std::move(log.value());
     if (Status s = replay_log(); !s.is_ok()) return s;
+    replayed_rows_ = replays_.size();
     pending_ = std::make_unique<PendingFiles>();
     sync.log = log_.get();
     sync.pending = pending_.get();
@@ -147,7 +150,11 @@ Status BlobStore::start(Options& options) {
   auto live = writer_.count_live();
   if (!live.is_ok()) return live.take_status();
   committer_->set_live_keys(live.value());
+  if (log_) committer_->hold_log(true);  // until the replay is done
   committer_->start();
+  if (log_) {
+    if (Status s = apply_replayed_rows(); !s.is_ok()) return s;
+  }
   if (stock_) {
     stock_->start();
     for (std::size_t i = 0; i < disks_->size(); i++) stock_->wake(static_cast<int>(i), monotonic_ms());
@@ -242,36 +249,89 @@ void BlobStore::sweep() {
 }
 
 // After a power cut, the files whose records are still in the commit log may have lost
-// their bytes or their names. Each one that the index still names (the version and
-// disk of its row) is written again, and once they are all synced the log drops its
-// records. A record the index does not name was superseded, or never acknowledged.
+// their bytes or their names, and the index the rows of its last unsynced commits. Each
+// record whose row the index holds (the same version on the same disk) has its file
+// written again. A record newer than the index's row was lost from the index: it goes
+// through the committer again (apply_replayed_rows), as a write that is synced in
+// place, which also redoes what its first commit did (the hint records, the trash of
+// the version it superseded). An older record was superseded. Once every record is
+// whole again and synced, the log drops them.
 Status BlobStore::replay_log() {
   std::set<int> touched;
   std::unordered_set<std::string> dirs;  // blob directories there or made
   Status lookup_error = Status::ok();
-  bool keep = false;  // a file could not be written again: the records stay
   Status status = log_->replay([&](const CommitLog::Entry& e) {
     if (!lookup_error.is_ok()) return;
     int disk = -1;
     for (std::size_t i = 0; i < disks_->size(); i++) {
       if (disks_->path(static_cast<int>(i)) == e.disk_path) disk = static_cast<int>(i);
     }
+    if (e.tombstone && (disk < 0 || !disks_->healthy(disk))) disk = disks_->any_healthy();
     if (disk < 0 || !disks_->healthy(disk)) return;
     auto cur = writer_.current(e.key);
     if (!cur.is_ok()) {
       lookup_error = cur.take_status();
       return;
     }
-    if (!cur.value() || cur.value()->version != e.version || cur.value()->disk != disk) return;
+    if (cur.value() && cur.value()->version > e.version) return;  // superseded
+    const bool held = cur.value() && cur.value()->version == e.version;
+    if (held && e.tombstone) return;
     std::string path = disks_->path(disk) + "/" + blob_relative_path(e.key, e.version);
-    Status s = write_blob_file(path, e.file, &dirs);  // syncfs covers the entries
-    if (!s.is_ok()) {
-      disks_->mark_failed(disk, "commit log replay: " + s.message());
-      keep = true;
+    if (held && cur.value()->disk == disk) {
+      Status s = write_blob_file(path, e.file, &dirs);  // syncfs covers the entries
+      if (!s.is_ok()) {
+        disks_->mark_failed(disk, "commit log replay: " + s.message());
+        keep_log_ = true;
+        return;
+      }
+      touched.insert(disk);
+      replayed_files_++;
       return;
     }
-    touched.insert(disk);
-    replayed_files_++;
+    if (held) return;  // the same version on another disk: the row's copy stands
+    auto op = std::make_unique<CommitOp>();
+    op->no_log = true;
+    op->meta.key = std::string(e.key);
+    op->meta.version = e.version;
+    op->meta.disk = disk;
+    op->meta.is_hint = e.is_hint;
+    op->meta.hint_for = e.hint_for;
+    if (e.tombstone) {
+      op->meta.tombstone = true;
+      op->meta.unlinked = e.unlinked;
+      replays_.push_back(std::move(op));
+      return;
+    }
+    // The file to a temp file, whose footer says the rest of the row.
+    TempFiles::File t;
+    Status s = temp_files_->open(disk, &t);
+    if (s.is_ok()) s = write_all(t.fd, e.file.data(), e.file.size(), t.path, 0);
+    if (s.is_ok() && t.reused_bytes > e.file.size() && ftruncate(t.fd, static_cast<off_t>(e.file.size())) != 0) {
+      s = Status::from_errno("truncate " + t.path, errno);
+    }
+    int rfd = s.is_ok() ? ::open(t.path.c_str(), O_RDONLY | O_CLOEXEC) : -1;  // t.fd may be write-only
+    if (s.is_ok() && rfd < 0) s = Status::from_errno("open " + t.path, errno);
+    Result<BlobMeta> m = s.is_ok() ? read_footer(rfd, e.file.size()) : Result<BlobMeta>(s);
+    if (rfd >= 0) close(rfd);
+    if (m.is_ok() && (m.value().key != e.key || m.value().version != e.version)) {
+      m = Status::corruption("the record's file names another key or version");
+    }
+    if (!m.is_ok()) {
+      if (t.fd >= 0) close(t.fd);
+      if (!t.path.empty()) unlink(t.path.c_str());
+      if (m.status().code() == Code::corruption) return;  // never a value: nothing to apply
+      disks_->mark_failed(disk, "commit log replay: " + m.status().message());
+      keep_log_ = true;
+      return;
+    }
+    BlobMeta meta = std::move(m.value());
+    meta.disk = disk;
+    meta.is_hint = e.is_hint;
+    meta.hint_for = e.hint_for;
+    op->meta = std::move(meta);
+    op->temp_path = std::move(t.path);
+    op->temp_fd = t.fd;
+    replays_.push_back(std::move(op));
   });
   if (!status.is_ok()) return status;
   if (!lookup_error.is_ok()) return lookup_error;
@@ -279,10 +339,31 @@ Status BlobStore::replay_log() {
     if (!disks_->healthy(disk)) continue;
     if (Status s = syncfs_path(disks_->path(disk)); !s.is_ok()) {
       disks_->mark_failed(disk, "commit log replay: " + s.message());
-      keep = true;
+      keep_log_ = true;
     }
   }
-  return keep ? Status::ok() : log_->checkpoint(log_->head());
+  return Status::ok();
+}
+
+// The records whose rows the index lost, through the started committer (synced in
+// place, never logged again), and then the checkpoint that drops every record.
+Status BlobStore::apply_replayed_rows() {
+  std::size_t pending = replays_.size(), failed = 0;
+  for (auto& op : replays_) {
+    op->done = [&](Status s, CommitResult) {
+      pending--;
+      if (!s.is_ok()) failed++;
+    };
+    if (!committer_->submit(std::move(op))) return Status::unavailable("commit queue full during replay");
+  }
+  replays_.clear();
+  while (pending > 0) {
+    committer_->run_completions();
+    if (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (failed > 0) keep_log_ = true;
+  committer_->hold_log(false);
+  return keep_log_ ? Status::ok() : log_->checkpoint(log_->head());
 }
 
 Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,

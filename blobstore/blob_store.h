@@ -234,6 +234,9 @@ class BlobStore {
   void flush() { committer_->sync_now(); }
   // Files the commit log's replay rewrote at open (after a power cut).
   std::uint64_t replayed_files() const { return replayed_files_; }
+  // Commit log records applied again at open because the index had lost their rows (a
+  // power cut before a sync round made the unsynced index commits durable).
+  std::uint64_t replayed_rows() const { return replayed_rows_; }
   std::uint64_t live_keys() const { return committer_->live_keys(); }
   std::vector<DiskInfo> disks_info(std::uint64_t now_ms) { return disks_->info(now_ms); }
   std::uint64_t corrupt_reads() const { return corrupt_reads_; }
@@ -268,6 +271,7 @@ class BlobStore {
   Status start(Options& options);
   void sweep();
   Status replay_log();
+  Status apply_replayed_rows();
   Status submit(std::unique_ptr<BlobWriter> w, CommitCallback done);
   void cache_written(const CommitOp& op);
   std::shared_ptr<const CachedValue> cached(std::string_view key, bool touch);
@@ -283,7 +287,10 @@ class BlobStore {
   IndexWriter meta_writer_;  // loop thread: meta rows only
   std::unique_ptr<CommitLog> log_;  // before committer_, which uses it
   std::unique_ptr<PendingFiles> pending_;  // with the log only; before committer_
-  std::uint64_t replayed_files_ = 0;
+  std::uint64_t replayed_files_ = 0, replayed_rows_ = 0;
+  // Found by replay_log(), applied through the committer by apply_replayed_rows().
+  std::vector<std::unique_ptr<CommitOp>> replays_;
+  bool keep_log_ = false;  // a record could not be applied again: the log keeps them all
   std::unique_ptr<Committer> committer_;
   ValueCache cache_{0};
   NodeId node_id_{};

@@ -17,8 +17,10 @@ namespace blobstore {
 namespace {
 
 constexpr std::uint32_t header_magic = 0x484c5352;  // "RSLH"
-constexpr std::uint32_t record_magic = 0x314c5352;  // "RSL1"
-constexpr std::uint32_t format = 1;
+constexpr std::uint32_t record1_magic = 0x314c5352;  // "RSL1"
+constexpr std::uint32_t record_magic = 0x324c5352;   // "RSL2"
+constexpr std::uint32_t format = 2;
+constexpr std::uint8_t rec_tombstone = 1, rec_unlinked = 2, rec_hint = 4;
 constexpr std::size_t header_used = 36;
 constexpr std::uint64_t ring_bytes_max = 1ull << 30;
 
@@ -91,7 +93,9 @@ Result<std::unique_ptr<CommitLog>> CommitLog::open(const std::string& path, std:
   if (short_read || get(h, 4) != header_magic || get(h + 32, 4) != crc32(h, 32)) {
     return Status::corruption(path + ": the commit log header is damaged");
   }
-  if (get(h + 4, 4) != format) return Status::corruption(path + ": unknown commit log format");
+  if (get(h + 4, 4) != format && get(h + 4, 4) != 1) {
+    return Status::corruption(path + ": unknown commit log format");
+  }
   log->ring_ = get(h + 8, 8);  // the ring keeps the size it was made with
   if (log->ring_ < 64 * 1024 || log->ring_ > ring_bytes_max) {
     return Status::corruption(path + ": bad commit log size");
@@ -171,6 +175,8 @@ Status CommitLog::append(const std::vector<Entry>& entries) {
     put(buf_, e.version.hlc, 8);
     buf_.append(reinterpret_cast<const char*>(e.version.node.data()), e.version.node.size());
     put(buf_, e.file.size(), 4);
+    put(buf_, (e.tombstone ? rec_tombstone : 0) | (e.unlinked ? rec_unlinked : 0) | (e.is_hint ? rec_hint : 0), 1);
+    buf_.append(reinterpret_cast<const char*>(e.hint_for.data()), e.hint_for.size());
     buf_.append(e.disk_path);
     buf_.append(e.key);
     buf_.append(e.file);
@@ -252,16 +258,18 @@ Status CommitLog::replay(const std::function<void(const Entry&)>& fn) {
   // Reads the record for `seq` at logical position `pos`; false when there is none.
   auto read_at = [&](std::uint64_t pos, std::uint64_t seq, bool* found) -> Status {
     *found = false;
-    char fixed[record_fixed_bytes];
+    char fixed[record_min_bytes];
     bool short_read = false;
     if (Status s = pread_all(fd_, fixed, sizeof fixed, physical(pos), &short_read); !s.is_ok() || short_read) {
       return s;
     }
+    std::uint64_t magic = get(fixed, 4);
+    std::uint64_t fixed_len = magic == record_magic ? record_fixed_bytes : record_min_bytes;
     std::uint64_t n = get(fixed + 16, 4);
     std::uint64_t disk_len = get(fixed + 20, 2), key_len = get(fixed + 22, 2);
     std::uint64_t file_len = get(fixed + 48, 4);
-    if (get(fixed, 4) != record_magic || get(fixed + 8, 8) != seq || n < record_fixed_bytes ||
-        pos % ring_ + n > ring_ || n != record_fixed_bytes + disk_len + key_len + file_len) {
+    if ((magic != record_magic && magic != record1_magic) || get(fixed + 8, 8) != seq ||
+        n < fixed_len || pos % ring_ + n > ring_ || n != fixed_len + disk_len + key_len + file_len) {
       return Status::ok();
     }
     rec.resize(n);
@@ -286,10 +294,18 @@ Status CommitLog::replay(const std::function<void(const Entry&)>& fn) {
     std::size_t disk_len = get(p + 20, 2), key_len = get(p + 22, 2);
     e.version.hlc = get(p + 24, 8);
     std::memcpy(e.version.node.data(), p + 32, e.version.node.size());
-    e.disk_path = std::string_view(p + record_fixed_bytes, disk_len);
-    e.key = std::string_view(p + record_fixed_bytes + disk_len, key_len);
-    e.file = std::string_view(p + record_fixed_bytes + disk_len + key_len,
-                              rec.size() - record_fixed_bytes - disk_len - key_len);
+    std::size_t fixed_len = record_min_bytes;
+    if (get(p, 4) == record_magic) {
+      fixed_len = record_fixed_bytes;
+      std::uint64_t flags = get(p + 52, 1);
+      e.tombstone = (flags & rec_tombstone) != 0;
+      e.unlinked = (flags & rec_unlinked) != 0;
+      e.is_hint = (flags & rec_hint) != 0;
+      std::memcpy(e.hint_for.data(), p + 53, e.hint_for.size());
+    }
+    e.disk_path = std::string_view(p + fixed_len, disk_len);
+    e.key = std::string_view(p + fixed_len + disk_len, key_len);
+    e.file = std::string_view(p + fixed_len + disk_len + key_len, rec.size() - fixed_len - disk_len - key_len);
     fn(e);
     m.pos = at + rec.size();
     m.seq++;

@@ -1,20 +1,26 @@
-// CommitLog: what makes a batch of small writes durable in the always mode. The
-// committer appends each small file (body and footer, whole) to one log file and
-// fdatasyncs it once per batch: an overwrite of a few KiB and a cache flush, where a
-// syncfs() writes back everything the filesystem holds dirty. The files themselves are
-// renamed into place unsynced, and the index commit is synced as before. A sync round
-// (syncfs of each filesystem, off the batch path) later makes those files durable, and
-// the records before it are dropped: the log is a ring of fixed capacity.
+// CommitLog: what makes a batch of small writes and deletes durable in the always mode.
+// The committer appends each small file (body and footer, whole) and each tombstone to
+// one log file and fdatasyncs it once per batch: an overwrite of a few KiB and a cache
+// flush, where a syncfs() writes back everything the filesystem holds dirty. A record
+// says everything the key's index row says, so the log is the index's write-ahead record
+// too: the files stay in memory (PendingFiles), and the index commit of a batch whose
+// every op is logged is not synced. A sync round (syncfs of each filesystem and of the
+// index's, off the batch path) later makes those files and index rows durable, and the
+// records before it are dropped: the log is a ring of fixed capacity.
 // After a power cut, replay() hands back every record after the last checkpoint, and
-// the store rewrites each file that its index row still names.
+// the store writes again each file that its index row still names, and applies again
+// each record whose row the index lost.
 //
 // Format (little-endian; docs/FORMATS.md has the same tables):
-//   header at offset 0: magic u32 "RSLH" | format u32 (1) | ring u64 | tail u64
-//                       | tail_seq u64 | check u32 (CRC-32 of the 32 bytes before it)
+//   header at offset 0: magic u32 "RSLH" | format u32 (2; 1 before RSL2 records) | ring u64
+//                       | tail u64 | tail_seq u64 | check u32 (CRC-32 of the 32 bytes before it)
 //   records from offset 4096, at logical positions; a record never straddles the end
 //   of the ring (it starts again at 4096 instead):
-//     magic u32 "RSL1" | crc u32 (CRC-32 of every byte after it) | seq u64 | len u32
-//     | disk_len u16 | key_len u16 | hlc u64 | node[16] | disk path | key | file bytes
+//     magic u32 "RSL2" | crc u32 (CRC-32 of every byte after it) | seq u64 | len u32
+//     | disk_len u16 | key_len u16 | hlc u64 | node[16] | file_len u32 | flags u8
+//     | hint_for[16] | disk path | key | file bytes
+//   flags: 1 tombstone (no file bytes), 2 unlinked, 4 a hint for `hint_for`. A record
+//   "RSL1" (written before) has neither flags nor hint_for: a value, not a hint.
 // `ring` is the bytes of records the ring holds (fixed when the log is made), `tail` the
 // logical position of the first record still needed, `tail_seq` its seq;
 // seqs grow by one per record, so a stale record left by an earlier lap never passes.
@@ -37,10 +43,14 @@ namespace blobstore {
 class CommitLog {
  public:
   struct Entry {
-    std::string_view disk_path;  // the --disk root the file lives on
+    std::string_view disk_path;  // the --disk root the file lives on (the row names it)
     std::string_view key;
     Version version;
-    std::string_view file;       // the whole file: body and footer
+    std::string_view file;       // the whole file: body and footer; empty for a tombstone
+    bool tombstone = false;
+    bool unlinked = false;       // a tombstone written by UNLINK
+    bool is_hint = false;        // the copy is a hint for `hint_for`
+    NodeId hint_for{};
   };
   // A point in the log: everything appended before it.
   struct Mark {
@@ -48,7 +58,8 @@ class CommitLog {
   };
 
   static constexpr std::uint64_t header_bytes = 4096;
-  static constexpr std::size_t record_fixed_bytes = 52;
+  static constexpr std::size_t record_fixed_bytes = 69;  // of an RSL2 record
+  static constexpr std::size_t record_min_bytes = 52;    // an RSL1 record's fixed part
 
   // Opens or creates the log at `path` holding up to `capacity` bytes of records.
   static Result<std::unique_ptr<CommitLog>> open(const std::string& path, std::uint64_t capacity);

@@ -56,6 +56,7 @@ Committer::~Committer() { stop(); }
 
 void Committer::start() {
   ASSERT(!thread_.joinable());
+  if (sync_.log != nullptr && !log_held_) indexed_ = sync_.log->head();
   thread_ = std::thread([this] {
     common::name_this_thread("rs-committer");
     run();
@@ -174,7 +175,10 @@ void Committer::sync_round() {
   std::lock_guard<std::mutex> round(round_mu_);
   if (crashed_) return;  // a simulated power cut: nothing more reaches the disks
   CommitLog::Mark mark;
-  if (sync_.log != nullptr) mark = sync_.log->head();
+  if (sync_.log != nullptr) {
+    std::lock_guard<std::mutex> l(mark_mu_);
+    mark = indexed_;
+  }
   // Every record before the mark has its file in PendingFiles or under its name by now.
   const bool written = write_out_pending();
   std::map<std::uint64_t, std::string> per_device;  // a path on each filesystem
@@ -320,6 +324,10 @@ void Committer::process(Batch& batch) {
   make_durable(winners);
   if (fault(WriteStep::synced, batch)) return;
   index_all(winners, others);
+  if (sync_.log != nullptr) {
+    std::lock_guard<std::mutex> l(mark_mu_);
+    if (!log_held_) indexed_ = sync_.log->head();
+  }
   if (fault(WriteStep::indexed, batch)) return;
   batches_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -381,23 +389,32 @@ void Committer::log_small(std::vector<CommitOp*>& winners) {
   if (sync_.log == nullptr) return;
   std::vector<CommitOp*> small;
   for (CommitOp* op : winners) {
-    if (!op->status.is_ok() || !op->has_file() || op->pending.empty()) continue;
+    if (!op->status.is_ok() || op->no_log) continue;
+    const bool file = op->has_file();
+    if (file && op->pending.empty()) continue;  // a large value: synced in place
     if (!sync_.log->can_hold(disks_->path(op->meta.disk).size(), op->meta.key.size(), op->pending.size())) {
       continue;
     }
-    sync_.pending->add(final_path(disks_, *op),
-                       {op->meta.disk, std::make_shared<const std::string>(op->pending)});
-    op->logged = true;
+    if (file) {
+      sync_.pending->add(final_path(disks_, *op),
+                         {op->meta.disk, std::make_shared<const std::string>(op->pending)});
+      op->logged = true;
+    }
+    op->in_log = true;
     small.push_back(op);
   }
   if (small.empty()) return;
   if (!log_batch(small)) {
-    for (CommitOp* op : small) unlog(op);  // to write_pending(), as files
+    for (CommitOp* op : small) {
+      unlog(op);  // to write_pending(), as files
+      op->in_log = false;
+    }
     return;
   }
   for (CommitOp* op : small) {
     if (op->status.is_ok()) continue;  // the append failed
     unlog(op);
+    op->in_log = false;
     op->result.applied = false;
   }
 }
@@ -546,7 +563,9 @@ void Committer::make_durable(std::vector<CommitOp*>& winners) {
 bool Committer::log_batch(std::vector<CommitOp*>& ops) {
   log_entries_.clear();
   for (CommitOp* op : ops) {
-    log_entries_.push_back({disks_->path(op->meta.disk), op->meta.key, op->meta.version, op->pending});
+    const BlobMeta& m = op->meta;
+    log_entries_.push_back({disks_->path(m.disk), m.key, m.version, op->pending, m.tombstone,
+                            m.unlinked, m.is_hint, m.hint_for});
   }
   if (!sync_.log->fits(log_entries_)) sync_round();
   if (!sync_.log->fits(log_entries_)) return false;
@@ -587,6 +606,13 @@ void Committer::index_all(std::vector<CommitOp*>& winners, std::vector<CommitOp*
     }
     trash.clear();
   };
+  if (sync_.mode == SyncMode::always) {
+    // Synced unless the log holds every row this batch changes (the trash rows aside:
+    // after a power cut the trash is only swept again).
+    bool logged = erases.empty();
+    for (CommitOp* op : winners) logged = logged && (!op->status.is_ok() || op->in_log);
+    if (Status s = index_->set_synced(!logged); !s.is_ok()) return fail_all(std::move(s));
+  }
   if (Status s = index_->begin(); !s.is_ok()) return fail_all(std::move(s));
   for (const std::string& p : unlinked_trash_) {
     if (Status s = index_->clear_trash(p); !s.is_ok()) return fail_all(std::move(s));

@@ -112,6 +112,12 @@ struct CommitOp {
   std::uint64_t truncate_to = 0;
   // The file went to the commit log and waits in PendingFiles (no temp file).
   bool logged = false;
+  // A commit log record holds the op's index row (a logged file, or a tombstone): the
+  // batch's index commit need not be synced for it.
+  bool in_log = false;
+  // Never logged: synced in place with a synced index commit (the ops that replay the
+  // log at start, whose records are dropped once they are done).
+  bool no_log = false;
   bool is_write() const { return kind == Kind::write; }
   bool has_file() const { return kind == Kind::write && !meta.tombstone; }
   // No client waits for it: the committer may hold it up to the linger (see
@@ -173,6 +179,12 @@ class Committer {
   // round wrote them, which never became files.
   std::uint64_t files_written_out() const { return files_written_out_.load(); }
   std::uint64_t files_never_written() const { return files_never_written_.load(); }
+  // While held, sync rounds drop no commit log records: the store is still applying
+  // again the records of an earlier run, which the log must keep until they are done.
+  void hold_log(bool held) {
+    std::lock_guard<std::mutex> l(mark_mu_);
+    log_held_ = held;
+  }
   // A sync round on the calling thread (BlobStore::flush).
   void sync_now() { sync_round(); }
 
@@ -246,6 +258,11 @@ class Committer {
   std::mutex round_mu_;  // one sync round at a time (the syncer's, or the committer's)
   std::unordered_set<std::string> round_dirs_;  // guarded by round_mu_: blob dirs there
   std::vector<CommitLog::Entry> log_entries_;  // committer thread only
+  // The log's head after the last batch whose index commit is done: a sync round drops
+  // only records before it, since the rows of a later batch may not be in the index yet.
+  mutable std::mutex mark_mu_;
+  CommitLog::Mark indexed_;  // guarded by mark_mu_
+  bool log_held_ = false;    // guarded by mark_mu_
 };
 
 }  // namespace blobstore

@@ -396,12 +396,14 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
                          bool sync_commits) {
   if (Status s = db_.open(db_path, true); !s.is_ok()) return s;
   // WAL: readers never wait for the writer. synchronous=FULL: a commit is durable when
-  // it returns, which is what a 201 promises (NORMAL for the periodic sync mode).
+  // it returns, which is what a 201 promises (NORMAL for the periodic sync mode, and for
+  // a batch whose every row the commit log holds: see Committer::index_all).
   if (Status s = db_.exec(sync_commits ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                        : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
       !s.is_ok()) {
     return s;
   }
+  synced_ = sync_commits;
   if (Status s = db_.exec(schema_sql); !s.is_ok()) return s;
   if (Status s = add_missing_columns(); !s.is_ok()) return s;
   Stmt ins, sel;
@@ -478,6 +480,15 @@ Status IndexWriter::begin() { return step_done(db_, begin_.get(), "begin"); }
 Status IndexWriter::begin_read() { return step_done(db_, begin_read_.get(), "begin"); }
 Status IndexWriter::commit() { return step_done(db_, commit_.get(), "commit"); }
 Status IndexWriter::rollback() { return step_done(db_, rollback_.get(), "rollback"); }
+
+Status IndexWriter::set_synced(bool synced) {
+  if (synced == synced_) return Status::ok();
+  if (Status s = db_.exec(synced ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;"); !s.is_ok()) {
+    return s;
+  }
+  synced_ = synced;
+  return Status::ok();
+}
 
 Result<std::optional<StoredVersion>> IndexWriter::current(std::string_view key) {
   sqlite3_stmt* s = current_.get();

@@ -128,6 +128,10 @@ class IndexWriter {
   Status begin_read();
   Status commit();
   Status rollback();
+  // Whether the next commits are durable when they return (synchronous=FULL) or only
+  // once the filesystem is synced (NORMAL: SQLite's WAL stays consistent either way).
+  // Outside a transaction.
+  Status set_synced(bool synced);
   Result<std::optional<StoredVersion>> current(std::string_view key);
   Status upsert(const BlobMeta& meta);
   Status erase(std::string_view key);
@@ -146,6 +150,7 @@ class IndexWriter {
   Stmt current_, upsert_, erase_, add_hint_, drop_hint_, add_trash_, trash_, clear_trash_, set_meta_, get_meta_, count_;
   Stmt begin_, begin_read_, commit_, rollback_;
   std::vector<int> disk_ids_;
+  bool synced_ = false;  // the connection's synchronous setting: FULL (true) or NORMAL
 };
 
 // The index stores disk ids; these convert between ids and --disk order.

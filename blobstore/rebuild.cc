@@ -86,10 +86,10 @@ void scan_disk(const std::string& disk, int disk_index, std::map<std::string, Fo
 
 // Small files whose records are still in the commit log (the node stopped by a crash or
 // a power cut before a sync round wrote them out) are written out first, so that the
-// scan finds them; the highest version of each key wins as for any other file. Like the
-// files, the log knows no tombstones: a value deleted in the last sync period before the
-// stop can come back here, and loses again to the other replicas' tombstones through
-// anti-entropy. The records stay (the next start replays what the new index names).
+// scan finds them; the highest version of each key wins as for any other file. The
+// log's tombstones are not applied (a rebuild knows only files): a value deleted in the
+// last sync period before the stop can come back here, and loses again to the other
+// replicas' tombstones through anti-entropy. The records stay (the next start replays what the new index names).
 Status write_out_log(const std::string& data_dir, const std::vector<std::string>& disks,
                      RebuildStats* stats) {
   std::string path = data_dir + "/commit.log";
@@ -100,6 +100,7 @@ Status write_out_log(const std::string& data_dir, const std::vector<std::string>
   Status failed = Status::ok();
   Status s = log.value()->replay([&](const CommitLog::Entry& e) {
     if (!failed.is_ok() || std::find(disks.begin(), disks.end(), e.disk_path) == disks.end()) return;
+    if (e.tombstone) return;  // no file; see above
     // Written again even when it exists: a power cut after a round's rename but before
     // its sync can leave it short, and the record holds the same bytes whole.
     std::string file = std::string(e.disk_path) + "/" + blob_relative_path(e.key, e.version);

@@ -51,9 +51,9 @@ void fix_records(std::string& file, std::uint64_t tail) {
   std::uint64_t pos = tail;
   for (int i = 0; i < 64; i++) {
     std::uint64_t at = CommitLog::header_bytes + pos % ring;
-    if (at + CommitLog::record_fixed_bytes > file.size()) return;
+    if (at + CommitLog::record_min_bytes > file.size()) return;
     std::uint64_t n = get_le(file.data() + at + 16, 4);
-    if (n < CommitLog::record_fixed_bytes || pos % ring + n > ring || at + n > file.size()) return;
+    if (n < CommitLog::record_min_bytes || pos % ring + n > ring || at + n > file.size()) return;
     set_le(file.data() + at + 4, blobstore::crc32(file.data() + at + 8, n - 8), 4);
     pos += n;
   }
@@ -62,11 +62,11 @@ void fix_records(std::string& file, std::uint64_t tail) {
 std::vector<std::string> replay_all(CommitLog& log) {
   std::vector<std::string> keys;
   Status s = log.replay([&](const CommitLog::Entry& e) {
-    CHECK(CommitLog::record_fixed_bytes + e.disk_path.size() + e.key.size() + e.file.size() <= ring);
+    CHECK(CommitLog::record_min_bytes + e.disk_path.size() + e.key.size() + e.file.size() <= ring);
     keys.emplace_back(e.key);
   });
   CHECK(s.is_ok() || s.code() == Code::io_error);
-  CHECK(keys.size() <= ring / CommitLog::record_fixed_bytes);
+  CHECK(keys.size() <= ring / CommitLog::record_min_bytes);
   return keys;
 }
 
