@@ -18,7 +18,7 @@ Usage: tools/bench --cluster [options]
 
 Starts a cluster of local nodes (each with two disks, sharing one generated
 secret; the server's defaults of N=3 R=2 W=2 apply), loads all of them at once
-and prints a summary table, next to figures for minikeyvalue with 3 replicas.
+and prints a summary table.
 
 Options:
   --nodes N              nodes in the cluster (default 3)
@@ -49,9 +49,8 @@ Workloads:
           GET expecting 404, each request through the next node in turn;
           any wrong answer is a mismatch, any failed request an error
   thrash-mkv  the same without the GET after DELETE (ringstore-thrash --cycle
-          mkv): PUT, GET, DELETE, the cycle of minikeyvalue's thrasher, so
-          that its key cycles compare like for like; the last deleted keys are
-          still read through every node after each run
+          mkv): PUT, GET, DELETE, the cycle of minikeyvalue's thrasher; the
+          last deleted keys are still read through every node after each run
 
 How the load is spread: put1k and get1k run one wrk process per node, all at
 once, with C/N connections each (the first C mod N nodes get one more); a
@@ -143,15 +142,15 @@ done
 ((threads <= connections / nodes)) ||
   die_usage "--threads ($threads) must not exceed the connections per node ($((connections / nodes)))"
 
-# name | label | connections shown | reference (minikeyvalue, 3 replicas); W_CYCLE: the
-# thrasher's --cycle for the thrasher workloads (wrk runs the others)
-declare -A W_LABEL W_REF W_METHOD W_PREFIX W_KEYS W_WIDTH W_CYCLE
-W_LABEL[put1k]="PUT 1 KiB";  W_REF[put1k]=3100
+# W_LABEL: the table's name; W_METHOD ... W_WIDTH: the wrk workloads' requests;
+# W_CYCLE: the thrasher's --cycle for the thrasher workloads (wrk runs the others)
+declare -A W_LABEL W_METHOD W_PREFIX W_KEYS W_WIDTH W_CYCLE
+W_LABEL[put1k]="PUT 1 KiB"
 W_METHOD[put1k]=PUT; W_PREFIX[put1k]=p1k-; W_KEYS[put1k]=10000; W_WIDTH[put1k]=5
-W_LABEL[get1k]="GET 1 KiB";  W_REF[get1k]=6000
+W_LABEL[get1k]="GET 1 KiB"
 W_METHOD[get1k]=GET; W_PREFIX[get1k]=g1k-; W_KEYS[get1k]=1000; W_WIDTH[get1k]=4
-W_LABEL[thrash]="Thrasher";  W_REF[thrash]=1100; W_CYCLE[thrash]=full
-W_LABEL[thrash-mkv]="Thrasher, mkv cycle";  W_REF[thrash-mkv]=1100; W_CYCLE[thrash-mkv]=mkv
+W_LABEL[thrash]="Thrasher"; W_CYCLE[thrash]=full
+W_LABEL[thrash-mkv]="Thrasher, mkv cycle"; W_CYCLE[thrash-mkv]=mkv
 
 selected=()
 IFS=, read -r -a wanted <<<"$workloads"
@@ -429,7 +428,7 @@ for w in "${selected[@]}"; do
   else
     shown="$connections"
   fi
-  echo "$w|${W_LABEL[$w]}|$shown|${W_REF[$w]}|${W_CYCLE[$w]:-}"
+  echo "$w|${W_LABEL[$w]}|$shown|${W_CYCLE[$w]:-}"
 done >"$spec"
 
 cpu=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)

@@ -193,18 +193,13 @@ def fmt_lat(us):
     return "%.2fs" % (us / 1e6)
 
 
-def fmt_ratio(x):
-    return "-" if x is None else "%.2fx" % x
-
-
 def cmd_report(spec_path, results_path, markdown, header, check_failed):
     markdown = markdown == "1"
     check_failed = check_failed.split()
 
-    spec = []  # (name, label, conns_text, reference, thrasher cycle or "" for wrk)
+    spec = []  # (name, label, conns_text, thrasher cycle or "" for wrk)
     for line in open(spec_path):
-        name, label, conns, ref, cycle = line.rstrip("\n").split("|")
-        spec.append((name, label, conns, float(ref) if ref else None, cycle))
+        spec.append(tuple(line.rstrip("\n").split("|")))
 
     # results: "workload run node key=value ..."; node 0 = the thrasher
     res = {}
@@ -215,7 +210,7 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
         res.setdefault(w, {}).setdefault(run, {})[node] = f
 
     rows, warnings, notes = [], [], []
-    for name, label, conns, ref, cycle in spec:
+    for name, label, conns, cycle in spec:
         per_run = res.get(name, {})
         if cycle:
             ok = {r: n[0] for r, n in per_run.items() if "failed" not in n[0]}
@@ -237,30 +232,21 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
             if flags:
                 warnings.append("%s: %s" % (label, "; ".join(flags)))
             err_text = ("!! " + "; ".join(flags)) if flags else "0"
-            for sub, vals, p50k, p99k, r in (
-                    ("requests", req, "p50_us", "p99_us", None),
-                    ("key cycles", cyc, "cycle_p50_us", "cycle_p99_us", ref)):
+            for sub, vals, p50k, p99k in (
+                    ("requests", req, "p50_us", "p99_us"),
+                    ("key cycles", cyc, "cycle_p50_us", "cycle_p99_us")):
                 m = med(vals)
                 rows.append({
                     "workload": "%s, %s" % (label, sub), "conns": conns, "rps": fmt_num(m),
                     "range": "%s-%s" % (fmt_num(min(vals)), fmt_num(max(vals))) if vals else "-",
                     "p50": fmt_lat(med([float(f[p50k]) for f in ok.values()])),
                     "p99": fmt_lat(med([float(f[p99k]) for f in ok.values()])),
-                    "ref": fmt_num(r) if r else "-",
-                    "ratio": fmt_ratio(m / r) if r and m is not None else "-",
                     "errors": err_text,
                 })
-            if ref and req and cycle == "full":
+            if req and cycle == "mkv":
                 notes.append(
-                    "minikeyvalue's thrasher reports key cycles per second (PUT, GET, DELETE: "
-                    "3 requests); ours adds a GET that must answer 404 (4 requests), so the "
-                    "reference is set against our key cycles. Set against our requests/s it "
-                    "would be %s." % fmt_ratio(med(req) / ref))
-            if ref and req and cycle == "mkv":
-                notes.append(
-                    "%s: minikeyvalue's own cycle (PUT, GET and compare, DELETE: 3 requests), "
-                    "like for like with its key cycles; deleted keys are checked after each "
-                    "run only." % label)
+                    "%s: minikeyvalue's thrasher cycle (PUT, GET and compare, DELETE: 3 "
+                    "requests); deleted keys are checked after each run only." % label)
             if ok:
                 kinds = []
                 for k in ("put", "get", "delete"):
@@ -309,15 +295,12 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
             "workload": label, "conns": conns, "rps": fmt_num(m),
             "range": "%s-%s" % (fmt_num(min(rates)), fmt_num(max(rates))) if rates else "-",
             "p50": fmt_lat(med(p50s)), "p99": fmt_lat(med(p99s)),
-            "ref": fmt_num(ref) if ref else "-",
-            "ratio": fmt_ratio(m / ref) if ref and m is not None else "-",
             "errors": ("!! " + "; ".join(flags)) if flags else "0",
         })
 
     cols = [("workload", "Workload"), ("conns", "Conns"), ("rps", "req/s"),
-            ("range", "req/s min-max"), ("p50", "p50"), ("p99", "p99"),
-            ("ref", "mkv ref"), ("ratio", "ours/mkv"), ("errors", "Errors")]
-    right = {"conns", "rps", "range", "p50", "p99", "ref", "ratio"}
+            ("range", "req/s min-max"), ("p50", "p50"), ("p99", "p99"), ("errors", "Errors")]
+    right = {"conns", "rps", "range", "p50", "p99"}
     heads = [h for _, h in cols]
     table = [[r[k] for k, _ in cols] for r in rows]
 
@@ -326,8 +309,6 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
         "processes), with min-max; for the thrasher rows, requests or key cycles per second. "
         "p50/p99: medians over runs; for wrk workloads each run's figure is the highest of "
         "the nodes' percentiles, an upper bound on the cluster-wide percentile.",
-        "mkv ref: minikeyvalue with 3 replicas measured earlier on this machine (PUT with 100 "
-        "connections, GET, thrasher); not measured by this run, shown for context only.",
     ] + notes
 
     if markdown:
