@@ -14,11 +14,14 @@
 //   get     first (untimed) the workers PUT --keys values of --size bytes between them,
 //           then GET random ones of those keys; every answer must carry the bytes written
 //   delete  first (untimed) PUT fresh keys of --size bytes for --duration seconds, then
-//           DELETE them, oldest first, for --duration seconds. Only the DELETEs are timed,
-//           so the rate is what a DELETE costs, not a write and a delete. The timed part
-//           ends early, for all workers at once, when one has deleted every key it wrote
-//           (exhausted=1 in the result): the rate is always measured with all of them
-//           running. Its duration_us is then the shorter time actually measured.
+//           DELETE them, oldest first. Only the DELETEs are timed, so the rate is what a
+//           DELETE costs, not a write and a delete. When one worker has deleted every key
+//           it wrote, all stop at once (the rate is always measured with all of them
+//           running), write more keys, untimed again, and go on deleting: in rounds until
+//           --duration seconds of DELETEs were timed (rounds= in the result). A store that
+//           deletes much faster than it writes takes longer than 2 x --duration; after
+//           delete_rounds_max rounds the run stops short (exhausted=1) and duration_us is
+//           the time actually measured.
 //
 // The requests of a worker go to the targets in turn (worker w sends request j of its run
 // to target (w + j) mod N), so with several nodes every read is checked against a write
@@ -116,6 +119,15 @@ constexpr std::size_t redirect_endpoints_max = 16;
 constexpr std::size_t get_keys_max = 1'000'000;
 constexpr std::uint64_t get_bytes_max = 1ull << 30;
 static_assert(get_keys_max * 1024 <= get_bytes_max, "a million 1 KiB values fit");
+// --op delete: each round's prefill is sized from the last round's PUT and DELETE rates
+// with delete_prefill_margin to spare, so two or three rounds reach --duration; the bound
+// ends a run against a store whose DELETEs keep getting faster than its PUTs.
+constexpr int delete_rounds_max = 8;
+constexpr double delete_prefill_margin = 1.25;
+constexpr double delete_prefill_s_min = 0.1;  // below this a round is mostly its ramps
+// A later prefill writes for at most this many times --duration: one round's rates can
+// mislead on a loaded machine, and a wrong guess should cost a round, not minutes.
+constexpr double delete_prefill_duration_max = 2;
 
 using Clock = std::chrono::steady_clock;
 
@@ -678,9 +690,10 @@ class Worker {
     cycle_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
 
+  // Runs once a round: the key numbers go on from the last round's.
   void prefill_delete() {
-    for (std::uint64_t seq = 0; Clock::now() < shared_->deadline; ++seq) {
-      std::string key = key_name(seq);
+    while (Clock::now() < shared_->deadline) {
+      std::string key = key_name(delete_seq_++);
       std::size_t node = 0;
       if (!put_checked(key, random_value(plan_.value_bytes), false, &node)) return;
       to_delete_.push_back(std::move(key));
@@ -712,6 +725,7 @@ class Worker {
   std::vector<std::pair<std::string, std::string>> written_;  // --op put: last keys, values
   std::vector<std::string> to_delete_;                        // --op delete: keys the prefill wrote
   std::size_t next_delete_ = 0;
+  std::uint64_t delete_seq_ = 0;
 };
 
 // The samples of every worker picked by `of`, sorted.
@@ -758,8 +772,18 @@ void raise_fd_limit() {
   setrlimit(RLIMIT_NOFILE, &r);
 }
 
+// The timed part: its length (the sum of the rounds' with --op delete), the rounds it
+// took, whether it ended short of --duration, and whether a prefill failed.
+struct Timing {
+  double elapsed_us = 0;
+  int rounds = 0;
+  bool exhausted = false;
+  bool prefill_failed = false;
+};
+
 struct Totals {
   std::uint64_t errors = 0, mismatches = 0, redirects = 0, prefilled = 0, checked = 0;
+  std::uint64_t completed = 0;  // timed operations (cycles) that passed their checks
 };
 
 Totals totals(const std::vector<std::unique_ptr<Worker>>& workers) {
@@ -770,6 +794,7 @@ Totals totals(const std::vector<std::unique_ptr<Worker>>& workers) {
     t.redirects += w->redirects_;
     t.prefilled += w->prefilled_;
     t.checked += w->checked();
+    t.completed += w->cycle_us.size();
   }
   return t;
 }
@@ -789,7 +814,8 @@ const char* op_name(Op op) {
 }
 
 void print_result(const Plan& plan, const std::vector<std::unique_ptr<Worker>>& workers,
-                  double elapsed_us, const Totals& timed, const Totals& all, bool exhausted) {
+                  const Timing& timing, const Totals& timed, const Totals& all) {
+  const double elapsed_us = timing.elapsed_us;
   auto lat = merged(
       workers, [](const Worker& w) -> const auto& { return w.lat_us; });
   auto clat = merged(
@@ -814,14 +840,60 @@ void print_result(const Plan& plan, const std::vector<std::unique_ptr<Worker>>& 
       "cycles_per_s=%.1f workers=%d nodes=%zu p50_us=%.0f p90_us=%.0f p99_us=%.0f "
       "max_us=%.0f cycle_p50_us=%.0f cycle_p99_us=%.0f errors=%llu mismatches=%llu "
       "final_errors=%llu final_mismatches=%llu final_checked=%llu redirects=%llu "
-      "prefilled=%llu exhausted=%d%s\n",
+      "prefilled=%llu rounds=%d exhausted=%d%s\n",
       op_name(plan.op), plan.peer ? 1 : 0, lat.size(), clat.size(), elapsed_us, per_s(lat.size()),
       per_s(clat.size()), plan.workers, plan.targets.size(), percentile(lat, 50),
       percentile(lat, 90), percentile(lat, 99), lat.empty() ? 0.0 : lat.back(),
       percentile(clat, 50), percentile(clat, 99), ull(all.errors), ull(all.mismatches),
       ull(all.errors - timed.errors), ull(all.mismatches - timed.mismatches), ull(all.checked),
-      ull(all.redirects), ull(all.prefilled), exhausted ? 1 : 0, kinds.c_str());
+      ull(all.redirects), ull(all.prefilled), timing.rounds, timing.exhausted ? 1 : 0,
+      kinds.c_str());
   std::fflush(stdout);
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The prefill and the timed part; with --op delete in rounds until `duration_s` seconds of
+// DELETEs were timed. A failed prefill ends it (the keys to read or delete are missing).
+Timing run_timed(const std::vector<std::unique_ptr<Worker>>& workers, Shared* shared, Op op,
+                 double duration_s) {
+  Timing t;
+  double prefill_s = duration_s;  // --op delete: how long the next prefill writes
+  while (t.rounds < delete_rounds_max) {
+    ++t.rounds;
+    const Totals before = totals(workers);
+    shared->out_of_keys.store(false);
+    shared->deadline = after_seconds(prefill_s);
+    const auto p0 = Clock::now();
+    run_phase(workers, &Worker::prefill);
+    const double put_s = seconds_since(p0);
+    const Totals after = totals(workers);
+    if (after.errors != before.errors || after.mismatches != before.mismatches) {
+      t.prefill_failed = true;
+      break;
+    }
+    const auto t0 = Clock::now();
+    shared->deadline = after_seconds(duration_s - t.elapsed_us / 1e6);
+    run_phase(workers, &Worker::run);
+    const double round_s = std::max(seconds_since(t0), 1e-3);
+    t.elapsed_us += round_s * 1e6;
+    const double left_s = duration_s - t.elapsed_us / 1e6;
+    if (op != Op::del || !shared->out_of_keys.load() || left_s <= 0) break;
+    // Keys for the DELETE seconds still to time at this round's rate, less those left over
+    // (the round stopped when the first worker ran out), at this round's PUT rate.
+    const Totals done = totals(workers);
+    const double put_rate = static_cast<double>(after.prefilled - before.prefilled) / put_s;
+    const double delete_rate = static_cast<double>(done.completed - after.completed) / round_s;
+    const double left_over =
+        static_cast<double>(done.prefilled) - static_cast<double>(done.completed);
+    if (put_rate <= 0) break;  // nothing was written: a store that takes no keys
+    prefill_s = std::clamp((left_s * delete_rate * delete_prefill_margin - left_over) / put_rate,
+                           delete_prefill_s_min, delete_prefill_duration_max * duration_s);
+  }
+  t.exhausted = op == Op::del && !t.prefill_failed && t.elapsed_us / 1e6 < 0.99 * duration_s;
+  return t;
 }
 
 // Fills `plan` from the command line; an empty string when it is usable, else why not.
@@ -913,20 +985,12 @@ int main(int argc, char** argv) {
   for (int i = 0; i < plan.workers; ++i) {
     workers.push_back(std::make_unique<Worker>(i, plan, &shared, &reporter));
   }
-  shared.deadline = after_seconds(duration);  // --op delete: the prefill lasts as long
-  run_phase(workers, &Worker::prefill);
-  const Totals prefill = totals(workers);
-  const bool prefill_ok = prefill.errors == 0 && prefill.mismatches == 0;
-
-  auto t0 = Clock::now();
-  shared.deadline = prefill_ok ? after_seconds(duration) : t0;  // no timed part after a failure
-  run_phase(workers, &Worker::run);
-  double elapsed_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  const Timing timing = run_timed(workers, &shared, plan.op, duration);
   const Totals timed = totals(workers);
   run_phase(workers, &Worker::final_check);
   const Totals all = totals(workers);
 
-  print_result(plan, workers, elapsed_us, timed, all, shared.out_of_keys.load());
+  print_result(plan, workers, timing, timed, all);
   std::size_t completed = 0;
   for (const auto& w : workers) completed += w->cycle_us.size();
   return all.errors != 0 || all.mismatches != 0 || completed == 0 ? 1 : 0;
