@@ -8,8 +8,9 @@ node and catches a store that breaks its contract.
 3. `--cycle mkv` (PUT, GET, DELETE: three requests a cycle) passes against the real node
    and still catches the store that keeps deleted values, after the timed part. An
    unknown cycle is a usage error (exit 2).
-4. `--op put`, `--op get` and `--op delete` pass against the real node; an unknown op is
-   a usage error.
+4. `--op put`, `--op get` and `--op delete` pass against the real node (delete times the
+   whole duration, writing more keys in rounds as needed); an unknown op is a usage
+   error.
 5. Through a front that answers like minikeyvalue (GET: a 302 to the real node, named
    localhost; PUT: 201 without an ETag, 403 for a key it has seen), `--peer` passes with
    every GET redirected (so it fails if redirects were not followed), and passes again
@@ -182,6 +183,8 @@ def test_ops(thrasher, url):
     expect_pass("--op delete against a real node", rc, r, err)
     if int(r["requests"]) > int(r["prefilled"]) or int(r["delete_p50_us"]) == 0:
         fail("--op delete: only keys written in the prefill are deleted: %s" % r)
+    if r["exhausted"] == "0" and int(r["duration_us"]) < 0.99 * 500000:
+        fail("--op delete: more rounds of keys until the duration is timed: %s" % r)
     print("real node: put, get and delete ops, exit 0")
     p = subprocess.run([thrasher, "--op", "nope", url], capture_output=True, text=True,
                        timeout=60)
