@@ -123,11 +123,11 @@ static_assert(get_keys_max * 1024 <= get_bytes_max, "a million 1 KiB values fit"
 // with delete_prefill_margin to spare, so two or three rounds reach --duration; the bound
 // ends a run against a store whose DELETEs keep getting faster than its PUTs.
 constexpr int delete_rounds_max = 8;
-constexpr double delete_prefill_margin = 1.25;
+constexpr double delete_prefill_margin = 1.5;
 constexpr double delete_prefill_s_min = 0.1;  // below this a round is mostly its ramps
 // A later prefill writes for at most this many times --duration: one round's rates can
 // mislead on a loaded machine, and a wrong guess should cost a round, not minutes.
-constexpr double delete_prefill_duration_max = 2;
+constexpr double delete_prefill_duration_max = 4;
 
 using Clock = std::chrono::steady_clock;
 
