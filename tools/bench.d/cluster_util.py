@@ -12,6 +12,8 @@
       SIZE bytes (or 404 if never written), every node giving the same ETag
   cluster_util.py report SPEC RESULTS MARKDOWN HEADER CHECK_FAILED
       print the summary table
+  cluster_util.py report-peer SPEC RESULTS PEER_RESULTS MARKDOWN HEADER PEER_NAME
+      print the table of the cluster's and the peer's thrasher runs side by side
 """
 
 import http.client
@@ -193,18 +195,13 @@ def fmt_lat(us):
     return "%.2fs" % (us / 1e6)
 
 
-def fmt_ratio(x):
-    return "-" if x is None else "%.2fx" % x
-
-
 def cmd_report(spec_path, results_path, markdown, header, check_failed):
     markdown = markdown == "1"
     check_failed = check_failed.split()
 
-    spec = []  # (name, label, conns_text, reference, thrasher cycle or "" for wrk)
+    spec = []  # (name, label, conns_text, thrasher cycle or "" for wrk)
     for line in open(spec_path):
-        name, label, conns, ref, cycle = line.rstrip("\n").split("|")
-        spec.append((name, label, conns, float(ref) if ref else None, cycle))
+        spec.append(tuple(line.rstrip("\n").split("|")))
 
     # results: "workload run node key=value ..."; node 0 = the thrasher
     res = {}
@@ -215,7 +212,7 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
         res.setdefault(w, {}).setdefault(run, {})[node] = f
 
     rows, warnings, notes = [], [], []
-    for name, label, conns, ref, cycle in spec:
+    for name, label, conns, cycle in spec:
         per_run = res.get(name, {})
         if cycle:
             ok = {r: n[0] for r, n in per_run.items() if "failed" not in n[0]}
@@ -237,31 +234,26 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
             if flags:
                 warnings.append("%s: %s" % (label, "; ".join(flags)))
             err_text = ("!! " + "; ".join(flags)) if flags else "0"
-            for sub, vals, p50k, p99k, r in (
-                    ("requests", req, "p50_us", "p99_us", None),
-                    ("key cycles", cyc, "cycle_p50_us", "cycle_p99_us", ref)):
+            subs = [("", req, "p50_us", "p99_us")]  # --op put, get, delete: one request each
+            if cycle in ("full", "mkv"):
+                subs = [(", requests", req, "p50_us", "p99_us"),
+                        (", key cycles", cyc, "cycle_p50_us", "cycle_p99_us")]
+            for sub, vals, p50k, p99k in subs:
                 m = med(vals)
                 rows.append({
-                    "workload": "%s, %s" % (label, sub), "conns": conns, "rps": fmt_num(m),
+                    "workload": label + sub, "conns": conns, "rps": fmt_num(m),
                     "range": "%s-%s" % (fmt_num(min(vals)), fmt_num(max(vals))) if vals else "-",
                     "p50": fmt_lat(med([float(f[p50k]) for f in ok.values()])),
                     "p99": fmt_lat(med([float(f[p99k]) for f in ok.values()])),
-                    "ref": fmt_num(r) if r else "-",
-                    "ratio": fmt_ratio(m / r) if r and m is not None else "-",
                     "errors": err_text,
                 })
-            if ref and req and cycle == "full":
+            if req and cycle == "mkv":
                 notes.append(
-                    "minikeyvalue's thrasher reports key cycles per second (PUT, GET, DELETE: "
-                    "3 requests); ours adds a GET that must answer 404 (4 requests), so the "
-                    "reference is set against our key cycles. Set against our requests/s it "
-                    "would be %s." % fmt_ratio(med(req) / ref))
-            if ref and req and cycle == "mkv":
-                notes.append(
-                    "%s: minikeyvalue's own cycle (PUT, GET and compare, DELETE: 3 requests), "
-                    "like for like with its key cycles; deleted keys are checked after each "
-                    "run only." % label)
-            if ok:
+                    "%s: minikeyvalue's thrasher cycle (PUT, GET and compare, DELETE: 3 "
+                    "requests); deleted keys are checked after each run only." % label)
+            if ok and cycle == "delete":
+                notes.append("%s: %s" % (label, delete_note([("", ok)])))
+            if ok and cycle in ("full", "mkv"):
                 kinds = []
                 for k in ("put", "get", "delete"):
                     p50 = med([float(f.get(k + "_p50_us", 0)) for f in ok.values()])
@@ -269,7 +261,7 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
                     kinds.append("%s p50 %s p99 %s" % (k.upper(), fmt_lat(p50), fmt_lat(p99)))
                 checked = sum(int(f.get("final_checked", 0)) for f in ok.values())
                 notes.append("%s latency by method (medians over runs): %s. After each run "
-                             "%s deleted keys in all were read again through every node."
+                             "%s deleted keys in all were read again through every node loaded."
                              % (label, "; ".join(kinds), "{:,}".format(checked)))
             continue
 
@@ -309,31 +301,41 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
             "workload": label, "conns": conns, "rps": fmt_num(m),
             "range": "%s-%s" % (fmt_num(min(rates)), fmt_num(max(rates))) if rates else "-",
             "p50": fmt_lat(med(p50s)), "p99": fmt_lat(med(p99s)),
-            "ref": fmt_num(ref) if ref else "-",
-            "ratio": fmt_ratio(m / ref) if ref and m is not None else "-",
             "errors": ("!! " + "; ".join(flags)) if flags else "0",
         })
 
     cols = [("workload", "Workload"), ("conns", "Conns"), ("rps", "req/s"),
-            ("range", "req/s min-max"), ("p50", "p50"), ("p99", "p99"),
-            ("ref", "mkv ref"), ("ratio", "ours/mkv"), ("errors", "Errors")]
-    right = {"conns", "rps", "range", "p50", "p99", "ref", "ratio"}
-    heads = [h for _, h in cols]
-    table = [[r[k] for k, _ in cols] for r in rows]
+            ("range", "req/s min-max"), ("p50", "p50"), ("p99", "p99"), ("errors", "Errors")]
+    right = {"conns", "rps", "range", "p50", "p99"}
 
     legend = [
         "req/s: median over runs of the cluster-wide rate (the sum over the nodes' wrk "
         "processes), with min-max; for the thrasher rows, requests or key cycles per second. "
         "p50/p99: medians over runs; for wrk workloads each run's figure is the highest of "
         "the nodes' percentiles, an upper bound on the cluster-wide percentile.",
-        "mkv ref: minikeyvalue with 3 replicas measured earlier on this machine (PUT with 100 "
-        "connections, GET, thrasher); not measured by this run, shown for context only.",
     ] + notes
 
-    if markdown:
-        for line in header.splitlines():
+    return print_table(cols, right, rows, header, legend, warnings, markdown)
+
+
+def print_header(header, markdown):
+    for line in header.splitlines():
+        if not markdown:
+            print(line)
+        elif line.startswith("command: "):
+            print("command: `%s`  " % line[len("command: "):])
+        else:
             print("_%s_  " % line)
-        print()
+    print()
+
+
+def print_table(cols, right, rows, header, legend, warnings, markdown):
+    """Prints the header, the rows (dicts keyed by the cols' keys), the legend and the
+    warnings; 1 when there were warnings."""
+    heads = [h for _, h in cols]
+    table = [[r[k] for k, _ in cols] for r in rows]
+    print_header(header, markdown)
+    if markdown:
         print("| " + " | ".join(heads) + " |")
         print("|" + "|".join("---:" if k in right else "---" for k, _ in cols) + "|")
         for t in table:
@@ -343,9 +345,6 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
             print(line)
             print()
     else:
-        for line in header.splitlines():
-            print(line)
-        print()
         widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(heads)]
 
         def fmt_row(cells):
@@ -367,6 +366,149 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
     return 0
 
 
+# --- report-peer ------------------------------------------------------------------
+
+def thrash_results(path):
+    """{workload: {run: fields}} of a results file of thrasher runs (node 0)."""
+    res = {}
+    for line in open(path):
+        parts = line.split()
+        res.setdefault(parts[0], {})[int(parts[1])] = dict(kv.split("=", 1) for kv in parts[3:])
+    return res
+
+
+def per_s(f, what):
+    return int(f[what]) / (float(f["duration_us"]) / 1e6)
+
+
+def side(per_run):
+    """The runs with a result, what went wrong in all of them (for the warnings) and the
+    count of bad requests and runs (for the table)."""
+    ok = {r: f for r, f in per_run.items() if "failed" not in f}
+    failed = len(per_run) - len(ok)
+    errors = sum(int(f["errors"]) for f in ok.values())
+    mism = sum(int(f["mismatches"]) for f in ok.values())
+    flags = []
+    if mism:
+        flags.append("%d mismatches" % mism)
+    if errors:
+        flags.append("%d errors" % errors)
+    if failed:
+        flags.append("%d run(s) failed" % failed)
+    if not per_run:
+        flags.append("no run")
+    if any(int(f["cycles"]) == 0 for f in ok.values()):
+        flags.append("a run completed nothing")
+    return ok, flags, errors + mism + failed
+
+
+def fmt_spread(xs, fmt, unit=""):
+    """The median (min-max) of xs."""
+    if not xs:
+        return "-"
+    return "%s%s (%s-%s)" % (fmt(med(xs)), unit, fmt(min(xs)), fmt(max(xs)))
+
+
+def delete_note(sides):
+    """What --op delete timed, and the rounds it took on each side (name, {run: fields})."""
+    parts = []
+    for who, runs in sides:
+        if runs:
+            parts.append("%srounds per run %s, %d of %d runs short of the duration" % (
+                who, "/".join(f.get("rounds", "?") for _, f in sorted(runs.items())),
+                sum(int(f["exhausted"]) for f in runs.values()), len(runs)))
+    return ("only DELETEs of keys written (untimed) just before are timed; when one worker "
+            "has deleted all it wrote, all stop, write more untimed and go on, in rounds, "
+            "until the duration of DELETEs was timed (%s); a run short of it is rated over "
+            "the time measured." % "; ".join(parts))
+
+
+def peer_notes(spec, rs_res, pe_res, peer_name):
+    notes = []
+    for name, label, _, mode in spec:
+        rs, pe = side(rs_res.get(name, {}))[0], side(pe_res.get(name, {}))[0]
+        hops = []
+        for who, runs in (("ringstore", rs), (peer_name, pe)):
+            per_req = [int(f["redirects"]) / int(f["requests"])
+                       for f in runs.values() if int(f["requests"])]
+            if per_req and med(per_req) > 0:
+                hops.append("%s %.2f" % (who, med(per_req)))
+        if hops:
+            notes.append("%s: redirects followed per request (median over runs): %s; a "
+                         "request and its redirects are one request, with one latency."
+                         % (label, ", ".join(hops)))
+        if mode == "delete":
+            notes.append("%s: %s" % (label, delete_note([("ringstore ", rs),
+                                                          (peer_name + " ", pe)])))
+        if mode in ("full", "mkv"):
+            for who, runs in (("ringstore", rs), (peer_name, pe)):
+                if not runs:
+                    continue
+                kinds = []
+                for k in ("put", "get", "delete"):
+                    p50 = med([float(f[k + "_p50_us"]) for f in runs.values()])
+                    p99 = med([float(f[k + "_p99_us"]) for f in runs.values()])
+                    kinds.append("%s p50 %s p99 %s" % (k.upper(), fmt_lat(p50), fmt_lat(p99)))
+                notes.append("%s, %s, latency by method (medians over runs): %s."
+                             % (label, who, "; ".join(kinds)))
+    return notes
+
+
+def peer_row(label, conns, rs, pe, what, p50k, p99k, rs_bad, pe_bad):
+    rs_rate = {r: per_s(f, what) for r, f in rs.items()}
+    pe_rate = {r: per_s(f, what) for r, f in pe.items()}
+    pairs = [rs_rate[r] / pe_rate[r] for r in sorted(rs_rate) if pe_rate.get(r)]
+
+    def lat(runs, k):
+        return fmt_lat(med([float(f[k]) for f in runs.values()]))
+    return {
+        "workload": label, "conns": conns,
+        "rs": fmt_spread(list(rs_rate.values()), fmt_num),
+        "pe": fmt_spread(list(pe_rate.values()), fmt_num),
+        "ratio": fmt_spread(pairs, lambda x: "%.2f" % x, "x"),
+        "p50": "%s / %s" % (lat(rs, p50k), lat(pe, p50k)),
+        "p99": "%s / %s" % (lat(rs, p99k), lat(pe, p99k)),
+        "errors": ("!! " if rs_bad or pe_bad else "") + "%d / %d" % (rs_bad, pe_bad),
+    }
+
+
+def cmd_report_peer(spec_path, rs_path, pe_path, markdown, header, peer_name):
+    markdown = markdown == "1"
+    spec = [tuple(line.rstrip("\n").split("|")) for line in open(spec_path)]
+    rs_res, pe_res = thrash_results(rs_path), thrash_results(pe_path)
+    rows, warnings = [], []
+    for name, label, conns, mode in spec:
+        rs, rs_flags, rs_bad = side(rs_res.get(name, {}))
+        pe, pe_flags, pe_bad = side(pe_res.get(name, {}))
+        for who, flags in (("ringstore", rs_flags), (peer_name, pe_flags)):
+            if flags:
+                warnings.append("%s, %s: %s" % (label, who, "; ".join(flags)))
+        subs = [("requests", "p50_us", "p99_us", "")]
+        if mode in ("full", "mkv"):
+            subs = [("requests", "p50_us", "p99_us", ", requests"),
+                    ("cycles", "cycle_p50_us", "cycle_p99_us", ", key cycles")]
+        for what, p50k, p99k, suffix in subs:
+            rows.append(peer_row(label + suffix, conns, rs, pe, what, p50k, p99k,
+                                 rs_bad, pe_bad))
+
+    cols = [("workload", "Workload"), ("conns", "Conns"),
+            ("rs", "ringstore req/s (min-max)"), ("pe", "%s req/s (min-max)" % peer_name),
+            ("ratio", "ringstore/%s (min-max)" % peer_name),
+            ("p50", "p50 ringstore/%s" % peer_name), ("p99", "p99 ringstore/%s" % peer_name),
+            ("errors", "Errors ringstore/%s" % peer_name)]
+    right = {"conns", "rs", "pe", "ratio", "p50", "p99"}
+    legend = [
+        "Every workload ran on ringstore and on %s in turns (ringstore run 1, %s run 1, "
+        "ringstore run 2, ...), driven alike by one client, ringstore-thrash, with the same "
+        "options. req/s: median over runs (min-max); for the key cycle rows, key cycles per "
+        "second. ringstore/%s: the median (min-max) of the ratios of run i of ringstore to run i "
+        "of %s; above 1 ringstore is the faster. p50/p99: medians over runs of each run's "
+        "percentiles over every request of all workers. Errors: failed requests, mismatches "
+        "and failed runs." % (peer_name, peer_name, peer_name, peer_name),
+    ] + peer_notes(spec, rs_res, pe_res, peer_name)
+    return print_table(cols, right, rows, header, legend, warnings, markdown)
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -380,6 +522,8 @@ def main():
         return cmd_check_puts(*args[:4], args[4:])
     if cmd == "report":
         return cmd_report(*args)
+    if cmd == "report-peer":
+        return cmd_report_peer(*args)
     print(__doc__, file=sys.stderr)
     return 2
 
