@@ -115,7 +115,7 @@ void check_copy(const Response& r, const Response& written) {
 
 TEST_CASE("stored headers and expiry travel to every replica, through handoff too",
           "[integration][metadata]") {
-  Cluster g;
+  Cluster g({"--gossip-interval-ms", "200", "--hint-interval-ms", "200"});
   REQUIRE(wait_for([&] { return g.agrees(5, 0); }, 30) >= 0);
 
   // Written and read through a node that holds no copy: the replicas' answers carry it.
@@ -154,7 +154,7 @@ TEST_CASE("stored headers and expiry travel to every replica, through handoff to
 }
 
 TEST_CASE("an expired value is gone cluster-wide; UNLINK lists until DELETE", "[integration][metadata]") {
-  Cluster g;
+  Cluster g({"--gossip-interval-ms", "200"});
   REQUIRE(wait_for([&] { return g.agrees(5, 0); }, 30) >= 0);
   const std::string key = "ttl/short";
   int coord = g.non_owner(key);
