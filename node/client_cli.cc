@@ -16,6 +16,7 @@
 
 #include "blobstore/blob_file.h"
 #include "node/admin_cli.h"
+#include "node/attrs.h"
 #include "node/peer_client.h"
 
 namespace node {
@@ -203,6 +204,7 @@ int send_value(const ClientOptions& o, const char* cmd, const std::string& key, 
   req.body_length = length;
   if (!p.content_type.empty()) req.headers += "Content-Type: " + p.content_type + "\r\n";
   if (p.ttl_s) req.headers += "X-Ringstore-TTL: " + std::to_string(*p.ttl_s) + "\r\n";
+  for (const auto& [name, value] : p.stored_headers) req.headers += name + ": " + value + "\r\n";
   req.on_body_sent = [&](std::uint64_t sent) { progress.update(sent, length); };
   Reply reply;
   Status s = exchange(o.node, req, &reply);
@@ -215,8 +217,9 @@ int send_value(const ClientOptions& o, const char* cmd, const std::string& key, 
 
 // Sets a TTL by writing the value again with X-Ringstore-TTL: the node has no way to
 // change only the expiry, so this GETs the value into an unnamed temp file and PUTs it
-// back (same bytes and Content-Type, a new version). A write of the key between the two
-// is overwritten by the older bytes.
+// back (same bytes, Content-Type and stored headers, a new version): a PUT stores only
+// the headers it carries, so leaving them out would drop the value's metadata. A write
+// of the key between the two is overwritten by the older bytes.
 int ttl_rewrite(const ClientOptions& o, const std::string& key, std::uint64_t seconds) {
   const char* dir = std::getenv("TMPDIR");
   std::string tmp = dir && *dir ? dir : "/tmp";
@@ -235,6 +238,9 @@ int ttl_rewrite(const ClientOptions& o, const std::string& key, std::uint64_t se
   PutOptions p;
   p.ttl_s = seconds;
   if (const std::string* ct = reply.header("content-type")) p.content_type = *ct;
+  for (const auto& [name, value] : reply.headers) {
+    if (is_stored_header(name)) p.stored_headers.emplace_back(name, value);
+  }
   int rc = send_value(o, "ttl", key, fd, reply.body_bytes, p);
   close(fd);
   return rc;

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace node {
 
@@ -39,6 +41,9 @@ struct ClientOptions {
 struct PutOptions {
   std::optional<std::uint64_t> ttl_s;  // sent as X-Ringstore-TTL
   std::string content_type;            // empty: the node's default
+  // Headers the node stores with the value (X-Ringstore-Meta-*, Cache-Control, ...; see
+  // node/attrs.h), sent as they are: name, value.
+  std::vector<std::pair<std::string, std::string>> stored_headers;
 };
 
 // `file` "-" is stdin. A regular file goes with Content-Length, anything else chunked.
@@ -52,7 +57,8 @@ int rm_command(const ClientOptions& o, const std::string& key);
 // REQUIRES: 1 <= page_keys <= 10,000.
 int ls_command(const ClientOptions& o, const std::string& prefix, std::uint32_t page_keys);
 // Without `seconds`: prints X-Ringstore-Expires, or "no expiry". With it: rewrites the
-// value with X-Ringstore-TTL (a GET and a PUT, so a new version).
+// value with X-Ringstore-TTL and the Content-Type and stored headers it had (a GET and a
+// PUT, so a new version).
 int ttl_command(const ClientOptions& o, const std::string& key, std::optional<std::uint64_t> seconds);
 int locate_command(const ClientOptions& o, const std::string& key);
 

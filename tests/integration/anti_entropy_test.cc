@@ -43,19 +43,6 @@ struct AeCluster : NodeGroup {
     json s = status(i);
     return s.is_object() ? s["keys"].get<std::uint64_t>() : 0;
   }
-  // Every replica of `key` reports `version` (null: none holds it), tombstone as given.
-  bool replicas_hold(const std::string& key, const json& version, bool tombstone, std::size_t copies) {
-    Response r = request("GET", nodes[0]->url("_/locate?key=" + url_encode(key, false)), "", {}, 3000);
-    if (r.status != 200) return false;
-    json j = json::parse(r.body, nullptr, false);
-    if (!j.is_object() || j["replicas"].size() != copies) return false;
-    for (const auto& rep : j["replicas"]) {
-      if (rep.contains("error")) return false;
-      if (rep["version"] != version) return false;
-      if (!version.is_null() && rep["tombstone"].get<bool>() != tombstone) return false;
-    }
-    return true;
-  }
 };
 
 // PUTs keys [0, count) of `value_bytes` each from `threads` clients spread over the

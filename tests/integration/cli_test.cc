@@ -261,7 +261,10 @@ TEST_CASE("cli: ls prints every key under the prefix over many pages, in order",
 TEST_CASE("cli: locate shows the replicas' versions; ttl reads and rewrites", "[integration][cli]") {
   NodeProcess n;
   const std::string addr = node_addr(n);
-  Response put = request("PUT", n.url("loc"), "here");
+  Response put = request("PUT", n.url("loc"), "here",
+                         {"X-Ringstore-Meta-Color: blue", "Cache-Control: max-age=30",
+                          "Content-Disposition: inline", "Content-Encoding: identity",
+                          "Content-Type: text/plain"});
   REQUIRE(put.status == 201);
   const std::string version = put.header("x-ringstore-version");
   REQUIRE(!version.empty());
@@ -278,8 +281,16 @@ TEST_CASE("cli: locate shows the replicas' versions; ttl reads and rewrites", "[
   CHECK(r.out == "no expiry\n");
   r = cli(addr, "ttl", {"loc", "60"});
   CHECK(r.exit_code == 0);
-  CHECK(request("GET", n.url("loc")).body == "here");  // the same bytes, written again
-  CHECK(request("GET", n.url("loc")).header("x-ringstore-version") != version);
+  Response again = request("GET", n.url("loc"));
+  CHECK(again.body == "here");  // the same bytes, written again
+  CHECK(again.header("x-ringstore-version") != version);
+  CHECK(!again.header("x-ringstore-expires-ms").empty());
+  // Only the expiry changed: the stored headers and the type were written back too.
+  CHECK(again.header("x-ringstore-meta-color") == "blue");
+  CHECK(again.header("cache-control") == "max-age=30");
+  CHECK(again.header("content-disposition") == "inline");
+  CHECK(again.header("content-encoding") == "identity");
+  CHECK(again.header("content-type") == "text/plain");
 }
 
 TEST_CASE("cli: ttl and put --ttl send the headers the node reads", "[integration][cli]") {
@@ -294,13 +305,26 @@ TEST_CASE("cli: ttl and put --ttl send the headers the node reads", "[integratio
     CHECK(fake.requests().at(0).rfind("HEAD /k ", 0) == 0);
   }
   {
-    FakeNode fake({answer_200(value, quoted_md5(value), "Content-Type: text/plain\r\n"), created});
+    FakeNode fake({answer_200(value, quoted_md5(value),
+                              "Content-Type: text/plain\r\nX-Ringstore-Meta-Color: blue\r\n"
+                              "Cache-Control: no-cache\r\nX-Ringstore-Expires-Ms: 1\r\n"
+                              "X-Ringstore-Version: 0000000000100000-000000000000000000000000000000aa\r\n"),
+                   created});
     RunResult r = cli(fake.addr(), "ttl", {"k", "90"});
     CHECK(r.exit_code == 0);
     const std::string& put = fake.requests().at(1);
     CHECK(put.rfind("PUT /k ", 0) == 0);
     CHECK(put.find("X-Ringstore-TTL: 90\r\n") != std::string::npos);
     CHECK(put.find("Content-Type: text/plain\r\n") != std::string::npos);
+    // The stored headers go back as they came (names lower-case); nothing else does.
+    CHECK(put.find("x-ringstore-meta-color: blue\r\n") != std::string::npos);
+    CHECK(put.find("cache-control: no-cache\r\n") != std::string::npos);
+    std::string head = put.substr(0, put.find("\r\n\r\n"));
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    CHECK(head.find("x-ringstore-expires") == std::string::npos);
+    CHECK(head.find("x-ringstore-version") == std::string::npos);
+    CHECK(head.find("etag") == std::string::npos);
     CHECK(put.substr(put.size() - value.size()) == value);
   }
   {

@@ -53,53 +53,26 @@ double seconds_since(Clock::time_point t0) {
 
 std::string auth_header() { return internal_auth_header(secret); }
 
-struct Members {
-  std::vector<std::unique_ptr<NodeProcess>> nodes;
+struct Members : NodeGroup {
   std::vector<std::string> extra;
 
-  Members(int n, std::vector<std::string> extra_args = {}) : extra(std::move(extra_args)) {
+  Members(int n, std::vector<std::string> extra_args = {})
+      : NodeGroup(0, NodeOptions{}), extra(std::move(extra_args)) {
     setenv("RINGSTORE_SECRET", secret, 1);
     for (int i = 0; i < n; i++) add();
   }
+  // Every node after the first gets the first as its seed (NodeGroup::add).
   NodeProcess& add(std::vector<std::string> more = {}) {
     NodeOptions o;
     o.disks = 1;
     o.extra_args = {"--gossip-interval-ms", "250", "--hint-interval-ms", "500"};
     for (const auto& a : extra) o.extra_args.push_back(a);
     for (const auto& a : more) o.extra_args.push_back(a);
-    if (!nodes.empty()) {
-      o.extra_args.push_back("--seeds");
-      o.extra_args.push_back("127.0.0.1:" + std::to_string(nodes[0]->port()));
-    }
-    nodes.push_back(std::make_unique<NodeProcess>(o));
-    return *nodes.back();
-  }
-  json status(std::size_t i) {
-    Response r = request("GET", nodes[i]->url("_/status"), "", {}, 3000);
-    if (r.status != 200) return json();
-    return json::parse(r.body, nullptr, false);
+    return NodeGroup::add(o);
   }
   std::string id(std::size_t i) {
     json s = status(i);
     return s.is_object() ? s["id"].get<std::string>() : "";
-  }
-  // Every running node sees exactly `normal` members alive and normal (others may be
-  // left, removed or down), and none is running a transfer.
-  bool settled(std::size_t normal) {
-    for (std::size_t i = 0; i < nodes.size(); i++) {
-      if (!nodes[i]->running()) continue;
-      json s = status(i);
-      if (!s.is_object()) return false;
-      if (s["transfers"].contains("running")) return false;
-      std::size_t n = 0;
-      for (const auto& m : s["members"]) {
-        std::string state = m.value("state", "");
-        if (state == "joining" || state == "leaving") return false;
-        if (state == "normal" && m["alive"].get<bool>()) n++;
-      }
-      if (n != normal) return false;
-    }
-    return true;
   }
 };
 

@@ -782,6 +782,40 @@ bool NodeGroup::agrees(std::size_t alive, std::size_t dead) {
   return true;
 }
 
+bool NodeGroup::settled(std::size_t normal) {
+  for (std::size_t i = 0; i < nodes.size(); i++) {
+    if (!nodes[i]->running()) continue;
+    nlohmann::json s = status(i);
+    if (!s.is_object()) return false;
+    if (s["transfers"].contains("running")) return false;
+    std::size_t n = 0;
+    for (const auto& m : s["members"]) {
+      std::string state = m.value("state", "");
+      if (state == "joining" || state == "leaving") return false;
+      if (state == "normal" && m["alive"].get<bool>()) n++;
+    }
+    if (n != normal) return false;
+  }
+  return true;
+}
+
+bool NodeGroup::replicas_hold(const std::string& key, const nlohmann::json& version, bool tombstone,
+                              std::size_t copies) {
+  std::size_t via = 0;
+  while (via < nodes.size() && !nodes[via]->running()) via++;
+  if (via == nodes.size()) return false;
+  Response r = request("GET", nodes[via]->url("_/locate?key=" + url_encode(key, false)), "", {}, 3000);
+  if (r.status != 200) return false;
+  nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
+  if (!j.is_object() || j["replicas"].size() != copies) return false;
+  for (const auto& rep : j["replicas"]) {
+    if (rep.contains("error")) return false;
+    if (rep["version"] != version) return false;
+    if (!version.is_null() && rep["tombstone"].get<bool>() != tombstone) return false;
+  }
+  return true;
+}
+
 std::uint64_t NodeGroup::sum(const char* field, const char* section) {
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < nodes.size(); i++) {

@@ -231,6 +231,14 @@ struct NodeGroup {
   // Every running node sees `alive` members alive and `dead` down, the live ones normal
   // (a member that joins owns nothing yet: a test's keys must land on normal ones).
   bool agrees(std::size_t alive, std::size_t dead);
+  // Every running node sees exactly `normal` members alive and normal (others may be
+  // left, removed or down), and none is running a transfer: a join or leave is over.
+  bool settled(std::size_t normal);
+  // Every replica of `key` reports `version` (null: none holds it), tombstone as given,
+  // and there are `copies` of them. Asked through the first running node's /_/locate,
+  // which asks each replica for its version and repairs nothing.
+  bool replicas_hold(const std::string& key, const nlohmann::json& version, bool tombstone,
+                     std::size_t copies);
   // The sum over the running nodes that answer of status[field], or status[section][field].
   std::uint64_t sum(const char* field, const char* section = nullptr);
   // Waits (up to `timeout_s`) until every running node has written out its pending small
