@@ -29,6 +29,7 @@ std::vector<std::string> default_disks(const std::string& data_dir,
 }
 
 BlobWriter::~BlobWriter() {
+  if (relay_held_ > 0) relay_->fetch_sub(relay_held_);
   if (fd_ >= 0) {
     close(fd_);
     unlink(temp_path_.c_str());
@@ -37,7 +38,11 @@ BlobWriter::~BlobWriter() {
 
 Status BlobWriter::append(const char* data, std::size_t n) {
   if (!spilled_ && held_.size() + n > limits::small_value_bytes_max) {
-    if (Status s = spill(); !s.is_ok()) return s;
+    if (meta_.disk < 0) {
+      if (!relay(n)) return no_room();
+    } else if (Status s = spill(); !s.is_ok()) {
+      return s;
+    }
   }
   if (spilled_) {
     if (Status s = write_through(data, n); !s.is_ok()) return s;
@@ -47,6 +52,20 @@ Status BlobWriter::append(const char* data, std::size_t n) {
   md5_.update(data, n);
   meta_.size += n;
   return Status::ok();
+}
+
+// Every disk is full: the body grows in memory by `more` bytes if it stays within
+// limits::relay_bytes_max and the store's relay budget.
+bool BlobWriter::relay(std::size_t more) {
+  const std::uint64_t want = held_.size() + more;
+  if (relay_ == nullptr || want > limits::relay_bytes_max) return false;
+  const std::uint64_t delta = want - relay_held_;
+  if (relay_->fetch_add(delta) + delta > limits::relay_total_bytes_max) {
+    relay_->fetch_sub(delta);
+    return false;
+  }
+  relay_held_ = want;
+  return true;
 }
 
 // The body outgrew memory (or a descriptor is wanted): it goes to a temp file on the
@@ -381,6 +400,7 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::begin_write(std::string_view key,
   w->meta_.disk = disk;
   w->disks_ = disks_.get();
   w->temp_files_ = temp_files_.get();
+  if (disk < 0) w->relay_ = relay_;
   return w;
 }
 

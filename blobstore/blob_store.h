@@ -6,6 +6,7 @@
 // the owner does when `notify` fires (the node wires it to a uv_async_t).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -50,7 +51,9 @@ struct Options {
 // small_value_bytes_max bytes are held in memory: a small value never takes a temp file
 // on the loop thread (the committer logs it, or writes it with its footer in one write),
 // and a coordinator sends it to the other replicas from memory. A larger one spills to
-// a temp file on that disk and is written through as it arrives. Dropping a writer
+// a temp file on that disk and is written through as it arrives (on a node whose every
+// disk is full it stays in memory, up to limits::relay_bytes_max, so that the node can
+// still pass it on to the other replicas). Dropping a writer
 // without committing it removes its temp file, if it made one.
 class BlobWriter {
  public:
@@ -102,6 +105,11 @@ class BlobWriter {
   std::string held_;               // the body while it is small
   bool spilled_ = false;           // held_ went to the file; appends write through
   bool background_ = false;
+  // Every disk full (meta_.disk < 0): a larger body is held in memory, counted here
+  // against the store's relay budget (limits::relay_total_bytes_max).
+  std::shared_ptr<std::atomic<std::uint64_t>> relay_;
+  std::uint64_t relay_held_ = 0;
+  bool relay(std::size_t more);
   Status spill();
   Status write_through(const char* data, std::size_t n);
   Md5 md5_;
@@ -282,6 +290,8 @@ class BlobStore {
   std::unique_ptr<FilePool> pool_;
   std::unique_ptr<FileStock> stock_;  // before temp_files_, which wakes it
   std::unique_ptr<TempFiles> temp_files_;
+  // Bytes held by writers relaying values through a node whose disks are all full.
+  std::shared_ptr<std::atomic<std::uint64_t>> relay_ = std::make_shared<std::atomic<std::uint64_t>>(0);
   IndexWriter writer_;
   IndexReader reader_;
   IndexWriter meta_writer_;  // loop thread: meta rows only

@@ -40,6 +40,12 @@ inline constexpr std::uint64_t background_linger_ms = 20;
 inline constexpr std::uint64_t commit_log_bytes = 64ull << 20;
 // Values up to this size are read whole, verified, and may be cached.
 inline constexpr std::size_t small_value_bytes_max = 64 * 1024;
+// A larger value passing through a node whose every disk is full (a PUT it coordinates
+// for the other replicas, a GET of a copy only they hold) has nowhere to be spooled: it
+// is held in memory up to relay_bytes_max, and all such values together up to
+// relay_total_bytes_max; beyond either the answer is 507.
+inline constexpr std::size_t relay_bytes_max = 8 << 20;
+inline constexpr std::uint64_t relay_total_bytes_max = 64ull << 20;
 // Files of superseded versions kept per disk for reuse (blobstore/file_pool.h), the
 // blocks they may hold, and the largest one kept: a small value with its footer (key,
 // content type, attributes, 76 fixed bytes). A steady overwrite load puts rate × pooled_file_cool_ms

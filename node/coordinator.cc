@@ -792,13 +792,16 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
       return;
     }
     // A spooled copy is served from its temp file, opened before the repair renames it.
+    // One relayed in memory (this node's disks are all full) is served from there, and
+    // cannot repair the local copy.
+    const std::string* relayed = spool->writer ? spool->writer->body_in_memory() : nullptr;
     std::optional<Result<blobstore::BlobHandle>> handle;
-    if (spool->writer) handle = server_.store().handle_of(*spool->writer, want.version);
+    if (spool->writer && relayed == nullptr) handle = server_.store().handle_of(*spool->writer, want.version);
     bool local_replica = std::any_of(op->answers.begin(), op->answers.end(),
                                      [](const ReadOp::Answer& a) { return a.replica.self && a.ok; });
     bool young = local_replica && write_may_be_in_flight(want);
     if (young) counters_.read_repairs_skipped++;
-    if (local_replica && !young && take_repair_token()) {
+    if (local_replica && !young && relayed == nullptr && take_repair_token()) {
       counters_.read_repairs++;
       Status c = repair_local(op->key, want, spool->body, std::move(spool->writer));
       if (!c.is_ok()) log::warn("read repair of a local copy failed: " + c.message());
@@ -806,10 +809,11 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
     if (!conn) return;
     if (handle && !handle->is_ok()) return conn->respond_error(handle->status());
     if (handle) return server_.serve_handle(*conn, std::move(handle->value()), false);
+    const std::string& body = relayed != nullptr ? *relayed : spool->body;
     blobstore::BlobMeta m = want;
-    m.size = spool->body.size();
+    m.size = body.size();
     m.md5 = got.md5;
-    server_.serve_body(*conn, m, spool->body);
+    server_.serve_body(*conn, m, body);
   };
   server_.peers().send(op->answers[holder].replica.addr, std::move(req));
 }
