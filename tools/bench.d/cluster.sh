@@ -39,10 +39,10 @@ Options:
   --binary PATH          ringstore binary (default build/ringstore)
   --thrasher PATH        verifying load generator (default: ringstore-thrash
                          next to the ringstore binary)
-  --workloads LIST       comma-separated subset of put1k,get1k,delete1k,
-                         thrash,thrash-mkv (default: put1k,get1k,thrash,
-                         thrash-mkv; with --peer put1k,get1k,delete1k,
-                         thrash-mkv)
+  --workloads LIST       comma-separated subset of put1k,put1k-idle,get1k,
+                         delete1k,thrash,thrash-mkv (default: put1k,get1k,
+                         thrash,thrash-mkv; with --peer put1k-idle,put1k,
+                         get1k,delete1k,thrash-mkv)
   --sync MODE            the nodes' --sync: always (default; a write is synced
                          before it is acknowledged) or periodic (synced every
                          second, as minikeyvalue, Cassandra's periodic commit
@@ -71,6 +71,9 @@ Workloads:
           has deleted all it wrote, all stop, write more (untimed) and go on,
           in rounds, until the duration of DELETEs was timed. A store that
           deletes much faster than it writes takes several times the duration
+  put1k-idle  ringstore-thrash --op put with one worker: one PUT of a fresh 1 KiB
+          key at a time over one keep-alive connection, so that each write has
+          the store to itself; its p50 is the latency of an idle PUT
   thrash  ringstore-thrash (tools/thrasher): each worker repeats, on fresh keys of
           its own, PUT random value (1..1024 bytes), GET and compare, DELETE,
           GET expecting 404, each request through the next node in turn;
@@ -222,6 +225,7 @@ W_METHOD[put1k]=PUT; W_PREFIX[put1k]=p1k-; W_KEYS[put1k]=10000; W_WIDTH[put1k]=5
 W_LABEL[get1k]="GET 1 KiB"; W_WRK[get1k]=1; W_OP[get1k]=get
 W_METHOD[get1k]=GET; W_PREFIX[get1k]=g1k-; W_KEYS[get1k]=1000; W_WIDTH[get1k]=4
 W_LABEL[delete1k]="DELETE 1 KiB"; W_OP[delete1k]=delete
+W_LABEL[put1k-idle]="PUT 1 KiB, one client"; W_OP[put1k-idle]=put-idle
 W_LABEL[thrash]="Thrasher"; W_OP[thrash]=full
 W_LABEL[thrash-mkv]="Thrasher, mkv cycle"; W_OP[thrash-mkv]=mkv
 
@@ -231,13 +235,13 @@ mode_of() {
 }
 
 if [[ -z $workloads ]]; then
-  workloads=$([[ -n $peer ]] && echo put1k,get1k,delete1k,thrash-mkv || echo put1k,get1k,thrash,thrash-mkv)
+  workloads=$([[ -n $peer ]] && echo put1k-idle,put1k,get1k,delete1k,thrash-mkv || echo put1k,get1k,thrash,thrash-mkv)
 fi
 selected=()
 IFS=, read -r -a wanted <<<"$workloads"
 ((${#wanted[@]})) || die_usage "--workloads is empty"
 for w in "${wanted[@]}"; do
-  [[ -n ${W_LABEL[$w]+x} ]] || die_usage "unknown workload '$w' (known: put1k,get1k,delete1k,thrash,thrash-mkv)"
+  [[ -n ${W_LABEL[$w]+x} ]] || die_usage "unknown workload '$w' (known: put1k,put1k-idle,get1k,delete1k,thrash,thrash-mkv)"
   [[ " ${selected[*]} " == *" $w "* ]] || selected+=("$w")
 done
 uses_wrk=0
@@ -468,6 +472,7 @@ run_thrash() { # workload run target (ringstore or peer)
   case $mode in
     full|mkv) opts=(--op cycle --cycle "$mode" --workers "$workers") ;;
     get) opts=(--op get --keys 1000 --size 1024 --workers "$connections") ;;
+    put-idle) opts=(--op put --size 1024 --workers 1) ;;
     *) opts=(--op "$mode" --size 1024 --workers "$connections") ;;
   esac
   if [[ $target == peer ]]; then
@@ -543,6 +548,7 @@ for w in "${selected[@]}"; do
   mode=$(mode_of "$w")
   case $mode in
     full|mkv) shown="$workers" ;;
+    put-idle) shown=1 ;;
     *) shown="$connections" ;;
   esac
   echo "$w|${W_LABEL[$w]}|$shown|$mode"
