@@ -757,21 +757,6 @@ void Committer::note_replica_change(CommitOp* op, const std::optional<StoredVers
 }
 
 void Committer::finish(Batch& batch) {
-  if (!crashed_) {
-    // The superseded versions are no longer referenced: reuse or unlink them now, and
-    // clear their trash rows in the next transaction (at start, leftover rows are
-    // processed again).
-    for (const std::string& p : superseded_) {
-      // A version that was still pending never became a file: nothing to retire.
-      if (sync_.pending != nullptr && sync_.pending->erase(p)) {
-        files_never_written_.fetch_add(1, std::memory_order_relaxed);
-        unlinked_trash_.push_back(p);
-        continue;
-      }
-      if (retire(p)) unlinked_trash_.push_back(p);
-    }
-    superseded_.clear();
-  }
   for (auto& op : batch) {
     if (op->status.is_ok()) op->result.md5 = op->meta.md5;
     // Here, not on the thread that runs the callbacks: the last close of an unlinked
@@ -790,6 +775,22 @@ void Committer::finish(Batch& batch) {
     }
   }
   if (notify_) notify_();
+  if (!crashed_) {
+    // The superseded versions are no longer referenced: reuse or unlink them now, and
+    // clear their trash rows in the next transaction (at start, leftover rows are
+    // processed again). After the acknowledgements: a rename into the pool or an unlink
+    // per superseded file took most of a batch of DELETEs (or overwrites) of files.
+    for (const std::string& p : superseded_) {
+      // A version that was still pending never became a file: nothing to retire.
+      if (sync_.pending != nullptr && sync_.pending->erase(p)) {
+        files_never_written_.fetch_add(1, std::memory_order_relaxed);
+        unlinked_trash_.push_back(p);
+        continue;
+      }
+      if (retire(p)) unlinked_trash_.push_back(p);
+    }
+    superseded_.clear();
+  }
 }
 
 }  // namespace blobstore
