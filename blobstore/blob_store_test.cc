@@ -399,6 +399,22 @@ TEST_CASE("the always mode logs small writes, and after a power cut the log rest
   CHECK(s.get("k0").rfind("<error", 0) == 0);
 }
 
+// A power cut after which the index is as copied to DATA/index.db{,-wal}.cut earlier
+// and the commit log as it is now: the clean stop's sync and checkpoint are undone.
+void power_cut_to_index_copy(Store& s) {
+  const std::string data = s.dir.path() + "/data";
+  const std::string log = data + "/commit.log";
+  fs::copy_file(log, log + ".cut");
+  s.store.reset();
+  fs::rename(log + ".cut", log);
+  for (const char* f : {"/index.db", "/index.db-wal"}) {
+    fs::remove(data + f);
+    fs::rename(data + f + ".cut", data + f);
+  }
+  fs::remove(data + "/index.db-shm");
+  s.reopen();
+}
+
 TEST_CASE("the commit log is the index's write-ahead record: rows an unsynced index commit lost come back",
           "[blobstore]") {
   Store s;
@@ -425,17 +441,7 @@ TEST_CASE("the commit log is the index's write-ahead record: rows an unsynced in
   want["h"] = "hinted";
   // None of these commits synced the index: the log made them durable.
   CHECK(s.store->committer().log_checkpoints() == checkpoints);
-  const std::string log = data + "/commit.log";
-  fs::copy_file(log, log + ".cut");
-  s.store.reset();  // a clean stop syncs and checkpoints; the cut below undoes that
-  fs::rename(log + ".cut", log);
-  for (const char* f : {"/index.db", "/index.db-wal"}) {
-    fs::remove(data + f);
-    fs::rename(data + f + ".cut", data + f);
-  }
-  fs::remove(data + "/index.db-shm");
-
-  s.reopen();
+  power_cut_to_index_copy(s);
   CHECK(s.store->replayed_rows() == 4);
   for (const auto& [k, v] : want) CHECK(s.get(k) == v);
   auto h = s.store->lookup("h");
@@ -472,16 +478,7 @@ TEST_CASE("a sync round keeps the records of a batch that has not committed its 
   };
   REQUIRE(s.put("b", "two", ver(1)).is_ok());
   REQUIRE(at_synced == nullptr);
-  const std::string log = data + "/commit.log";
-  fs::copy_file(log, log + ".cut");
-  s.store.reset();
-  fs::rename(log + ".cut", log);
-  for (const char* f : {"/index.db", "/index.db-wal"}) {
-    fs::remove(data + f);
-    fs::rename(data + f + ".cut", data + f);
-  }
-  fs::remove(data + "/index.db-shm");
-  s.reopen();
+  power_cut_to_index_copy(s);
   CHECK(s.store->replayed_rows() == 1);
   CHECK(s.get("a") == "one");
   CHECK(s.get("b") == "two");

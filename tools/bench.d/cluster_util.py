@@ -215,22 +215,11 @@ def cmd_report(spec_path, results_path, markdown, header, check_failed):
     for name, label, conns, cycle in spec:
         per_run = res.get(name, {})
         if cycle:
-            ok = {r: n[0] for r, n in per_run.items() if "failed" not in n[0]}
-            failed = len(per_run) - len(ok)
-            dur = {r: float(f["duration_us"]) / 1e6 for r, f in ok.items()}
-            req = [int(f["requests"]) / dur[r] for r, f in ok.items()]
-            cyc = [int(f["cycles"]) / dur[r] for r, f in ok.items()]
-            errors = sum(int(f["errors"]) for f in ok.values())
-            mism = sum(int(f["mismatches"]) for f in ok.values())
-            flags = []
-            if mism:
-                flags.append("%d mismatches" % mism)
-            if errors:
-                flags.append("%d errors" % errors)
-            if failed:
-                flags.append("%d run(s) failed" % failed)
-            if ok and not all(int(f["cycles"]) for f in ok.values()):
-                flags.append("a run completed no cycle")
+            ok, flags, _ = side({r: n[0] for r, n in per_run.items()})
+            if not per_run:
+                flags.remove("no run")
+            req = [per_s(f, "requests") for f in ok.values()]
+            cyc = [per_s(f, "cycles") for f in ok.values()]
             if flags:
                 warnings.append("%s: %s" % (label, "; ".join(flags)))
             err_text = ("!! " + "; ".join(flags)) if flags else "0"
