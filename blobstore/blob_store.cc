@@ -324,10 +324,7 @@ Status BlobStore::replay_log() {
     // The file to a temp file, whose footer says the rest of the row.
     TempFiles::File t;
     Status s = temp_files_->open(disk, &t);
-    if (s.is_ok()) s = write_all(t.fd, e.file.data(), e.file.size(), t.path, 0);
-    if (s.is_ok() && t.reused_bytes > e.file.size() && ftruncate(t.fd, static_cast<off_t>(e.file.size())) != 0) {
-      s = Status::from_errno("truncate " + t.path, errno);
-    }
+    if (s.is_ok()) s = TempFiles::fill(t, e.file);
     int rfd = s.is_ok() ? ::open(t.path.c_str(), O_RDONLY | O_CLOEXEC) : -1;  // t.fd may be write-only
     if (s.is_ok() && rfd < 0) s = Status::from_errno("open " + t.path, errno);
     Result<BlobMeta> m = s.is_ok() ? read_footer(rfd, e.file.size()) : Result<BlobMeta>(s);

@@ -238,10 +238,7 @@ Status Committer::write_out(const std::string& path, const PendingFiles::File& f
   TempFiles::File t;
   if (Status s = temp_files_->open(f.disk, &t); !s.is_ok()) return s;  // a bad disk is marked
   const std::uint64_t size = f.bytes->size();
-  Status s = write_all(t.fd, f.bytes->data(), f.bytes->size(), t.path, 0);
-  if (s.is_ok() && t.reused_bytes > size && ftruncate(t.fd, static_cast<off_t>(size)) != 0) {
-    s = Status::from_errno("truncate " + t.path, errno);
-  }
+  Status s = TempFiles::fill(t, *f.bytes);
   int err = s.is_ok() ? 0 : errno;
   close(t.fd);
   bool held = false;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "blobstore/blob_file.h"
 #include "blobstore/limits.h"
 #include "common/assert.h"
 #include "common/status.h"
@@ -182,6 +183,14 @@ Status TempFiles::open_on_some(int* disk, File* out) {
     s = open(d, out);
     // Done, or out of descriptors: no disk helps. A disk found full: try the next one.
     if (s.code() != Code::io_error && s.code() != Code::insufficient_storage) return s;
+  }
+  return s;
+}
+
+Status TempFiles::fill(const File& t, std::string_view bytes) {
+  Status s = write_all(t.fd, bytes.data(), bytes.size(), t.path, 0);
+  if (s.is_ok() && t.reused_bytes > bytes.size() && ftruncate(t.fd, static_cast<off_t>(bytes.size())) != 0) {
+    s = Status::from_errno("truncate " + t.path, errno);
   }
   return s;
 }

@@ -22,6 +22,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -132,6 +133,9 @@ class TempFiles {
   // The same on *disk or, when it is failed or cannot create files, on the next healthy
   // disk in order, which *disk then names (for a write not yet renamed or indexed).
   Status open_on_some(int* disk, File* out);
+  // Writes `bytes` as the whole of the opened file `t`: at offset 0, and cut to their
+  // length when a reused file was longer. On failure errno is left as the call set it.
+  static Status fill(const File& t, std::string_view bytes);
 
  private:
   FilePool* pool_;
