@@ -202,6 +202,7 @@ int send_value(const ClientOptions& o, const char* cmd, const std::string& key, 
   req.stall_ms = client_stall_ms;
   req.body_fd = fd;
   req.body_length = length;
+  req.headers = "Accept: application/json\r\n";  // the receipt, printed below
   if (!p.content_type.empty()) req.headers += "Content-Type: " + p.content_type + "\r\n";
   if (p.ttl_s) req.headers += "X-Ringstore-TTL: " + std::to_string(*p.ttl_s) + "\r\n";
   for (const auto& [name, value] : p.stored_headers) req.headers += name + ": " + value + "\r\n";

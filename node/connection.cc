@@ -329,6 +329,8 @@ int Connection::on_header_value_complete(llhttp_t* p) {
     std::string name = f.substr(12);
     for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     r.ringstore_headers.emplace_back(std::move(name), value);
+  } else if (header_is(f, "accept")) {
+    if (strcasestr(value.c_str(), "application/json") != nullptr) r.accepts_json = true;
   } else if (header_is(f, "expect")) {
     if (strcasecmp(value.c_str(), "100-continue") == 0) r.expect_continue = true;
   }

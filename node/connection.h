@@ -33,6 +33,10 @@ struct HttpRequest {
   Conditions conditions;  // If-Match, If-None-Match, If-(Un)Modified-Since, If-Range
   bool has_content_type = false;
   bool expect_continue = false;
+  // Accept names application/json: a write answers with its JSON receipt too. Without
+  // it a write's answer has no body (the receipt is in its headers), so a client that
+  // closes an answer without reading it (Go's net/http does) keeps its connection.
+  bool accepts_json = false;
   bool has_body = false;          // Content-Length > 0 or chunked
   std::uint64_t content_length = 0;  // when !chunked
   bool chunked = false;

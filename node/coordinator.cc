@@ -402,9 +402,10 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   }
   if (op->meta.tombstone) return conn->respond(204, headers, "");
   std::string etag = blobstore::md5_hex(op->meta.md5);
+  headers = "ETag: \"" + etag + "\"\r\n" + headers;
+  if (!conn->request().accepts_json) return conn->respond(201, headers, "");
   body += ",\"etag\":\"" + etag + "\"}\n";
-  conn->respond(201, "ETag: \"" + etag + "\"\r\n" + headers + "Content-Type: application/json\r\n",
-                std::move(body));
+  conn->respond(201, headers + "Content-Type: application/json\r\n", std::move(body));
 }
 
 namespace {

@@ -247,6 +247,7 @@ PeerClient::~PeerClient() { ASSERT(all_.empty() && sweep_ == nullptr); }
 
 PeerClient::Conn* PeerClient::connect(const std::string& addr) {
   auto* c = new Conn();
+  opened_++;
   c->owner = this;
   c->addr = addr;
   c->read_buf.resize(read_buffer_bytes);

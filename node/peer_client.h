@@ -68,6 +68,8 @@ class PeerClient {
   void close(std::function<void()> done);
   std::uint64_t errors() const { return errors_; }
   std::uint64_t timeouts() const { return timeouts_; }
+  // Connections opened since start: a pool that keeps up with the load opens few.
+  std::uint64_t connections_opened() const { return opened_; }
   std::size_t in_flight() const { return busy_.size(); }
 
   struct Conn;
@@ -92,7 +94,7 @@ class PeerClient {
   std::unordered_set<Conn*> all_;
   bool closing_ = false;
   std::function<void()> close_done_;
-  std::uint64_t errors_ = 0, timeouts_ = 0;
+  std::uint64_t errors_ = 0, timeouts_ = 0, opened_ = 0;
   DateSeen date_seen_;
   std::uint64_t date_sampled_ms_ = 0;
 };

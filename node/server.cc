@@ -661,6 +661,8 @@ std::string Server::metrics_text() {
   const CoordinatorCounters& cc = coordinator_->counters();
   counter("ringstore_replica_errors_total", "Replica requests that failed.", cc.replica_errors);
   counter("ringstore_replica_timeouts_total", "Replica requests that timed out.", peers_->timeouts());
+  counter("ringstore_peer_connections_opened_total", "Connections opened to other nodes (the rest reuse pooled ones).",
+          peers_->connections_opened());
   counter("ringstore_writes_unavailable_total", "Writes answered 503: fewer than W replicas.", cc.writes_unavailable);
   const ListCounters& lc = listing_->counters();
   counter("ringstore_list_pages_total", "Listing pages asked for (GET ?list).", lc.pages);

@@ -73,7 +73,7 @@ for _ in $(seq 1 150); do all_alive && break; sleep 0.2; done
 all_alive || fail "the $members nodes did not all see each other alive and normal within 30 s"
 
 for k in "$key" docs/readme.txt logs/2026/app.log hello; do
-  curl -fsS -X PUT --data-binary "admin page test: $k" "$base/$k" >"$tmp/put.json" || fail "PUT $k failed"
+  curl -fsS -X PUT -H "Accept: application/json" --data-binary "admin page test: $k" "$base/$k" >"$tmp/put.json" || fail "PUT $k failed"
   [ "$k" = "$key" ] && cp "$tmp/put.json" "$tmp/put-key.json"
 done
 version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$tmp/put-key.json")

@@ -113,7 +113,7 @@ TEST_CASE("PUT, GET, HEAD and DELETE round-trip a value with its metadata", "[in
   const std::string key = "dir/obj.bin";
   const std::string body = Prng(1).bytes(5000);
 
-  Response put = request("PUT", node.url(key), body, {"Content-Type: image/png"});
+  Response put = request("PUT", node.url(key), body, {"Content-Type: image/png", "Accept: application/json"});
   INFO(node.log());
   REQUIRE(put.status == 201);
   CHECK(put.header("etag") == quoted_md5(body));

@@ -152,7 +152,7 @@ TEST_CASE("versions too far ahead are refused on every node, and a write that lo
     if (r.status == 201) placed++;
   }
   REQUIRE(placed >= 2);  // the slow node refuses it when it is a replica
-  Response lost = request("PUT", c.node(slow).url(key), "from-the-past");
+  Response lost = request("PUT", c.node(slow).url(key), "from-the-past", {"Accept: application/json"});
   REQUIRE(lost.status == 201);
   CHECK(lost.header("x-ringstore-superseded-by") == ahead);
   CHECK(json::parse(lost.body)["superseded_by"] == ahead);
