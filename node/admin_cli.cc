@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "node/header_pair.h"
+#include "node/json_util.h"
 #include "node/request.h"
 #include "node/server.h"
 
@@ -312,14 +313,14 @@ int leave_command(const std::string& node_addr, const std::string& secret, unsig
     auto j = nlohmann::json::parse(r.body, nullptr, false);
     if (!j.is_object() || !j["transfers"].is_object()) continue;
     const auto& t = j["transfers"];
-    std::string state = t.value("state", std::string());
-    const auto& p = t["leave"];
-    std::uint32_t done = p.is_object() ? p.value("ranges_done", 0u) : 0;
+    std::string state = json_string(t, "state");
+    static const nlohmann::json none;
+    const nlohmann::json& p = field(t, "leave") != nullptr ? *field(t, "leave") : none;
+    auto done = static_cast<std::uint32_t>(json_u64(p, "ranges_done"));
     if (state == "left") {
       std::printf("%s has left: %llu keys sent in %llu ms\n", node_addr.c_str(),
-                  static_cast<unsigned long long>(p.value("keys_sent", 0ull)),
-                  static_cast<unsigned long long>(p.value("finished_ms", 0ull) -
-                                                  p.value("started_ms", 0ull)));
+                  static_cast<unsigned long long>(json_u64(p, "keys_sent")),
+                  static_cast<unsigned long long>(json_u64(p, "finished_ms") - json_u64(p, "started_ms")));
       return 0;
     }
     if (state != "leaving") {
@@ -328,8 +329,9 @@ int leave_command(const std::string& node_addr, const std::string& secret, unsig
     }
     if (done != reported) {
       reported = done;
-      std::printf("  ranges %u/%u, keys sent %llu\n", done, p.value("ranges_total", 0u),
-                  static_cast<unsigned long long>(p.value("keys_sent", 0ull)));
+      std::printf("  ranges %u/%u, keys sent %llu\n", done,
+                  static_cast<std::uint32_t>(json_u64(p, "ranges_total")),
+                  static_cast<unsigned long long>(json_u64(p, "keys_sent")));
       std::fflush(stdout);
     }
   }

@@ -17,6 +17,7 @@
 #include "blobstore/blob_file.h"
 #include "node/admin_cli.h"
 #include "node/attrs.h"
+#include "node/json_util.h"
 #include "node/peer_client.h"
 
 namespace node {
@@ -358,26 +359,24 @@ int locate_command(const ClientOptions& o, const std::string& key) {
   if (!j.is_object() || !j["preference_list"].is_array() || !j["replicas"].is_array()) {
     return fail("locate", o.node + " did not answer with a location");
   }
-  std::printf("key       %s\nposition  %s\npreference list:\n", j.value("key", key).c_str(),
-              j.value("position", std::string("?")).c_str());
+  std::printf("key       %s\nposition  %s\npreference list:\n", json_string(j, "key", key).c_str(),
+              json_string(j, "position", "?").c_str());
   int i = 0;
   for (const auto& p : j["preference_list"]) {
-    std::printf("  %d. %s  %s\n", ++i, p.value("id", std::string("?")).c_str(),
-                p.value("addr", std::string("?")).c_str());
+    std::printf("  %d. %s  %s\n", ++i, json_string(p, "id", "?").c_str(), json_string(p, "addr", "?").c_str());
   }
   std::printf("replicas:\n");
   bool held = false;
   for (const auto& r : j["replicas"]) {
     if (!r.is_object()) continue;
     std::string state = "missing";
-    if (r["version"].is_string()) {
-      held = held || !r.value("tombstone", false);
-      state = std::string(r.value("tombstone", false) ? "deleted at version " : "version ") +
-              r["version"].get<std::string>();
+    if (const std::string version = json_string(r, "version"); !version.empty()) {
+      held = held || !json_bool(r, "tombstone");
+      state = std::string(json_bool(r, "tombstone") ? "deleted at version " : "version ") + version;
     }
-    if (r["error"].is_string()) state = r["error"].get<std::string>();
-    std::printf("  %s  %-21s %-5s %s\n", r.value("id", std::string("?")).c_str(),
-                r.value("addr", std::string("?")).c_str(), r.value("alive", false) ? "up" : "down",
+    if (const std::string error = json_string(r, "error"); !error.empty()) state = error;
+    std::printf("  %s  %-21s %-5s %s\n", json_string(r, "id", "?").c_str(),
+                json_string(r, "addr", "?").c_str(), json_bool(r, "alive") ? "up" : "down",
                 state.c_str());
   }
   return held ? exit_ok : exit_not_found;

@@ -3,6 +3,7 @@
 // accessor throws inside a libuv callback (nlohmann's operator[] and at() would).
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -18,6 +19,41 @@ inline const nlohmann::json* field(const nlohmann::json& j, const char* name) {
   if (!j.is_object()) return nullptr;
   auto it = j.find(name);
   return it == j.end() ? nullptr : &*it;
+}
+
+// Typed members with a default for a missing member or one of another type: unlike
+// nlohmann's value(), which throws on a type mismatch ("truncated": 1 for a bool).
+inline bool json_bool(const nlohmann::json& j, const char* name, bool def = false) {
+  const nlohmann::json* v = field(j, name);
+  return v != nullptr && v->is_boolean() ? v->get<bool>() : def;
+}
+
+inline std::string json_string(const nlohmann::json& j, const char* name, const std::string& def = "") {
+  const nlohmann::json* v = field(j, name);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : def;
+}
+
+inline double json_double(const nlohmann::json& j, const char* name, double def = 0) {
+  const nlohmann::json* v = field(j, name);
+  return v != nullptr && v->is_number() ? v->get<double>() : def;
+}
+
+// An unsigned number, or a decimal string of one (64-bit values travel as strings).
+inline std::uint64_t json_u64(const nlohmann::json& j, const char* name, std::uint64_t def = 0) {
+  const nlohmann::json* v = field(j, name);
+  if (v == nullptr) return def;
+  if (v->is_number_unsigned()) return v->get<std::uint64_t>();
+  if (!v->is_string()) return def;
+  const std::string& s = v->get_ref<const std::string&>();
+  if (s.empty() || s.size() > 20) return def;
+  std::uint64_t x = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return def;
+    std::uint64_t d = static_cast<std::uint64_t>(c - '0');
+    if (x > (UINT64_MAX - d) / 10) return def;
+    x = x * 10 + d;
+  }
+  return x;
 }
 
 }  // namespace node

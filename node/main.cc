@@ -21,6 +21,7 @@
 #include "blobstore/blob_store.h"
 #include "node/admin_cli.h"
 #include "node/client_cli.h"
+#include "node/json_util.h"
 #include "node/log.h"
 #include "node/server.h"
 
@@ -81,21 +82,20 @@ int print_status(const std::string& node_addr) {
     std::fprintf(stderr, "ringstore status: %s did not answer with a status document\n", node_addr.c_str());
     return 1;
   }
-  std::printf("Cluster seen from %s (N=%d)\n", node_addr.c_str(), j.value("n", 0));
+  std::printf("Cluster seen from %s (N=%d)\n", node_addr.c_str(), static_cast<int>(node::json_u64(j, "n")));
   std::printf("Status=Up/Down  State=Normal/Joining/Leaving/Left/Removed\n");
   std::printf("--  %-22s %10s %7s %7s %8s  %-32s %s\n", "Address", "Keys", "Tokens", "Owns",
               "Phi", "Host ID", "Zone");
   for (const auto& m : j["members"]) {
-    std::string state = m.value("state", std::string("normal"));
+    std::string state = node::json_string(m, "state", "normal");
     char st = static_cast<char>(std::toupper(static_cast<unsigned char>(state.empty() ? 'n' : state[0])));
-    bool alive = m.value("alive", false);
-    double phi = m.value("phi", 0.0);
-    std::string zone = m.value("zone", std::string());
+    bool alive = node::json_bool(m, "alive");
+    double phi = node::json_double(m, "phi");
+    std::string zone = node::json_string(m, "zone");
     std::printf("%c%c  %-22s %10llu %7u %6.1f%% %8.2f  %-32s %s\n", alive ? 'U' : 'D', st,
-                m.value("addr", std::string("?")).c_str(),
-                static_cast<unsigned long long>(m.value("key_count", 0ull)),
-                m.value("vnodes", 0u), 100.0 * m.value("share", 0.0), phi,
-                m.value("id", std::string("?")).c_str(), zone.empty() ? "-" : zone.c_str());
+                node::json_string(m, "addr", "?").c_str(), static_cast<unsigned long long>(node::json_u64(m, "key_count")),
+                static_cast<std::uint32_t>(node::json_u64(m, "vnodes")), 100.0 * node::json_double(m, "share"), phi,
+                node::json_string(m, "id", "?").c_str(), zone.empty() ? "-" : zone.c_str());
   }
   return 0;
 }

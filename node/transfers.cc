@@ -5,6 +5,7 @@
 #include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/http_status.h"
+#include "node/json_util.h"
 #include "node/log.h"
 #include "node/server.h"
 #include "ring/hash.h"
@@ -55,15 +56,28 @@ void respond_json(Connection& c, int status, const nlohmann::json& j) {
             j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-std::uint64_t json_u64(const nlohmann::json& j, const char* name) {
-  if (!j.contains(name)) return 0;
-  const auto& v = j[name];
-  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
-  if (v.is_string()) return parse_u64(v.get<std::string>()).value_or(0);
-  return 0;
-}
-
 }  // namespace
+
+bool parse_range_listing(const std::string& body, RangeListing* out) {
+  auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* entries = field(j, "entries");
+  const nlohmann::json* truncated = field(j, "truncated");
+  if (entries == nullptr || !entries->is_array()) return false;
+  if (truncated != nullptr && !truncated->is_boolean()) return false;
+  out->ring = json_u64(j, "ring");
+  out->truncated = truncated != nullptr && truncated->get<bool>();
+  out->last = json_u64(j, "last");
+  out->entries.clear();
+  // An entry that is not a well-formed [key, version, 0|1] is skipped; the rest stand.
+  for (const auto& e : *entries) {
+    if (!e.is_array() || e.size() != 3 || !e[0].is_string() || !e[1].is_string()) continue;
+    auto key = percent_decode(e[0].get_ref<const std::string&>());
+    auto version = blobstore::Version::parse(e[1].get_ref<const std::string&>());
+    if (!key.is_ok() || !version || !validate_key(key.value()).is_ok()) continue;
+    out->entries.push_back({std::move(key.value()), *version, e[2] == 1});
+  }
+  return true;
+}
 
 // ---- pass state ----
 
@@ -94,8 +108,8 @@ nlohmann::json PassState::to_json() const {
 PassState PassState::from_json(const nlohmann::json& j) {
   PassState p;
   if (!j.is_object()) return p;
-  p.active = j.value("active", false);
-  p.done = j.value("done", false);
+  p.active = json_bool(j, "active");
+  p.done = json_bool(j, "done");
   p.cursor = json_u64(j, "cursor");
   p.keys_sent = json_u64(j, "keys_sent");
   p.keys_received = json_u64(j, "keys_received");
@@ -359,25 +373,18 @@ void Transfers::on_listing(std::uint64_t epoch, std::size_t source, Status s,
     log::debug("listing from " + sources_[source].addr + " failed: " + s.message());
     listing_failed_ = true;
   } else {
-    auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j["entries"].is_array()) {
+    RangeListing page;
+    if (!parse_range_listing(body, &page)) {
       listing_failed_ = true;
     } else {
-      if (json_u64(j, "ring") != ring_signature()) disagreement_ = true;
+      if (page.ring != ring_signature()) disagreement_ = true;
       log::debug(std::string(pass_name(kind_)) + " window " + std::to_string(window_lo_ >> range_shift) +
-                 ": " + sources_[source].addr + " lists " + std::to_string(j["entries"].size()) +
+                 ": " + sources_[source].addr + " lists " + std::to_string(page.entries.size()) +
                  (disagreement_ ? " (rings disagree)" : ""));
-      for (const auto& e : j["entries"]) {
-        if (!e.is_array() || e.size() != 3 || !e[0].is_string() || !e[1].is_string()) continue;
-        auto key = percent_decode(e[0].get<std::string>());
-        auto version = blobstore::Version::parse(e[1].get<std::string>());
-        if (!key.is_ok() || !version || !validate_key(key.value()).is_ok()) continue;
-        listed_[key.value()].push_back({source, *version, e[2] == 1});
+      for (RangeListing::Entry& e : page.entries) {
+        listed_[std::move(e.key)].push_back({source, e.version, e.tombstone});
       }
-      if (j.value("truncated", false)) {
-        std::uint64_t last = json_u64(j, "last");
-        if (last > window_lo_) cut_hi_ = std::min(cut_hi_, last - 1);
-      }
+      if (page.truncated && page.last > window_lo_) cut_hi_ = std::min(cut_hi_, page.last - 1);
     }
   }
   if (listings_pending_ > 0) return;

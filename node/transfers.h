@@ -66,6 +66,22 @@ static_assert(listing_entries_max * 3 * 1024 < listing_bytes_max);
 
 enum class PassKind : std::uint8_t { join, leave, handoff };
 
+// One page of a member's range listing (GET /_/internal/range), checked field by field
+// as peer input: false when the body is not a listing (then the window is retried).
+// Entries that are not a well-formed [key, version, 0|1] are skipped.
+struct RangeListing {
+  struct Entry {
+    std::string key;
+    blobstore::Version version;
+    bool tombstone = false;
+  };
+  std::uint64_t ring = 0;  // the lister's ring signature
+  std::vector<Entry> entries;
+  bool truncated = false;  // the page stopped at `last` (a ring position)
+  std::uint64_t last = 0;
+};
+bool parse_range_listing(const std::string& body, RangeListing* out);
+
 struct PassState {
   bool active = false;
   bool done = false;
