@@ -9,9 +9,11 @@
 #include <string>
 #include <string_view>
 
+#include "common/node_id.h"
+
 namespace blobstore {
 
-using NodeId = std::array<std::uint8_t, 16>;
+using NodeId = common::NodeId;
 
 struct Version {
   std::uint64_t hlc = 0;  // (wall_ms << 16) | counter

@@ -8,10 +8,11 @@
 #include <cstring>
 #include <string>
 
+#include "common/node_id.h"
+
 namespace gossip {
 
-// A node's identity: 16 random bytes made at first boot and kept in SQLite.
-using NodeId = std::array<std::uint8_t, 16>;
+using NodeId = common::NodeId;
 
 // Ids order as 128-bit big-endian numbers (memcmp order), compared a word at a time.
 inline std::uint64_t id_word(const NodeId& id, std::size_t i) {

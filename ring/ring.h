@@ -15,13 +15,14 @@
 #include <string_view>
 #include <vector>
 
+#include "common/node_id.h"
 #include "common/status.h"
 #include "ring/hash.h"
 #include "ring/limits.h"
 
 namespace ring {
 
-using NodeId = std::array<std::uint8_t, 16>;
+using NodeId = common::NodeId;
 
 enum class MemberState : std::uint8_t { joining, normal, leaving, left, removed };
 // A joining member does not serve yet (it streams its ranges first); a leaving one still
