@@ -6,14 +6,15 @@
 #include <map>
 #include <unordered_map>
 
+#include "common/assert.h"
 #include "common/digest.h"
 #include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/http_status.h"
+#include "node/json_util.h"
 #include "node/log.h"
 #include "node/request.h"
 #include "node/server.h"
-#include "node/json_util.h"
 #include "ring/hash.h"
 
 namespace node {
@@ -134,7 +135,7 @@ AntiEntropy::~AntiEntropy() { ASSERT(timer_ == nullptr); }
 
 Status AntiEntropy::start() {
   timer_ = new uv_timer_t;
-  uv_timer_init(server_.loop(), timer_);
+  ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
   std::uint64_t now = uv_now(server_.loop());
   budget_.start_at(now);

@@ -7,6 +7,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "common/assert.h"
 #include "node/attrs.h"
 #include "node/http_status.h"
 #include "node/log.h"
@@ -636,7 +637,7 @@ void Coordinator::watch_late(const std::shared_ptr<ReadOp>& op) {
   }
   if (!spare) return;
   op->late = new uv_timer_t;
-  uv_timer_init(server_.loop(), op->late);
+  ASSERT(uv_timer_init(server_.loop(), op->late) == 0);
   op->late->data = new LateTimer{this, op};
   auto on_late = [](uv_timer_t* t) {
     auto* lt = static_cast<LateTimer*>(t->data);

@@ -142,8 +142,14 @@ int serve(node::ServerConfig config) {
       });
     });
   };
-  uv_signal_init(&loop, &sig->term);
-  uv_signal_init(&loop, &sig->intr);
+  int signal_rc = uv_signal_init(&loop, &sig->term);
+  if (signal_rc == 0) signal_rc = uv_signal_init(&loop, &sig->intr);
+  if (signal_rc != 0) {
+    // The node already listens, but could never be stopped cleanly: give up now.
+    std::fprintf(stderr, "ringstore serve: cannot watch SIGTERM/SIGINT: %s\n", uv_strerror(signal_rc));
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
   sig->term.data = &server;
   sig->intr.data = &server;
   uv_signal_start(&sig->term, on_signal, SIGTERM);

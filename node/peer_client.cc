@@ -1,5 +1,6 @@
 #include "node/peer_client.h"
 
+#include "common/assert.h"
 #include "node/clock_watch.h"
 
 #include <strings.h>
@@ -238,7 +239,7 @@ struct PeerClient::Conn {
 PeerClient::PeerClient(uv_loop_t* loop, std::string bind_ip, std::string auth_header)
     : loop_(loop), bind_ip_(std::move(bind_ip)), auth_header_(std::move(auth_header)) {
   sweep_ = new uv_timer_t;
-  uv_timer_init(loop_, sweep_);
+  ASSERT(uv_timer_init(loop_, sweep_) == 0);
   sweep_->data = this;
   uv_timer_start(sweep_, on_sweep, sweep_interval_ms, sweep_interval_ms);
 }
@@ -252,7 +253,7 @@ PeerClient::Conn* PeerClient::connect(const std::string& addr) {
   c->addr = addr;
   c->read_buf.resize(read_buffer_bytes);
   c->tcp = new uv_tcp_t;
-  uv_tcp_init(loop_, c->tcp);
+  ASSERT(uv_tcp_init(loop_, c->tcp) == 0);
   c->tcp->data = c;
   all_.insert(c);
   c->reset_response();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/assert.h"
 #include "node/log.h"
 #include "node/server.h"
 
@@ -23,7 +24,7 @@ Repairer::~Repairer() { ASSERT(timer_ == nullptr); }
 Status Repairer::start() {
   walks_.resize(server_.store().disk_count());
   timer_ = new uv_timer_t;
-  uv_timer_init(server_.loop(), timer_);
+  ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
   uv_timer_start(timer_, on_timer, limits::repair_tick_ms, limits::repair_tick_ms);
   tokens_at_ms_ = server_.now_ms();

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "blobstore/version.h"
+#include "common/assert.h"
 #include "common/digest.h"
 #include "node/log.h"
 
@@ -71,13 +72,13 @@ Status Server::start() {
   }
 
   sweep_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, sweep_timer_);
+  ASSERT(uv_timer_init(loop_, sweep_timer_) == 0);
   sweep_timer_->data = this;
   std::uint32_t every = sweep_interval(config_.limits);
   uv_timer_start(sweep_timer_, on_sweep, every, every);
 
   listener_ = new uv_tcp_t;
-  uv_tcp_init(loop_, listener_);
+  ASSERT(uv_tcp_init(loop_, listener_) == 0);
   listener_->data = this;
   sockaddr_storage addr{};
   int rc = uv_ip4_addr(config_.host.c_str(), config_.port, reinterpret_cast<sockaddr_in*>(&addr));
@@ -118,7 +119,7 @@ Status Server::start() {
   // A damaged copy is fetched again from a replica at once, not when a client reads it.
   store_->set_damage_listener([this](const blobstore::BlobMeta& m) { repairer_->on_damaged(m); });
   hint_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, hint_timer_);
+  ASSERT(uv_timer_init(loop_, hint_timer_) == 0);
   hint_timer_->data = this;
   uv_timer_start(hint_timer_, on_hint_timer, config_.hint_interval_ms, config_.hint_interval_ms);
   if (Status s = start_gossip(); !s.is_ok()) {
@@ -175,7 +176,7 @@ Status Server::start_gossip() {
     }
   }
   membership_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, membership_timer_);
+  ASSERT(uv_timer_init(loop_, membership_timer_) == 0);
   membership_timer_->data = this;
   uv_timer_start(membership_timer_, on_membership_timer, 200, 200);
   refresh_membership();
@@ -519,7 +520,7 @@ void Server::on_connection(uv_stream_t* s, int status) {
   auto* self = static_cast<Server*>(s->data);
   if (self == nullptr || status < 0) return;
   auto conn = std::make_shared<Connection>(self, self->now_ms());
-  uv_tcp_init(self->loop_, conn->tcp());
+  ASSERT(uv_tcp_init(self->loop_, conn->tcp()) == 0);
   conn->tcp()->data = conn.get();
   if (uv_accept(s, reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
     self->conns_.emplace(conn.get(), conn);

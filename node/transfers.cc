@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/assert.h"
 #include "node/coordinator.h"
 #include "node/hlc.h"
 #include "node/http_status.h"
@@ -129,7 +130,7 @@ PassState PassState::from_json(const nlohmann::json& j) {
 
 Transfers::Transfers(Server& server) : server_(server) {
   timer_ = new uv_timer_t;
-  uv_timer_init(server_.loop(), timer_);
+  ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
 }
 
