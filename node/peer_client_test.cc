@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/loopback_listener.h"
+
 namespace {
 
 // A keep-alive HTTP peer that answers only once `hold` requests are waiting, then
@@ -21,15 +23,8 @@ namespace {
 class HoldingPeer {
  public:
   explicit HoldingPeer(std::size_t hold) : hold_(hold) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(listen(fd_, 512) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    fd_ = testing::listen_on_loopback(512, &port_);
+    REQUIRE(fd_ >= 0);
     thread_ = std::thread([this] { serve(); });
   }
   ~HoldingPeer() {

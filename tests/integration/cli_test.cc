@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "integration/support.h"
+#include "support/loopback_listener.h"
 
 using namespace itest;
 namespace fs = std::filesystem;
@@ -70,15 +71,8 @@ struct TempDir {
 class FakeNode {
  public:
   explicit FakeNode(std::vector<std::string> responses) : responses_(std::move(responses)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(listen(fd_, 8) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    fd_ = testing::listen_on_loopback(8, &port_);
+    REQUIRE(fd_ >= 0);
     thread_ = std::thread([this] { serve(); });
   }
   ~FakeNode() {
