@@ -392,19 +392,21 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   // escaped.
   const std::string v = op->meta.version.to_string();
   std::string headers = "X-Ringstore-Version: " + v + "\r\n";
-  std::string body = "{\"version\":\"" + v + "\"";
-  add_receipt(*op, &headers, &body);
+  // The JSON receipt only for a client that asked for it (Accept: application/json).
+  const bool json = !op->meta.tombstone && conn->request().accepts_json;
+  std::string body = json ? "{\"version\":\"" + v + "\"" : "";
+  add_receipt(*op, &headers, json ? &body : nullptr);
   if (op->newer) {
     // Lost to a concurrent write even after rewriting: say so, and name the winner.
     counters_.writes_superseded++;
     const std::string winner = op->newer->to_string();
     headers += "X-Ringstore-Superseded-By: " + winner + "\r\n";
-    body += ",\"superseded_by\":\"" + winner + "\"";
+    if (json) body += ",\"superseded_by\":\"" + winner + "\"";
   }
   if (op->meta.tombstone) return conn->respond(204, headers, "");
   std::string etag = blobstore::md5_hex(op->meta.md5);
   headers = "ETag: \"" + etag + "\"\r\n" + headers;
-  if (!conn->request().accepts_json) return conn->respond(201, headers, "");
+  if (!json) return conn->respond(201, headers, "");
   body += ",\"etag\":\"" + etag + "\"}\n";
   conn->respond(201, headers + "Content-Type: application/json\r\n", std::move(body));
 }
@@ -426,7 +428,7 @@ std::string json_escaped(const std::string& s) {
 // What happened to a write, for its client: X-Ringstore-Acks: A/N (A durable copies
 // when the answer went out, stand-ins included, of the N the key's owners should hold)
 // and X-Ringstore-Replicas, one entry per node asked: ID@ADDR=acked|pending|failed, with
-// ;hint-for=OWNER for a stand-in. The same goes into the JSON body.
+// ;hint-for=OWNER for a stand-in. The same goes into the JSON body, when there is one.
 void Coordinator::add_receipt(const WriteOp& op, std::string* headers, std::string* body) const {
   std::size_t owners = 0;
   std::string list, replicas;
@@ -436,14 +438,12 @@ void Coordinator::add_receipt(const WriteOp& op, std::string* headers, std::stri
     std::string id = node_hex(t.replica.id);
     if (!list.empty()) list += ", ";
     list += id + "@" + t.replica.addr + "=" + state;
+    if (t.hint) list += ";hint-for=" + node_hex(t.owner);
+    if (body == nullptr) continue;  // the JSON only when asked for
     if (!replicas.empty()) replicas += ',';
     replicas += "{\"id\":\"" + id + "\",\"addr\":\"" + json_escaped(t.replica.addr) +
                 "\",\"state\":\"" + state + "\"";
-    if (t.hint) {
-      const std::string owner = node_hex(t.owner);
-      list += ";hint-for=" + owner;
-      replicas += ",\"hint_for\":\"" + owner + "\"";
-    }
+    if (t.hint) replicas += ",\"hint_for\":\"" + node_hex(t.owner) + "\"";
     replicas += '}';
   }
   // The key's owners: those asked (a failed one stays among the targets beside its
@@ -452,6 +452,7 @@ void Coordinator::add_receipt(const WriteOp& op, std::string* headers, std::stri
   const std::string acks = std::to_string(op.acks);
   *headers += "X-Ringstore-Acks: " + acks + "/" + std::to_string(n) + "\r\n";
   *headers += "X-Ringstore-Replicas: " + list + "\r\n";
+  if (body == nullptr) return;
   *body += ",\"acks\":" + acks + ",\"n\":" + std::to_string(n) + ",\"replicas\":[" + replicas + "]";
 }
 

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "node/request.h"
+
 namespace node {
 
 // One line of JSON; bytes that are not UTF-8 are replaced, never thrown on.
@@ -44,16 +46,7 @@ inline std::uint64_t json_u64(const nlohmann::json& j, const char* name, std::ui
   if (v == nullptr) return def;
   if (v->is_number_unsigned()) return v->get<std::uint64_t>();
   if (!v->is_string()) return def;
-  const std::string& s = v->get_ref<const std::string&>();
-  if (s.empty() || s.size() > 20) return def;
-  std::uint64_t x = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return def;
-    std::uint64_t d = static_cast<std::uint64_t>(c - '0');
-    if (x > (UINT64_MAX - d) / 10) return def;
-    x = x * 10 + d;
-  }
-  return x;
+  return parse_u64(v->get_ref<const std::string&>()).value_or(def);
 }
 
 }  // namespace node
