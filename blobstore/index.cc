@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "blobstore/wal_vfs.h"
 #include "ring/hash.h"
 
 namespace blobstore {
@@ -150,10 +151,12 @@ Status Db::open(const std::string& path, bool create) {
   // file. Every transaction of every connection here took two to six fcntl() locks
   // before (five per client request under load); now none. Another process cannot open
   // the index while a node runs: it waits busy_timeout and fails, as it should.
-  if (sqlite3_open_v2(path.c_str(), &db_, flags, "unix-excl") != SQLITE_OK) {
+  // wal_vfs.h: unix-excl, with each transaction's WAL writes gathered into one.
+  if (sqlite3_open_v2(path.c_str(), &db_, flags, wal_vfs_name()) != SQLITE_OK) {
     Status s = error("open");
     return s;
   }
+  flush_wal_on_commit(db_);
   sqlite3_busy_timeout(db_, 10'000);
   sqlite3_extended_result_codes(db_, 1);
   return Status::ok();
@@ -436,8 +439,13 @@ Status IndexWriter::open(const std::string& db_path, const std::vector<std::stri
                    "(hlc=?3 AND node<?4)"},
       {&drop_hint_, "DELETE FROM hints WHERE target=?1 AND key=?2 AND hlc=?3 AND node=?4"},
       {&upsert_,
-       "INSERT OR REPLACE INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk,"
-       "hint_for,attrs,expires_ms) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"},
+       // An existing row is updated in place, never deleted and inserted again: its
+       // position (a function of the key) stays, so blobs_position is left untouched, one
+       // b-tree page fewer to write per overwrite or delete.
+       "INSERT INTO blobs(key,position,hlc,node,tombstone,size,md5,content_type,disk,"
+       "hint_for,attrs,expires_ms) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) "
+       "ON CONFLICT(key) DO UPDATE SET hlc=?3,node=?4,tombstone=?5,size=?6,md5=?7,"
+       "content_type=?8,disk=?9,hint_for=?10,attrs=?11,expires_ms=?12"},
       {&add_trash_, "INSERT OR IGNORE INTO trash(path) VALUES(?1)"},
       {&trash_, "SELECT path FROM trash"},
       {&clear_trash_, "DELETE FROM trash WHERE path=?1"},
