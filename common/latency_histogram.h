@@ -31,6 +31,11 @@ class LatencyHistogram {
     count_.fetch_add(1, std::memory_order_relaxed);
     sum_ns_.fetch_add(ns, std::memory_order_relaxed);
   }
+  // Observes the time from start_ns to end_ns, both of one monotonic clock in ns
+  // (common::Clock::monotonic_ns()).
+  void observe_between_ns(std::uint64_t start_ns, std::uint64_t end_ns) {
+    observe_ns(end_ns > start_ns ? end_ns - start_ns : 0);
+  }
   // Observes the time from `start` to `end` (now, by default).
   void observe_since(std::chrono::steady_clock::time_point start,
                      std::chrono::steady_clock::time_point end = std::chrono::steady_clock::now()) {

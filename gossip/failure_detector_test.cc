@@ -4,8 +4,8 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "common/rng.h"
 #include "gossip/limits.h"
-#include "gossip/rng.h"
 
 namespace gossip {
 
@@ -54,7 +54,7 @@ TEST_CASE("with 1 s heartbeats a dead peer is convicted within 10 s at phi 8", "
 
 TEST_CASE("irregular heartbeats make the detector wait longer", "[gossip][phi]") {
   PhiModel model(1000, 8.0);
-  Rng rng(42);
+  common::Rng rng(42);
   ArrivalWindow regular, irregular;
   regular.reset(0, model);
   irregular.reset(0, model);

@@ -13,14 +13,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/rng.h"
 #include "common/status.h"
 #include "gossip/failure_detector.h"
 #include "gossip/limits.h"
-#include "gossip/rng.h"
 #include "gossip/types.h"
 #include "gossip/wire.h"
 
 namespace gossip {
+
+using common::Rng;
 
 struct MemberView {
   NodeId id{};

@@ -97,7 +97,8 @@ std::string format_socket_addr(const sockaddr* addr) {
   return {};
 }
 
-UdpTransport::UdpTransport(uv_loop_t* loop) : loop_(loop) {}
+UdpTransport::UdpTransport(uv_loop_t* loop, const common::Clock& clock, common::Rng& rng)
+    : loop_(loop), clock_(clock), rng_(rng) {}
 
 UdpTransport::~UdpTransport() {
   if (udp_ != nullptr) stop(nullptr);
@@ -113,7 +114,7 @@ const Membership& UdpTransport::membership() const {
   return *membership_;
 }
 
-Status UdpTransport::start(Config config, AppState self_state, std::uint64_t rng_seed,
+Status UdpTransport::start(Config config, AppState self_state,
                            RingChangedCallback on_ring_changed) {
   ASSERT(udp_ == nullptr);
   ASSERT(membership_ == nullptr);
@@ -162,7 +163,6 @@ Status UdpTransport::start(Config config, AppState self_state, std::uint64_t rng
   config.self_addr = addr_;
   std::uint32_t interval_ms = config.interval_ms;
   membership_ = std::make_unique<Membership>(std::move(config), std::move(self_state));
-  rng_ = std::make_unique<Rng>(rng_seed);
   on_ring_changed_ = std::move(on_ring_changed);
   ring_version_ = membership_->ring_version();
   int rc = uv_timer_start(timer_, on_timer, 0, interval_ms);
@@ -214,7 +214,7 @@ void UdpTransport::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, cons
 void UdpTransport::on_timer(uv_timer_t* h) {
   auto* self = static_cast<UdpTransport*>(h->data);
   if (self == nullptr) return;
-  self->membership_->on_tick(self->now_ms(), *self->rng_, self->outbox_);
+  self->membership_->on_tick(self->now_ms(), self->rng_, self->outbox_);
   self->flush();
   self->check_ring_version();
 }

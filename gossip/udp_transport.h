@@ -2,13 +2,15 @@
 // gossip address feeds received datagrams to it, a uv_timer_t calls its on_tick every
 // interval_ms, and whatever it puts in its outbox is sent. It decides nothing itself.
 //
-// Owns: the Membership, the Rng it ticks with, a uv_udp_t and a uv_timer_t (each freed
-// in its close callback, never earlier), a 64 KiB receive buffer, and each queued send's
-// bytes (freed by the send's callback, whatever its status).
+// Owns: the Membership, a uv_udp_t and a uv_timer_t (each freed in its close callback,
+// never earlier), a 64 KiB receive buffer, and each queued send's bytes (freed by the
+// send's callback, whatever its status). The Membership's time is `clock`'s monotonic
+// ms, and its ticks draw from `rng`: both are the node's, handed in.
 // Thread: the loop's thread only; the node calls membership() from there too.
-// Lifetime: `loop` must outlive the transport. stop() closes both handles; the loop must
-// run again for their close callbacks, and `done` runs after the second one. Destroying
-// a started transport without stop() closes the handles the same way, with no `done`.
+// Lifetime: `loop`, `clock` and `rng` must outlive the transport. stop() closes both
+// handles; the loop must run again for their close callbacks, and `done` runs after the
+// second one. Destroying a started transport without stop() closes the handles the same
+// way, with no `done`.
 #pragma once
 
 #include <uv.h>
@@ -20,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
+#include "common/rng.h"
 #include "common/status.h"
 #include "gossip/membership.h"
 
@@ -31,7 +35,7 @@ class UdpTransport {
   // stop(), but must not destroy the transport.
   using RingChangedCallback = std::function<void(std::uint64_t ring_version)>;
 
-  explicit UdpTransport(uv_loop_t* loop);
+  UdpTransport(uv_loop_t* loop, const common::Clock& clock, common::Rng& rng);
   ~UdpTransport();
   UdpTransport(const UdpTransport&) = delete;
   UdpTransport& operator=(const UdpTransport&) = delete;
@@ -41,8 +45,7 @@ class UdpTransport {
   // ticking (the first tick runs on the next loop iteration). On error (check_config()
   // refused the settings, or the socket could not be bound) nothing is left open.
   // REQUIRES: not started.
-  Status start(Config config, AppState self_state, std::uint64_t rng_seed,
-               RingChangedCallback on_ring_changed = nullptr);
+  Status start(Config config, AppState self_state, RingChangedCallback on_ring_changed = nullptr);
 
   // Closes both handles; `done` (may be empty) runs once both are freed.
   // REQUIRES: started and not stopped.
@@ -53,8 +56,9 @@ class UdpTransport {
   const Membership& membership() const;
   const std::string& addr() const { return addr_; }  // bound "ip:port"
   int port() const { return port_; }
-  // The clock fed to the Membership: the loop's time in ms. Pass it to members().
-  std::uint64_t now_ms() const { return uv_now(loop_); }
+  // The clock fed to the Membership: the monotonic ms of the node's clock. Pass it to
+  // members().
+  std::uint64_t now_ms() const { return clock_.monotonic_ms(); }
 
   struct Counters {
     std::uint64_t send_errors = 0;  // unparsable peer address or a failed send
@@ -72,10 +76,11 @@ class UdpTransport {
   void check_ring_version();
 
   uv_loop_t* loop_;
+  const common::Clock& clock_;
+  common::Rng& rng_;
   uv_udp_t* udp_ = nullptr;      // owned until uv_close; freed in its close callback
   uv_timer_t* timer_ = nullptr;  // likewise
   std::unique_ptr<Membership> membership_;
-  std::unique_ptr<Rng> rng_;
   RingChangedCallback on_ring_changed_;
   std::uint64_t ring_version_ = 0;
   std::string addr_;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/system_clock.h"
+
 namespace gossip {
 namespace {
 
@@ -66,15 +68,18 @@ TEST_CASE("socket addresses parse and print", "[gossip][udp]") {
 TEST_CASE("three transports on one loop converge, then close cleanly", "[gossip][udp]") {
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
+  common::SystemClock clock(&loop);
+  std::vector<std::unique_ptr<Rng>> rngs;
   std::vector<std::unique_ptr<UdpTransport>> nodes;
   std::vector<int> ring_changes(3, 0);
   for (std::uint8_t i = 0; i < 3; i++) {
-    nodes.push_back(std::make_unique<UdpTransport>(&loop));
+    rngs.push_back(std::make_unique<Rng>(100 + i));
+    nodes.push_back(std::make_unique<UdpTransport>(&loop, clock, *rngs.back()));
     std::vector<std::string> seeds;
     if (i > 0) seeds.push_back(nodes[0]->addr());
     AppState app{.http_addr = "127.0.0.1:" + std::to_string(3000 + i), .vnodes = 8};
     REQUIRE(nodes[i]
-                ->start(config_for(static_cast<std::uint8_t>(i + 1), seeds), app, 100 + i,
+                ->start(config_for(static_cast<std::uint8_t>(i + 1), seeds), app,
                         [&ring_changes, i](std::uint64_t) { ring_changes[i]++; })
                 .is_ok());
     CHECK(nodes[i]->port() > 0);
@@ -143,17 +148,19 @@ TEST_CASE("a transport that cannot bind reports it and leaves nothing open", "[g
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
   {
-    UdpTransport t(&loop);
+    common::SystemClock clock(&loop);
+    Rng rng(1);
+    UdpTransport t(&loop, clock, rng);
     Config c = config_for(1, {});
     c.self_addr = "192.0.2.1:7000";  // TEST-NET-1: not an address of this machine
-    CHECK_FALSE(t.start(c, {}, 1).is_ok());
-    UdpTransport bad(&loop);
+    CHECK_FALSE(t.start(c, {}).is_ok());
+    UdpTransport bad(&loop, clock, rng);
     c.self_addr = "not an address";
-    CHECK_FALSE(bad.start(c, {}, 1).is_ok());
-    UdpTransport refused(&loop);
+    CHECK_FALSE(bad.start(c, {}).is_ok());
+    UdpTransport refused(&loop, clock, rng);
     c.self_addr = "127.0.0.1:0";
     AppState app{.zone = std::string(limits::zone_bytes_max + 1, 'z')};
-    Status s = refused.start(c, app, 1);
+    Status s = refused.start(c, app);
     CHECK_FALSE(s.is_ok());
     CHECK(s.message().find("zone") != std::string::npos);
   }
@@ -165,11 +172,13 @@ TEST_CASE("two transports cannot share a port", "[gossip][udp]") {
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
   {
-    UdpTransport a(&loop), b(&loop);
-    REQUIRE(a.start(config_for(1, {}), {}, 1).is_ok());
+    common::SystemClock clock(&loop);
+    Rng rng_a(1), rng_b(2);
+    UdpTransport a(&loop, clock, rng_a), b(&loop, clock, rng_b);
+    REQUIRE(a.start(config_for(1, {}), {}).is_ok());
     Config c = config_for(2, {});
     c.self_addr = a.addr();
-    CHECK_FALSE(b.start(c, {}, 2).is_ok());
+    CHECK_FALSE(b.start(c, {}).is_ok());
     a.stop(nullptr);
   }
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "common/rng.h"
 #include "gossip/limits.h"
 #include "gossip/membership.h"
-#include "gossip/rng.h"
 
 namespace gossip {
 namespace {

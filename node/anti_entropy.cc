@@ -9,7 +9,6 @@
 #include "common/assert.h"
 #include "common/digest.h"
 #include "node/coordinator.h"
-#include "node/hlc.h"
 #include "node/http_status.h"
 #include "node/json_util.h"
 #include "node/log.h"
@@ -125,8 +124,9 @@ struct AntiEntropy::Compare {
   std::uint64_t changes_at_start = 0;
 };
 
-AntiEntropy::AntiEntropy(Server& server, AntiEntropyConfig config)
+AntiEntropy::AntiEntropy(Server& server, const common::Clock& clock, AntiEntropyConfig config)
     : server_(server),
+      clock_(clock),
       config_(config),
       budget_(config.keys_per_sec,
               std::max<double>(limits::ae_transfers_in_flight_max, config.keys_per_sec / 10.0)) {}
@@ -137,7 +137,7 @@ Status AntiEntropy::start() {
   timer_ = new uv_timer_t;
   ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
-  std::uint64_t now = uv_now(server_.loop());
+  std::uint64_t now = clock_.monotonic_ms();
   budget_.start_at(now);
   // The first pass waits one interval: gossip needs a moment to find the members.
   next_pass_ms_ = now + config_.interval_ms;
@@ -165,7 +165,7 @@ void AntiEntropy::tick() {
     rebuild_step();
     if (rebuilding_) return;
   }
-  std::uint64_t now = uv_now(server_.loop());
+  std::uint64_t now = clock_.monotonic_ms();
   budget_.refill(now);
   pump();
   if (resume_ && queue_.size() < limits::ae_queue_max / 2) {
@@ -211,7 +211,7 @@ void AntiEntropy::begin_rebuild() {
   pass_running_ = false;
   local_phase_ = false;
   resume_ = nullptr;
-  next_pass_ms_ = uv_now(server_.loop()) + config_.interval_ms;
+  next_pass_ms_ = clock_.monotonic_ms() + config_.interval_ms;
   std::size_t arcs = next_ring_->token_count();
   if (arcs == 0) {
     rebuilding_ = false;
@@ -305,7 +305,7 @@ std::vector<std::size_t> AntiEntropy::shared_arcs(int a, int b) const {
 void AntiEntropy::start_pass() {
   pass_running_ = true;
   pass_gen_++;
-  pass_started_ms_ = uv_now(server_.loop());
+  pass_started_ms_ = clock_.monotonic_ms();
   pass_peers_.clear();
   for (const ring::Member& m : ring_->members()) {
     if (m.id == server_.cluster().self()) continue;
@@ -336,7 +336,7 @@ void AntiEntropy::next_peer() {
   // Finding purgeable tombstones reads every arc that holds one: a tenth of the grace
   // between looks (at most an hour) purges within 1.1 × grace at a small fraction of
   // the cost of looking every pass.
-  std::uint64_t now = uv_now(server_.loop());
+  std::uint64_t now = clock_.monotonic_ms();
   purge_now_ = now >= next_purge_ms_;
   if (purge_now_) {
     std::uint64_t every = std::min<std::uint64_t>(config_.tombstone_grace_s * 100, 3'600'000);
@@ -344,7 +344,7 @@ void AntiEntropy::next_peer() {
     // Values that expired longer than the grace ago: a partial index over expiring rows
     // answers it, so stores without expiring values pay nothing.
     std::uint64_t grace_ms = config_.tombstone_grace_s * 1000;
-    std::uint64_t wall = Hlc::wall_clock_ms();
+    std::uint64_t wall = clock_.wall_ms();
     auto due = server_.store().count_expired_before(wall > grace_ms ? wall - grace_ms : 0);
     purge_expired_ = due.is_ok() && due.value() > 0;
   }
@@ -552,7 +552,7 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     return next_peer();
   }
   std::uint64_t end = std::min(remote_end, more ? lnext - 1 : to);
-  std::uint64_t now = Hlc::wall_clock_ms();
+  std::uint64_t now = clock_.wall_ms();
   std::unordered_map<std::string, const Entry*> mine;
   for (const Entry& e : local) {
     if (e.position > end) break;
@@ -610,7 +610,7 @@ void AntiEntropy::local_step() {
   constexpr std::size_t arcs_per_step = 4096;
   if (stopped_ || !local_phase_) return;
   int self_idx = ring_->index_of(server_.cluster().self());
-  std::uint64_t now = Hlc::wall_clock_ms();
+  std::uint64_t now = clock_.wall_ms();
   // While a member joins or leaves (and until this node's handoff pass for the new ring
   // is done) keys outside our arcs are the membership transfers' to move: a joiner's
   // future ranges look stray in the current ring, and dropping them undid the join.
@@ -660,12 +660,12 @@ void AntiEntropy::local_step() {
 }
 
 void AntiEntropy::finish_pass() {
-  std::uint64_t now = uv_now(server_.loop());
+  std::uint64_t now = clock_.monotonic_ms();
   pass_running_ = false;
   local_phase_ = false;
   counters_.passes++;
   counters_.last_pass_ms = now - pass_started_ms_;
-  counters_.last_pass_end_unix_ms = Hlc::wall_clock_ms();
+  counters_.last_pass_end_unix_ms = clock_.wall_ms();
   next_pass_ms_ = now + config_.interval_ms;
 }
 

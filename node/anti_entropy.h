@@ -37,6 +37,7 @@
 
 #include "blobstore/committer.h"
 #include "blobstore/summary.h"
+#include "common/clock.h"
 #include "node/cluster.h"
 #include "node/connection.h"
 #include "node/token_bucket.h"
@@ -97,7 +98,8 @@ struct AntiEntropyCounters {
 
 class AntiEntropy {
  public:
-  AntiEntropy(Server& server, AntiEntropyConfig config);
+  // `clock` is the Server's: wall ms for tombstone ages, monotonic ms for the passes.
+  AntiEntropy(Server& server, const common::Clock& clock, AntiEntropyConfig config);
   ~AntiEntropy();
   AntiEntropy(const AntiEntropy&) = delete;
   AntiEntropy& operator=(const AntiEntropy&) = delete;
@@ -159,6 +161,7 @@ class AntiEntropy {
   void serve_keys(Connection& c);
 
   Server& server_;
+  const common::Clock& clock_;
   AntiEntropyConfig config_;
   AntiEntropyCounters counters_;
   uv_timer_t* timer_ = nullptr;

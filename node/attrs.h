@@ -8,7 +8,7 @@
 // (a replica write, a push, a replica's answer to HEAD/GET /_/internal/blob), so the
 // receiver rebuilds the same block byte for byte whatever names it holds; the expiry as
 // X-Ringstore-Expires-Ms and the tombstone kind as X-Ringstore-Tombstone: 1|unlinked.
-// Pure helpers: no I/O.
+// Pure helpers: no I/O; the time comes in as an argument.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +19,8 @@
 
 #include "blobstore/blob_file.h"
 #include "blobstore/limits.h"
+#include "common/clock.h"
 #include "common/status.h"
-#include "node/hlc.h"
 
 namespace node {
 
@@ -38,10 +38,10 @@ inline constexpr std::size_t internal_header_bytes_extra = 5 * attrs_bytes_max;
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
-// Whether a value with this expiry (0: none) has expired by this node's clock. The clock
-// is read only for a value that has an expiry: every GET asks.
-inline bool expired_now(std::uint64_t expires_ms) {
-  return expires_ms != 0 && blobstore::expired_at(expires_ms, Hlc::wall_clock_ms());
+// Whether a value with this expiry (0: none) has expired by this node's wall clock. The
+// clock is read only for a value that has an expiry: every GET asks.
+inline bool expired_now(std::uint64_t expires_ms, const common::Clock& clock) {
+  return expires_ms != 0 && blobstore::expired_at(expires_ms, clock.wall_ms());
 }
 
 // Whether a client header (lower-case name) is kept with the value by the native API.

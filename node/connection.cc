@@ -269,7 +269,7 @@ int Connection::on_message_begin(llhttp_t* p) {
   Connection* self = self_of(p);
   self->phase_ = Phase::headers;
   self->req_.started_ms = self->server_->now_ms();
-  self->req_.started_ns = uv_hrtime();
+  self->req_.started_ns = self->server_->clock().monotonic_ns();
   self->set_deadline(self->server_->limits().header_timeout_ms);
   return HPE_OK;
 }
@@ -510,7 +510,8 @@ bool Connection::next_request() {
 
 void Connection::response_done() {
   server_->counters().requests++;
-  double seconds = req_.started_ns ? static_cast<double>(uv_hrtime() - req_.started_ns) / 1e9 : 0;
+  const std::uint64_t now_ns = server_->clock().monotonic_ns();
+  double seconds = req_.started_ns ? static_cast<double>(now_ns - req_.started_ns) / 1e9 : 0;
   server_->metrics().on_response(llhttp_method_name(req_.method), req_.status, seconds);
   if (dispatching_) {  // answered synchronously: feed() carries on
     done_during_dispatch_ = true;

@@ -60,7 +60,7 @@ struct HttpRequest {
   bool already_held = false;
   std::uint64_t body_bytes = 0;
   std::uint64_t started_ms = 0;
-  std::uint64_t started_ns = 0;  // uv_hrtime at the first byte, for latency metrics
+  std::uint64_t started_ns = 0;  // monotonic ns at the first byte, for latency metrics
   int status = 0;                // the final status sent
 };
 

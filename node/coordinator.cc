@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <optional>
 #include <nlohmann/json.hpp>
 
@@ -87,7 +86,7 @@ struct Coordinator::WriteOp {
   // write lost to it there. See rewrite().
   std::optional<blobstore::Version> newer;
   std::uint32_t attempt = 0;  // 0, then one more for each rewrite()
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::uint64_t started_ns = 0;  // monotonic: when the write began, for stages_.decide
   std::size_t no_room = 0;    // replicas (this node's included) that answered 507
 };
 
@@ -137,8 +136,9 @@ void close_late_timer(uv_timer_t* t) {
 }  // namespace
 
 // The read repair budget holds a tenth of a second of repairs, like anti-entropy's.
-Coordinator::Coordinator(Server& server, QuorumConfig config)
+Coordinator::Coordinator(Server& server, const common::Clock& clock, QuorumConfig config)
     : server_(server),
+      clock_(clock),
       config_(config),
       repair_budget_(config.read_repairs_per_sec, std::max(1.0, config.read_repairs_per_sec / 10.0)) {}
 
@@ -165,12 +165,15 @@ Status Coordinator::pick(const Target& t, const char* name, std::uint32_t def,
 
 void Coordinator::write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer,
                         std::uint32_t w) {
-  if (c.request().started_ns != 0) stages_.receive.observe_ns(uv_hrtime() - c.request().started_ns);
+  if (c.request().started_ns != 0) {
+    stages_.receive.observe_between_ns(c.request().started_ns, clock_.monotonic_ns());
+  }
   if (Status s = server_.cluster().check_ring_complete(); !s.is_ok()) return c.respond_error(s);
   auto op = std::make_shared<WriteOp>();
+  op->started_ns = clock_.monotonic_ns();
   op->conn = c.weak_from_this();
   op->meta = writer->meta();
-  op->meta.version = blobstore::Version{server_.hlc().now(Hlc::wall_clock_ms()), server_.store().node_id()};
+  op->meta.version = blobstore::Version{server_.hlc().now(clock_.wall_ms()), server_.store().node_id()};
   op->meta.md5 = writer->finish_md5();
   op->writer = std::move(writer);
   op->w = w;
@@ -316,8 +319,8 @@ void Coordinator::send_write(const std::shared_ptr<WriteOp>& op, std::size_t t) 
     req->body = op->body;
   }
   req->timeout_ms = transfer_timeout_ms(config_.replica_timeout_ms, op->meta.size);
-  req->done = [this, op, t, sent = std::chrono::steady_clock::now()](Status s, PeerResponse r) {
-    stages_.replica.observe_since(sent);
+  req->done = [this, op, t, sent_ns = clock_.monotonic_ns()](Status s, PeerResponse r) {
+    stages_.replica.observe_between_ns(sent_ns, clock_.monotonic_ns());
     if (s.is_ok() && r.status == 503 && r.body.find("hint_cap") != std::string::npos) {
       s = Status::unavailable("hint_cap: the stand-in holds its cap of hints");
     } else if (s.is_ok() && r.status == 507) {
@@ -372,7 +375,7 @@ void Coordinator::finish_write_if_decided(const std::shared_ptr<WriteOp>& op) {
   if (op->replied) return;
   if (op->acks < op->w && op->inflight > 0) return;
   op->replied = true;
-  if (op->attempt == 0) stages_.decide.observe_since(op->started);
+  if (op->attempt == 0) stages_.decide.observe_between_ns(op->started_ns, clock_.monotonic_ns());
   auto conn = op->conn.lock();
   if (!conn) return;  // the client left; the copies already made stand
   if (op->acks < op->w) {
@@ -469,10 +472,11 @@ void Coordinator::add_receipt(const WriteOp& op, std::string* headers, std::stri
 // due (the caller answers).
 bool Coordinator::rewrite(const std::shared_ptr<WriteOp>& op) {
   if (op->attempt >= write_rewrites_max) return false;
-  std::uint64_t wall = Hlc::wall_clock_ms();
+  std::uint64_t wall = clock_.wall_ms();
   // A version too far ahead to adopt (stored before such versions were refused) wins.
   if (!server_.hlc().observe(op->newer->hlc, wall)) return false;
   auto next = std::make_shared<WriteOp>();
+  next->started_ns = clock_.monotonic_ns();
   next->conn = op->conn;
   next->meta = op->meta;
   next->meta.version = blobstore::Version{server_.hlc().now(wall), server_.store().node_id()};
@@ -534,7 +538,7 @@ void Coordinator::write_checked(Connection& c, std::unique_ptr<blobstore::BlobWr
     }
     // Versioned above what was checked, so that a replica holding that version takes
     // this write instead of making it rewrite() above it.
-    if (newest != nullptr) (void)server_.hlc().observe(newest->version.hlc, Hlc::wall_clock_ms());
+    if (newest != nullptr) (void)server_.hlc().observe(newest->version.hlc, clock_.wall_ms());
     write(*conn, std::move(*box), w);
   };
   ask(op);
@@ -570,7 +574,9 @@ std::shared_ptr<Coordinator::ReadOp> Coordinator::start_read(Connection& c, std:
   // order, except that those much slower of late than the quickest go last.
   auto remote = std::stable_partition(op->answers.begin(), op->answers.end(),
                                       [](const ReadOp::Answer& a) { return a.replica.self; });
-  std::uint64_t now = blobstore::monotonic_ms();
+  // Fresh ms rather than the loop's cached ones: a score decays over the time its
+  // samples were taken in (below).
+  std::uint64_t now = clock_.monotonic_ns() / 1'000'000;
   double best = -1;
   for (auto it = remote; it != op->answers.end(); ++it) {
     double sc = scores_.score(it->replica.addr, now);
@@ -605,13 +611,14 @@ void Coordinator::ask(const std::shared_ptr<ReadOp>& op) {
     req->method = "HEAD";
     req->target = "/_/internal/blob/" + encode_key(op->key);
     req->timeout_ms = config_.replica_timeout_ms;
-    auto sent = std::chrono::steady_clock::now();
-    req->done = [this, op, i, sent](Status s, PeerResponse resp) {
+    std::uint64_t sent_ns = clock_.monotonic_ns();
+    req->done = [this, op, i, sent_ns](Status s, PeerResponse resp) {
       op->inflight--;
       ReadOp::Answer& ans = op->answers[i];
       ans.done = true;
-      std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - sent;
-      scores_.sample(ans.replica.addr, took.count(), blobstore::monotonic_ms());
+      std::uint64_t now_ns = clock_.monotonic_ns();
+      double took_ms = static_cast<double>(now_ns - sent_ns) / 1e6;
+      scores_.sample(ans.replica.addr, took_ms, now_ns / 1'000'000);
       if (s.is_ok() && resp.status == 200 && meta_from_response(op->key, resp, &ans.meta)) {
         ans.ok = ans.present = true;
       } else if (s.is_ok() && resp.status == 404) {
@@ -699,7 +706,7 @@ void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& co
       newest_index < op->answers.size() ? &op->answers[newest_index] : nullptr;
   // A plain GET formats no ETag here: a hot read stays free of string work.
   if (conn.request().conditions.constrain_read()) {
-    const bool gone = newest != nullptr && expired_now(newest->meta.expires_ms);
+    const bool gone = newest != nullptr && expired_now(newest->meta.expires_ms, clock_);
     const blobstore::BlobMeta* meta = newest && !gone ? &newest->meta : nullptr;
     const std::string etag = etag_of(meta);
     PreconditionResult pre =
@@ -714,7 +721,7 @@ void Coordinator::serve_newest(const std::shared_ptr<ReadOp>& op, Connection& co
   }
   // An expired value reads as absent, as a tombstone does (a later write still wins).
   if (newest == nullptr || newest->meta.tombstone ||
-      expired_now(newest->meta.expires_ms)) {
+      expired_now(newest->meta.expires_ms, clock_)) {
     std::string h = "Content-Type: application/json\r\n";
     if (newest) h += "X-Ringstore-Version: " + newest->meta.version.to_string() + "\r\n";
     return conn.respond(404, h, error_body(Status::not_found("not_found")), op->head_only);
@@ -769,7 +776,7 @@ void Coordinator::serve_remote(const std::shared_ptr<ReadOp>& op, std::size_t ho
   const blobstore::BlobMeta want = op->answers[holder].meta;
   auto spool = std::make_shared<Spool>();
   if (want.size > blobstore::limits::small_value_bytes_max) {
-    auto w = server_.store().begin_write(op->key, want.content_type, Hlc::wall_clock_ms());
+    auto w = server_.store().begin_write(op->key, want.content_type, clock_.wall_ms());
     if (!w.is_ok()) {
       if (auto conn = op->conn.lock()) conn->respond_error(w.status());
       return;
@@ -827,7 +834,7 @@ Status Coordinator::repair_local(const std::string& key, const blobstore::BlobMe
                                  const std::string& body, std::unique_ptr<blobstore::BlobWriter> writer) {
   if (Status s = server_.accept_version(want.version); !s.is_ok()) return s;
   if (!writer) {
-    auto w = server_.store().begin_write(key, want.content_type, Hlc::wall_clock_ms());
+    auto w = server_.store().begin_write(key, want.content_type, clock_.wall_ms());
     if (!w.is_ok()) return w.take_status();
     writer = std::move(w.value());
     writer->set_attrs(want.attrs, want.expires_ms);
@@ -845,11 +852,11 @@ Status Coordinator::repair_local(const std::string& key, const blobstore::BlobMe
 // mid-write leaves the miss to a later read or to anti-entropy.
 bool Coordinator::write_may_be_in_flight(const blobstore::BlobMeta& newest) const {
   std::uint64_t window = transfer_timeout_ms(config_.replica_timeout_ms, newest.size);
-  return newest.version.wall_ms() + window > Hlc::wall_clock_ms();
+  return newest.version.wall_ms() + window > clock_.wall_ms();
 }
 
 bool Coordinator::take_repair_token() {
-  if (repair_budget_.take_one(uv_now(server_.loop()))) return true;
+  if (repair_budget_.take_one(clock_.monotonic_ms())) return true;
   counters_.read_repairs_deferred++;
   return false;
 }

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "blobstore/blob_store.h"
+#include "common/clock.h"
 #include "common/latency_histogram.h"
 #include "node/cluster.h"
 #include "node/connection.h"
@@ -72,7 +73,8 @@ inline constexpr std::uint32_t write_rewrites_max = 2;
 
 class Coordinator {
  public:
-  Coordinator(Server& server, QuorumConfig config);
+  // REQUIRES: `clock` (the server's) outlives the coordinator.
+  Coordinator(Server& server, const common::Clock& clock, QuorumConfig config);
 
   // The body is in `writer` (a spool; tombstone set for a DELETE).
   void write(Connection& c, std::unique_ptr<blobstore::BlobWriter> writer, std::uint32_t w);
@@ -140,6 +142,7 @@ class Coordinator {
   bool write_may_be_in_flight(const blobstore::BlobMeta& newest) const;
 
   Server& server_;
+  const common::Clock& clock_;
   QuorumConfig config_;
   CoordinatorCounters counters_;
   WriteStages stages_;

@@ -107,7 +107,7 @@ Status Server::begin_upload(Connection& c, const std::string& key, bool internal
     auto attrs = encode_attrs(std::move(r.stored_headers));
     if (!attrs.is_ok()) return attrs.take_status();
     stored.attrs = std::move(attrs.value());
-    auto expires = expiry_from_ttl(r.ringstore_header("ttl"), Hlc::wall_clock_ms());
+    auto expires = expiry_from_ttl(r.ringstore_header("ttl"), clock_->wall_ms());
     if (!expires.is_ok()) return expires.take_status();
     stored.expires_ms = expires.value();
   }
@@ -117,8 +117,8 @@ Status Server::begin_upload(Connection& c, const std::string& key, bool internal
   if (ct.size() > blobstore::limits::content_type_bytes_max) {
     return Status::invalid("content_type_too_long");
   }
-  auto w = tombstone ? store_->begin_tombstone(key, Hlc::wall_clock_ms())
-                     : store_->begin_write(key, ct, Hlc::wall_clock_ms());
+  auto w = tombstone ? store_->begin_tombstone(key, clock_->wall_ms())
+                     : store_->begin_write(key, ct, clock_->wall_ms());
   if (!w.is_ok()) return w.take_status();
   r.writer = std::move(w.value());
   if (!tombstone) r.writer->set_attrs(std::move(stored.attrs), stored.expires_ms);
@@ -168,7 +168,7 @@ void Server::on_request(Connection& c) {
       // UNLINK is a DELETE that leaves the key listed under ?unlinked (minikeyvalue's
       // virtual delete); a DELETE of it writes a plain tombstone, which ends that.
       if (r.method == HTTP_DELETE || r.method == HTTP_UNLINK) {
-        auto w = store_->begin_tombstone(r.target.path, Hlc::wall_clock_ms());
+        auto w = store_->begin_tombstone(r.target.path, clock_->wall_ms());
         if (!w.is_ok()) return c.respond_error(w.status());
         r.writer = std::move(w.value());
         if (r.method == HTTP_UNLINK) r.writer->set_unlinked();
@@ -213,7 +213,7 @@ Status Server::serve_local(Connection& c, bool head_only) {
     serve_handle(c, std::move(large), head_only);
     return Status::ok();
   }
-  if (small->meta.tombstone || expired_now(small->meta.expires_ms)) {
+  if (small->meta.tombstone || expired_now(small->meta.expires_ms, *clock_)) {
     c.respond(404, "Content-Type: application/json\r\nX-Ringstore-Version: " +
                        small->meta.version.to_string() + "\r\n",
               error_body(Status::not_found("not_found")), head_only);
@@ -226,7 +226,7 @@ Status Server::serve_local(Connection& c, bool head_only) {
 }
 
 void Server::serve_handle(Connection& c, blobstore::BlobHandle h, bool head_only) {
-  if (expired_now(h.meta.expires_ms)) {
+  if (expired_now(h.meta.expires_ms, *clock_)) {
     return c.respond(404, "Content-Type: application/json\r\n",
                      error_body(Status::not_found("not_found")), head_only);
   }

@@ -36,7 +36,7 @@ void Server::healing_metrics(std::string& out) {
   out += "ringstore_hints_dropped_total{reason=\"cap\"} " + std::to_string(h.dropped_cap) + "\n";
   out += "ringstore_hints_dropped_total{reason=\"window\"} " + std::to_string(h.dropped_window) + "\n";
   metric_header(out, "ringstore_hints_pending_by_target", "gauge", "Hints waiting, per target.");
-  for (const auto& t : hint_policy_->targets_json(*cluster_, Hlc::wall_clock_ms())) {
+  for (const auto& t : hint_policy_->targets_json(*cluster_, clock_->wall_ms())) {
     out += "ringstore_hints_pending_by_target{target=\"" + t["id"].get<std::string>() + "\"} " +
            std::to_string(t["count"].get<std::uint64_t>()) + "\n";
   }

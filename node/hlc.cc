@@ -1,7 +1,5 @@
 #include "node/hlc.h"
 
-#include <ctime>
-
 #include "common/assert.h"
 
 namespace node {
@@ -24,12 +22,6 @@ bool Hlc::observe(std::uint64_t hlc, std::uint64_t wall_ms) {
   if (!acceptable(hlc, wall_ms)) return false;
   if (hlc > last_) last_ = hlc;
   return true;
-}
-
-std::uint64_t Hlc::wall_clock_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1'000'000;
 }
 
 }  // namespace node

@@ -7,6 +7,7 @@
 // Without that bound one version near the top of the range, from a node whose clock
 // was far ahead or from a damaged peer, spread by anti-entropy and took every clock
 // with it: later versions wrapped to 0 and lost to it for good.
+// Pure: the wall clock comes in as an argument (the node's common::Clock::wall_ms()).
 // Thread: one owner (the loop).
 #pragma once
 
@@ -37,7 +38,6 @@ class Hlc {
   // when it is not acceptable() now.
   bool observe(std::uint64_t hlc, std::uint64_t wall_ms);
   std::uint64_t max_drift_ms() const { return max_drift_ms_; }
-  static std::uint64_t wall_clock_ms();
 
  private:
   std::uint64_t last_ = 0;

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "blobstore/version.h"
+#include "common/clock.h"
 #include "support/test_server.h"
 
 using testing::RawClient;
@@ -764,4 +766,75 @@ TEST_CASE("UNLINK hides a key, ?unlinked lists it, DELETE purges it", "[http][un
   put_ok(srv.port(), "v/1", "again");
   REQUIRE(c.send(get_request("?unlinked")));
   CHECK(c.read_response().body == "{\"keys\":[],\"next\":\"\"}\n");
+}
+
+// The node reads the time from the clock in its config: a value's version, expiry, Date
+// and Last-Modified come from the ManualClock, and the value expires when the clock is
+// moved past its expiry, with no waiting. Its wall clock is years behind the real one:
+// a read of the system clock anywhere on this path would find the value long expired.
+TEST_CASE("a node on a manual clock stamps and expires values by that clock",
+          "[http][expiry][clock]") {
+  constexpr std::uint64_t wall_ms = 1'700'000'000'000;  // Tue, 14 Nov 2023 22:13:20 GMT
+  common::ManualClock clock(wall_ms, 0);
+  node::ServerConfig cfg;
+  cfg.clock = &clock;
+  TestServer srv(cfg);
+  RawClient c(srv.port());
+  REQUIRE(c.send("PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Ringstore-TTL: 2\r\n"
+                 "\r\nshort"));
+  auto put = c.read_response();
+  REQUIRE(put.status == 201);
+  CHECK(put.headers["date"] == "Tue, 14 Nov 2023 22:13:20 GMT");
+
+  REQUIRE(c.send(get_request("t")));
+  auto r = c.read_response();
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "short");
+  CHECK(r.headers["x-ringstore-expires-ms"] == std::to_string(wall_ms + 2'000));
+  CHECK(r.headers["last-modified"] == "Tue, 14 Nov 2023 22:13:20 GMT");
+  auto version = blobstore::Version::parse(r.headers["x-ringstore-version"]);
+  REQUIRE(version.has_value());
+  CHECK(version->wall_ms() == wall_ms);
+
+  clock.advance_ms(1'999);  // one ms before the expiry: still there
+  REQUIRE(c.send(get_request("t")));
+  r = c.read_response();
+  CHECK(r.status == 200);
+  CHECK(r.headers["date"] == "Tue, 14 Nov 2023 22:13:21 GMT");
+  REQUIRE(c.send(get_request("?list")));
+  CHECK(c.read_response().body == "{\"keys\":[\"t\"],\"next\":\"\"}\n");
+
+  clock.advance_ms(1);  // at the expiry
+  REQUIRE(c.send(get_request("t")));
+  CHECK(c.read_response().status == 404);
+  REQUIRE(c.send("HEAD /t HTTP/1.1\r\nHost: x\r\n\r\n"));
+  CHECK(c.read_response(5000, true).status == 404);
+  REQUIRE(c.send(get_request("?list")));
+  CHECK(c.read_response().body == "{\"keys\":[],\"next\":\"\"}\n");
+
+  // Set back before the expiry, the wall clock makes the value readable again: expiry is
+  // decided at each read by the clock, not stored.
+  clock.set_wall_ms(wall_ms + 1'000);
+  REQUIRE(c.send(get_request("t")));
+  CHECK(c.read_response().status == 200);
+}
+
+// Connection deadlines are in the clock's monotonic ms: an idle connection is cut when
+// the ManualClock passes its idle timeout, whatever the real time.
+TEST_CASE("a node on a manual clock cuts idle connections by that clock", "[http][clock]") {
+  common::ManualClock clock;
+  node::ServerConfig cfg;
+  cfg.clock = &clock;
+  cfg.limits.idle_timeout_ms = 60'000;
+  TestServer srv(cfg);
+  RawClient c(srv.port());
+  REQUIRE(c.send(get_request("nothing")));
+  REQUIRE(c.read_response().status == 404);
+  // The idle deadline is set once the response's write has completed, which may be
+  // after the client read it: the clock stands still meanwhile, so it is set at 0 ms.
+  CHECK_FALSE(c.closed_by_peer(600));
+  clock.advance_ms(59'999);
+  CHECK_FALSE(c.closed_by_peer(600));  // a sweep (every 250 ms) ran: not due yet
+  clock.advance_ms(1);
+  CHECK(c.closed_by_peer(5000));  // the next sweep cuts it, 60 s early by the real clock
 }

@@ -325,7 +325,7 @@ void Listing::finish(const std::shared_ptr<ListOp>& op) {
   }
   std::vector<std::string> keys;
   std::string next;
-  merge_list_answers(answers, op->limit, &keys, &next, op->mode, Hlc::wall_clock_ms());
+  merge_list_answers(answers, op->limit, &keys, &next, op->mode, clock_.wall_ms());
   conn->respond(200, "Content-Type: application/json\r\n",
                 json_line({{"keys", std::move(keys)}, {"next", std::move(next)}}));
 }

@@ -27,6 +27,7 @@
 
 #include "blobstore/index.h"
 #include "blobstore/limits.h"
+#include "common/clock.h"
 #include "common/status.h"
 #include "node/connection.h"
 #include "node/limits.h"
@@ -98,7 +99,8 @@ struct ListCounters {
 
 class Listing {
  public:
-  explicit Listing(Server& server) : server_(server) {}
+  // `clock` is the Server's: a listing drops the values expired by its wall clock.
+  Listing(Server& server, const common::Clock& clock) : server_(server), clock_(clock) {}
 
   static bool handles(const std::string& path);
   Status check_headers(Connection& c);
@@ -115,6 +117,7 @@ class Listing {
  private:
   void finish(const std::shared_ptr<ListOp>& op);
   Server& server_;
+  const common::Clock& clock_;
   ListCounters counters_;
 };
 

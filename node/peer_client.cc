@@ -255,8 +255,9 @@ struct PeerClient::Conn {
   }
 };
 
-PeerClient::PeerClient(uv_loop_t* loop, std::string bind_ip, std::string auth_header)
-    : loop_(loop), bind_ip_(std::move(bind_ip)), auth_header_(std::move(auth_header)) {
+PeerClient::PeerClient(uv_loop_t* loop, const common::Clock& clock, std::string bind_ip,
+                       std::string auth_header)
+    : loop_(loop), clock_(clock), bind_ip_(std::move(bind_ip)), auth_header_(std::move(auth_header)) {
   sweep_ = new uv_timer_t;
   ASSERT(uv_timer_init(loop_, sweep_) == 0);
   sweep_->data = this;
@@ -313,7 +314,7 @@ void PeerClient::send_on(const std::string& addr, std::unique_ptr<PeerRequest> r
   c->req = std::move(req);
   Status connect_error = c->error;
   c->reset_response();
-  c->deadline_ms = uv_now(loop_) + c->req->timeout_ms;
+  c->deadline_ms = clock_.monotonic_ms() + c->req->timeout_ms;
   busy_.insert(c);
   if (!connect_error.is_ok()) return finish(c, connect_error);
   if (c->connected) start(c);
@@ -368,8 +369,9 @@ void PeerClient::finish(Conn* c, Status s) {
     return;
   }
   if (!s.is_ok()) errors_++;
-  if (s.is_ok() && date_seen_ && uv_now(loop_) >= date_sampled_ms_ + date_sample_interval_ms) {
-    date_sampled_ms_ = uv_now(loop_);
+  const std::uint64_t now = clock_.monotonic_ms();
+  if (s.is_ok() && date_seen_ && now >= date_sampled_ms_ + date_sample_interval_ms) {
+    date_sampled_ms_ = now;
     if (const std::string* date = resp.header("date")) {
       std::int64_t t = parse_http_date(*date);
       if (t >= 0) date_seen_(addr, t);
@@ -412,7 +414,7 @@ void PeerClient::maybe_closed() {
 void PeerClient::on_sweep(uv_timer_t* t) {
   auto* self = static_cast<PeerClient*>(t->data);
   if (self == nullptr) return;
-  std::uint64_t now = uv_now(self->loop_);
+  std::uint64_t now = self->clock_.monotonic_ms();
   std::vector<Conn*> late;
   for (Conn* c : self->busy_) {
     if (now >= c->deadline_ms) late.push_back(c);

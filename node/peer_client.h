@@ -4,8 +4,9 @@
 // a response body is collected (up to a cap) or handed to a sink as it arrives.
 // A request that failed on a reused pooled connection before any answer is retried
 // once on a fresh connection (the peer may have closed it while it was idle).
+// Deadlines are in `clock`'s monotonic ms (the sweep timer checks them).
 // Owns: the connections. Thread: the loop thread only. Lifetime: close() must complete
-// before destruction; the loop must outlive it.
+// before destruction; the loop and the clock must outlive it.
 #pragma once
 
 #include <llhttp.h>
@@ -19,6 +20,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace node {
@@ -52,7 +54,8 @@ struct PeerRequest {
 
 class PeerClient {
  public:
-  PeerClient(uv_loop_t* loop, std::string bind_ip, std::string auth_header);
+  PeerClient(uv_loop_t* loop, const common::Clock& clock, std::string bind_ip,
+             std::string auth_header);
   ~PeerClient();
   PeerClient(const PeerClient&) = delete;
   PeerClient& operator=(const PeerClient&) = delete;
@@ -86,6 +89,7 @@ class PeerClient {
   static void on_sweep(uv_timer_t* t);
 
   uv_loop_t* loop_;
+  const common::Clock& clock_;
   std::string bind_ip_;
   std::string auth_header_;
   uv_timer_t* sweep_ = nullptr;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/system_clock.h"
 #include "support/loopback_listener.h"
 
 namespace {
@@ -119,7 +120,8 @@ TEST_CASE("a burst of replica requests wider than 64 keeps its connections for t
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
   {
-    node::PeerClient client(&loop, "127.0.0.1", "");
+    common::SystemClock clock(&loop);
+    node::PeerClient client(&loop, clock, "127.0.0.1", "");
     burst(&loop, client, peer.addr(), width);
     CHECK(client.connections_opened() == width);
     burst(&loop, client, peer.addr(), width);

@@ -17,7 +17,8 @@ struct Repairer::Fetch {
   std::size_t answered = 0;
 };
 
-Repairer::Repairer(Server& server, RepairConfig config) : server_(server), config_(config) {}
+Repairer::Repairer(Server& server, const common::Clock& clock, RepairConfig config)
+    : server_(server), clock_(clock), config_(config) {}
 
 Repairer::~Repairer() { ASSERT(timer_ == nullptr); }
 
@@ -27,7 +28,7 @@ Status Repairer::start() {
   ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
   uv_timer_start(timer_, on_timer, limits::repair_tick_ms, limits::repair_tick_ms);
-  tokens_at_ms_ = server_.now_ms();
+  tokens_at_ms_ = clock_.monotonic_ms();
   return Status::ok();
 }
 
@@ -60,8 +61,8 @@ void Repairer::enqueue(Item item) {
 }
 
 void Repairer::tick() {
-  std::uint64_t now = server_.now_ms();
-  server_.store().check_disks(Hlc::wall_clock_ms());
+  std::uint64_t now = clock_.monotonic_ms();
+  server_.store().check_disks(clock_.wall_ms());
   enumerate_failed_disks(now);
   for (auto it = retry_.begin(); it != retry_.end();) {
     if (it->retry_at_ms > now) {
@@ -79,7 +80,7 @@ void Repairer::tick() {
 void Repairer::pump() {
   if (config_.keys_per_s == 0 || closed_ || pumping_) return;
   pumping_ = true;  // start_one may finish synchronously and call back here
-  std::uint64_t now = server_.now_ms();
+  std::uint64_t now = clock_.monotonic_ms();
   // Token bucket: keys_per_s on average, bursts of at most one tick's worth (or one key).
   double burst = std::max(1.0, config_.keys_per_s * limits::repair_tick_ms / 1000.0);
   tokens_ = std::min(burst, tokens_ + static_cast<double>(now - tokens_at_ms_) * config_.keys_per_s / 1000.0);
@@ -108,7 +109,7 @@ void Repairer::enumerate_failed_disks(std::uint64_t now) {
       w.failed_at_ms = now;
       auto n = store.count_on_disk(disk);
       w.rows_left = n.is_ok() ? n.value() : 0;
-      log::warn("disk " + store.disks_info(Hlc::wall_clock_ms())[i].path + " failed: fetching its " +
+      log::warn("disk " + store.disks_info(clock_.wall_ms())[i].path + " failed: fetching its " +
                 std::to_string(w.rows_left) + " blobs from replicas");
     }
     if (!failed) {
@@ -218,7 +219,7 @@ void Repairer::on_versions(const std::shared_ptr<Fetch>& f) {
 
 void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
   const blobstore::BlobMeta want = f->answers[holder];
-  auto spool = server_.store().begin_write(want.key, want.content_type, Hlc::wall_clock_ms());
+  auto spool = server_.store().begin_write(want.key, want.content_type, clock_.wall_ms());
   if (!spool.is_ok()) return finish(f, spool.take_status());
   auto writer = std::make_shared<std::unique_ptr<blobstore::BlobWriter>>(std::move(spool.value()));
   if (f->item.lost.is_hint) (*writer)->set_hint_for(f->item.lost.hint_for);
@@ -258,7 +259,7 @@ void Repairer::fetch_from(const std::shared_ptr<Fetch>& f, std::size_t holder) {
 }
 
 void Repairer::write_tombstone(const std::shared_ptr<Fetch>& f, const blobstore::BlobMeta& m) {
-  Status s = server_.store().remove(m.key, m.version, Hlc::wall_clock_ms(),
+  Status s = server_.store().remove(m.key, m.version, clock_.wall_ms(),
                                     [this, f](Status st, blobstore::CommitResult) {
                                       if (st.is_ok()) counters_.rewritten++;
                                       finish(f, st);
@@ -298,7 +299,7 @@ void Repairer::finish_item(Item& item, Status s) {
     queued_keys_.erase(item.lost.key);
     return;
   }
-  item.retry_at_ms = server_.now_ms() + limits::repair_retry_ms;
+  item.retry_at_ms = clock_.monotonic_ms() + limits::repair_retry_ms;
   retry_.push_back(std::move(item));
 }
 

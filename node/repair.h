@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "blobstore/blob_file.h"
+#include "common/clock.h"
 #include "node/healing_limits.h"
 
 namespace node {
@@ -46,7 +47,8 @@ struct RepairCounters {
 
 class Repairer {
  public:
-  Repairer(Server& server, RepairConfig config);
+  // `clock` is the Server's: wall ms for the disks' checks, monotonic ms for the budget.
+  Repairer(Server& server, const common::Clock& clock, RepairConfig config);
   ~Repairer();
   Repairer(const Repairer&) = delete;
   Repairer& operator=(const Repairer&) = delete;
@@ -81,6 +83,7 @@ class Repairer {
   void finish(const std::shared_ptr<Fetch>& f, Status s);
 
   Server& server_;
+  const common::Clock& clock_;
   RepairConfig config_;
   uv_timer_t* timer_ = nullptr;
   bool closed_ = false;

@@ -6,7 +6,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <ctime>
 
 #include "blobstore/version.h"
 #include "common/assert.h"
@@ -32,6 +31,8 @@ std::uint32_t sweep_interval(const ServerLimits& l) {
 Server::Server(uv_loop_t* loop, ServerConfig config)
     : loop_(loop),
       config_(std::move(config)),
+      system_clock_(config_.clock ? nullptr : std::make_unique<common::SystemClock>(loop)),
+      clock_(config_.clock ? config_.clock : system_clock_.get()),
       hlc_(config_.version_drift_ms),
       read_buffer_(limits::read_buffer_bytes) {}
 
@@ -65,6 +66,9 @@ Status Server::start() {
     return store.take_status();
   }
   store_ = std::move(store.value());
+  // The first byte of the id apart, nodes started in the same millisecond draw apart.
+  rng_.emplace(config_.rng_seed.value_or(clock_->wall_ms() ^
+                                         (static_cast<std::uint64_t>(store_->node_id()[0]) << 56)));
   log::set_node(blobstore::hex(store_->node_id().data(), store_->node_id().size()));
   if (store_->replayed_files() > 0) {
     log::warn("the commit log restored " + std::to_string(store_->replayed_files()) +
@@ -100,10 +104,11 @@ Status Server::start() {
   }
   auth_token_ = auth_token_for(config_.secret);
   cluster_ = std::make_unique<Cluster>(store_->node_id(), address(), config_.vnodes, config_.zone);
-  peers_ = std::make_unique<PeerClient>(loop_, config_.host, "X-Ringstore-Auth: " + auth_token_ + "\r\n");
+  peers_ = std::make_unique<PeerClient>(loop_, *clock_, config_.host,
+                                        "X-Ringstore-Auth: " + auth_token_ + "\r\n");
   peers_->set_date_seen([this](const std::string& addr, std::int64_t date_s) { on_peer_date(addr, date_s); });
-  coordinator_ = std::make_unique<Coordinator>(*this, config_.quorum);
-  ae_ = std::make_unique<AntiEntropy>(*this, config_.anti_entropy);
+  coordinator_ = std::make_unique<Coordinator>(*this, *clock_, config_.quorum);
+  ae_ = std::make_unique<AntiEntropy>(*this, *clock_, config_.anti_entropy);
   store_->set_change_listener([ae = ae_.get()](const std::string& key, const blobstore::CommitResult& r) {
     ae->on_change(key, r);
   });
@@ -111,10 +116,10 @@ Status Server::start() {
     stop(nullptr);
     return s;
   }
-  transfers_ = std::make_unique<Transfers>(*this);
-  listing_ = std::make_unique<Listing>(*this);
+  transfers_ = std::make_unique<Transfers>(*this, *clock_);
+  listing_ = std::make_unique<Listing>(*this, *clock_);
   hint_policy_ = std::make_unique<HintPolicy>(config_.hints);
-  repairer_ = std::make_unique<Repairer>(*this, config_.repair);
+  repairer_ = std::make_unique<Repairer>(*this, *clock_, config_.repair);
   (void)repairer_->start();
   // A damaged copy is fetched again from a replica at once, not when a client reads it.
   store_->set_damage_listener([this](const blobstore::BlobMeta& m) { repairer_->on_damaged(m); });
@@ -154,9 +159,8 @@ Status Server::start_gossip() {
   app.vnodes = config_.vnodes;
   app.zone = config_.zone;
   app.key_count = store_->live_keys();
-  gossip_ = std::make_unique<gossip::UdpTransport>(loop_);
-  std::uint64_t seed = Hlc::wall_clock_ms() ^ (static_cast<std::uint64_t>(store_->node_id()[0]) << 56);
-  Status s = gossip_->start(gc, app, seed, [this](std::uint64_t) { refresh_membership(); });
+  gossip_ = std::make_unique<gossip::UdpTransport>(loop_, *clock_, *rng_);
+  Status s = gossip_->start(gc, app, [this](std::uint64_t) { refresh_membership(); });
   if (!s.is_ok()) {
     gossip_.reset();
     return s;
@@ -199,7 +203,7 @@ gossip::AppState Server::app_state() {
   app.vnodes = config_.vnodes;
   app.zone = config_.zone;
   app.key_count = store_->live_keys();
-  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+  for (const auto& d : store_->disks_info(clock_->wall_ms())) {
     app.disk_used_bytes += d.total_bytes - d.free_bytes;
   }
   return app;
@@ -271,7 +275,7 @@ void Server::check_twin() {
   const auto& claim = gossip_->membership().self_claim();
   if (!claim || exit_code_ != 0) return;
   twin_claims_++;
-  twin_at_unix_ms_ = Hlc::wall_clock_ms();
+  twin_at_unix_ms_ = clock_->wall_ms();
   if (!claim->addr.empty()) twin_addr_ = claim->addr;
   const std::string id = blobstore::hex(store_->node_id().data(), store_->node_id().size());
   const std::string other = twin_addr_.empty() ? "an address the peers have not named" : twin_addr_;
@@ -317,7 +321,7 @@ nlohmann::json Server::twins_json() {
 }
 
 Status Server::accept_version(const blobstore::Version& v) {
-  std::uint64_t wall = Hlc::wall_clock_ms();
+  std::uint64_t wall = clock_->wall_ms();
   if (hlc_.observe(v.hlc, wall)) return Status::ok();
   counters_.versions_refused++;
   std::string ahead = std::to_string(v.wall_ms() - wall);
@@ -335,7 +339,7 @@ Status Server::accept_version(const blobstore::Version& v) {
 // The Date header names the second the answer was made in: its middle is the best
 // guess, so a sample is within about a second of the truth on loopback or a LAN.
 void Server::on_peer_date(const std::string& addr, std::int64_t date_s) {
-  std::int64_t offset = date_s * 1000 + 500 - static_cast<std::int64_t>(Hlc::wall_clock_ms());
+  std::int64_t offset = date_s * 1000 + 500 - static_cast<std::int64_t>(clock_->wall_ms());
   std::uint64_t now = now_ms();
   clock_watch_.sample(addr, offset, now);
   if (clock_checked_ms_ != 0 && now < clock_checked_ms_ + 1000) return;
@@ -436,7 +440,7 @@ nlohmann::json Server::clock_json() {
 
 nlohmann::json Server::status_json() {
   nlohmann::json disks = nlohmann::json::array();
-  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+  for (const auto& d : store_->disks_info(clock_->wall_ms())) {
     disks.push_back({{"path", d.path}, {"healthy", d.healthy}, {"full", d.full}, {"free_bytes", d.free_bytes},
                      {"total_bytes", d.total_bytes},
                      {"state", !d.healthy ? "failed" : d.full ? "full" : "healthy"},
@@ -500,7 +504,7 @@ nlohmann::json Server::status_json() {
                          {"never_written", store_->committer().files_never_written()}}},
       {"cache", {{"bytes", store_->cache().bytes()}, {"bytes_max", store_->cache().bytes_max()},
                  {"hits", store_->cache().hits()}, {"misses", store_->cache().misses()}}},
-      {"hints_by_target", hint_policy_->targets_json(*cluster_, Hlc::wall_clock_ms())},
+      {"hints_by_target", hint_policy_->targets_json(*cluster_, clock_->wall_ms())},
       {"hint_policy", healing_policy_json()},
       {"repair", repairer_->status_json()},
       {"scrub", scrub_json()},
@@ -508,7 +512,7 @@ nlohmann::json Server::status_json() {
 }
 
 const std::string& Server::date_header() {
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = static_cast<std::int64_t>(clock_->wall_ms() / 1000);
   if (now != date_second_) {
     date_second_ = now;
     date_ = "Date: " + http_date(now) + "\r\n";
@@ -713,7 +717,7 @@ std::string Server::metrics_text() {
   out += "ringstore_members{state=\"down\"} " + std::to_string(down) + "\n";
   metric_header(out, "ringstore_disk_bytes", "gauge", "Disk space by disk and kind.");
   std::string healthy, full;
-  for (const auto& d : store_->disks_info(Hlc::wall_clock_ms())) {
+  for (const auto& d : store_->disks_info(clock_->wall_ms())) {
     std::string l = "disk=\"" + d.path + "\"";
     out += "ringstore_disk_bytes{" + l + ",kind=\"used\"} " + std::to_string(d.total_bytes - d.free_bytes) + "\n";
     out += "ringstore_disk_bytes{" + l + ",kind=\"free\"} " + std::to_string(d.free_bytes) + "\n";

@@ -2,15 +2,18 @@
 // connections, the sweep timer that enforces their deadlines, and the BlobStore with the
 // async handle its committer wakes the loop through. It also answers requests
 // (handlers.cc): the public blob API and the /_/ system endpoints.
+// It owns the node's time and randomness: every subsystem it builds reads the one Clock
+// (config.clock, or a SystemClock on the loop) and draws from the one Rng.
 // Thread: the loop thread only (start() and stop() included).
-// Lifetime: the loop must outlive the Server; close() must complete (its callback run)
-// before the Server is destroyed.
+// Lifetime: the loop, and config.clock when given, must outlive the Server; close() must
+// complete (its callback run) before the Server is destroyed.
 #pragma once
 
 #include <uv.h>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -18,6 +21,9 @@
 #include "blobstore/blob_store.h"
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
+#include "common/rng.h"
+#include "common/system_clock.h"
 #include "gossip/udp_transport.h"
 #include "node/anti_entropy.h"
 #include "node/clock_watch.h"
@@ -61,6 +67,11 @@ struct ServerConfig {
   blobstore::SyncPolicy sync;    // when writes reach the disk (always, or periodic)
   std::uint64_t version_drift_ms = limits::version_drift_ms_default;  // see Hlc
   std::uint32_t id_conflict_window_ms = limits::twin_start_window_ms;  // see check_twin()
+  // Where the node reads the time: tests (and a simulation) pass a ManualClock; nullptr
+  // is a SystemClock on the loop. Not owned.
+  const common::Clock* clock = nullptr;
+  // The seed of the node's Rng; without one, the wall clock at start and the node id.
+  std::optional<std::uint64_t> rng_seed;
 };
 
 struct ServerCounters {
@@ -92,7 +103,14 @@ class Server {
   bool stopping() const { return stopping_; }
   const ServerLimits& limits() const { return config_.limits; }
   blobstore::BlobStore& store() { return *store_; }
-  std::uint64_t now_ms() const { return uv_now(loop_); }
+  // The node's clock, and its monotonic ms (deadlines and rates are set in these).
+  const common::Clock& clock() const { return *clock_; }
+  std::uint64_t now_ms() const { return clock_->monotonic_ms(); }
+  // The node's one randomness source. REQUIRES: started (it is seeded with the node id).
+  common::Rng& rng() {
+    ASSERT(rng_.has_value());
+    return *rng_;
+  }
   const std::string& date_header();  // "Date: ...\r\n", cached for the current second
   char* read_buffer() { return read_buffer_.data(); }
   std::size_t read_buffer_size() const { return read_buffer_.size(); }
@@ -181,6 +199,9 @@ class Server {
 
   uv_loop_t* loop_;
   ServerConfig config_;
+  std::unique_ptr<common::SystemClock> system_clock_;  // only when config_.clock is null
+  const common::Clock* clock_;                         // config_.clock or system_clock_
+  std::optional<common::Rng> rng_;                     // seeded in start()
   std::unique_ptr<blobstore::BlobStore> store_;
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PeerClient> peers_;

@@ -4,7 +4,6 @@
 
 #include "common/assert.h"
 #include "node/coordinator.h"
-#include "node/hlc.h"
 #include "node/http_status.h"
 #include "node/json_util.h"
 #include "node/log.h"
@@ -128,7 +127,7 @@ PassState PassState::from_json(const nlohmann::json& j) {
 
 // ---- life cycle ----
 
-Transfers::Transfers(Server& server) : server_(server) {
+Transfers::Transfers(Server& server, const common::Clock& clock) : server_(server), clock_(clock) {
   timer_ = new uv_timer_t;
   ASSERT(uv_timer_init(server_.loop(), timer_) == 0);
   timer_->data = this;
@@ -237,7 +236,7 @@ void Transfers::on_membership() {
     set_status(gossip::NodeStatus::removed);
   }
   if (status_ == gossip::NodeStatus::removed) return;
-  std::uint64_t now = Hlc::wall_clock_ms();
+  std::uint64_t now = clock_.wall_ms();
   std::uint64_t sig = ring_signature();
   if (sig != last_signature_) {
     last_signature_ = sig;
@@ -276,7 +275,7 @@ void Transfers::start_pass(PassKind kind) {
   if (kind != PassKind::handoff && p.done && !p.active) p = PassState{};  // a new change
   if (!p.active) {
     p.active = true;
-    p.started_ms = Hlc::wall_clock_ms();
+    p.started_ms = clock_.wall_ms();
   }
   log::info(std::string(pass_name(kind)) + " pass starts at range " +
             std::to_string(p.ranges_done()) + "/" + std::to_string(transfer_limits::ranges_total));
@@ -408,7 +407,7 @@ void Transfers::plan_window() {
   listed_.clear();
   next_work_ = work_in_flight_ = 0;
   work_left_ = work_.size();
-  window_started_ms_ = uv_now(server_.loop());
+  window_started_ms_ = clock_.monotonic_ms();
   window_failed_ = false;
   if (work_.empty()) return window_done();
   pump();
@@ -430,7 +429,7 @@ void Transfers::plan_key(const std::string& key, const std::vector<Holding>& hol
   // A tombstone past its grace is being purged: a member that lacks it purged it, and a
   // copy sent there now would only be purged again.
   std::uint64_t grace_ms = server_.config().anti_entropy.tombstone_grace_s * 1000;
-  std::uint64_t now_ms = Hlc::wall_clock_ms();
+  std::uint64_t now_ms = clock_.wall_ms();
   if (newest->tombstone && now_ms > newest->version.wall_ms() &&
       now_ms - newest->version.wall_ms() > grace_ms) {
     return;
@@ -537,7 +536,7 @@ void Transfers::pump() {
   const std::uint32_t rate = server_.config().transfer_keys_per_s;
   std::uint64_t allowed = UINT64_MAX;
   if (rate > 0) {
-    std::uint64_t elapsed = uv_now(server_.loop()) - window_started_ms_;
+    std::uint64_t elapsed = clock_.monotonic_ms() - window_started_ms_;
     allowed = 1 + elapsed * rate / 1000;
   }
   while (running_ && work_in_flight_ < transfer_limits::keys_in_flight_max &&
@@ -644,7 +643,7 @@ void Transfers::finish_pass() {
   }
   running_ = false;
   p.active = false;
-  p.finished_ms = Hlc::wall_clock_ms();
+  p.finished_ms = clock_.wall_ms();
   save_pass(kind_);
   log::info(std::string(pass_name(kind_)) + " pass done in " +
             std::to_string(p.finished_ms - p.started_ms) + " ms: " + std::to_string(p.keys_sent) +

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "blobstore/version.h"
+#include "common/clock.h"
 #include "gossip/types.h"
 #include "node/cluster.h"
 #include "node/connection.h"
@@ -103,7 +104,8 @@ struct PassState {
 
 class Transfers {
  public:
-  explicit Transfers(Server& server);
+  // `clock` is the Server's: wall ms for the status, monotonic ms for the rate window.
+  Transfers(Server& server, const common::Clock& clock);
   ~Transfers();
 
   // The status this node starts with: the one it had (kept in the meta row
@@ -182,6 +184,7 @@ class Transfers {
   void remove_member(Connection& c);
 
   Server& server_;
+  const common::Clock& clock_;
   gossip::NodeStatus status_ = gossip::NodeStatus::normal;
   PassState join_, leave_, handoff_;
   bool stopped_ = false;

@@ -1,12 +1,15 @@
 // Rng: a small deterministic generator (xoshiro256**, seeded through splitmix64), so that
-// a seeded simulation replays exactly. Not for secrets.
+// a seeded simulation replays exactly. Not for secrets. A node draws every random number
+// from one of these, which its Server owns and hands out (gossip's peer choice is the
+// only draw today); given the same seed and the same calls, it draws the same numbers.
+// Thread: one owner.
 #pragma once
 
 #include <cstdint>
 
 #include "common/assert.h"
 
-namespace gossip {
+namespace common {
 
 class Rng {
  public:
@@ -59,4 +62,4 @@ class Rng {
   std::uint64_t s_[4];
 };
 
-}  // namespace gossip
+}  // namespace common
