@@ -11,9 +11,10 @@
 // The gathered bytes are not in the file yet, so every other access to that WAL goes
 // through the gathering first: a read, size, truncate, sync, file control or close by
 // any connection writes them out before it runs (a reader that sees the new frames in
-// the WAL index finds them in the file). IndexWriter::commit() writes them out at the
-// end of each transaction. A kill before then loses the transaction's frames, which
-// synchronous=NORMAL allows anyway: the commit log holds every such row again.
+// the WAL index finds them in the file). Every commit writes them out before it
+// returns (flush_wal_on_commit, the connection's WAL hook). A kill before then loses
+// that transaction, which nobody has been told of yet and whose rows the commit log
+// holds; a synced commit writes them out before its sync.
 // Thread: any; the state shared by one WAL's connections is guarded by a mutex.
 #pragma once
 

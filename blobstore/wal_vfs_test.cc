@@ -28,15 +28,25 @@ BlobMeta row(int i) {
   return m;
 }
 
+// An index with its writer and a reader, as a node opens them.
+struct Index {
+  testing::TempDir dir;
+  std::string db = dir.path() + "/index.db";
+  IndexWriter w;
+  IndexReader r;
+  Index() {
+    REQUIRE(w.open(db, {dir.path() + "/disk"}, /*sync_commits=*/false).is_ok());
+    REQUIRE(r.open(db).is_ok());
+  }
+};
+
 }  // namespace
 
 TEST_CASE("a transaction's WAL writes reach the file as one write when it commits", "[blobstore][wal]") {
-  testing::TempDir dir;
-  const std::string db = dir.path() + "/index.db";
-  IndexWriter w;
-  REQUIRE(w.open(db, {dir.path() + "/disk"}, /*sync_commits=*/false).is_ok());
-  IndexReader r;
-  REQUIRE(r.open(db).is_ok());
+  Index x;
+  const std::string& db = x.db;
+  IndexWriter& w = x.w;
+  IndexReader& r = x.r;
 
   for (int round = 0; round < 3; round++) {
     const std::int64_t before = file_size(db + "-wal");
@@ -90,12 +100,9 @@ TEST_CASE("a transaction's WAL writes of any length reach the file whole", "[blo
   // The unix VFS writes at most 128 KiB per call, and nothing of a write of exactly
   // 128 KiB: gathered writes go out in smaller pieces. Transactions of growing size
   // cross every multiple of 128 KiB.
-  testing::TempDir dir;
-  const std::string db = dir.path() + "/index.db";
-  IndexWriter w;
-  REQUIRE(w.open(db, {dir.path() + "/disk"}, /*sync_commits=*/false).is_ok());
-  IndexReader r;
-  REQUIRE(r.open(db).is_ok());
+  Index x;
+  IndexWriter& w = x.w;
+  IndexReader& r = x.r;
   int next = 0;
   for (int n = 100; n <= 3000; n += 290) {
     REQUIRE(w.begin().is_ok());
