@@ -130,9 +130,11 @@ TEST_CASE("stored headers and expiry travel to every replica, through handoff to
   CHECK(got.body == "value one");
   check_stored(got, got);
   check_stored(request("HEAD", g.nodes[coord]->url(key)), got);
-  // Every owner holds the same block and expiry (read from its own copy alone).
+  // Every owner holds the same block and expiry (read from its own copy alone). At W=2
+  // the PUT may be answered before the third owner has committed its copy.
   for (int o : g.owners(key)) {
     INFO("owner " << o);
+    REQUIRE(wait_for([&] { return g.own_copy(static_cast<std::size_t>(o), key).status == 200; }, 10) >= 0);
     check_stored(request("GET", g.nodes[o]->url(key + "?r=1")), got);
     check_copy(g.own_copy(static_cast<std::size_t>(o), key), got);
   }
