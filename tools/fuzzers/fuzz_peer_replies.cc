@@ -1,0 +1,93 @@
+// libFuzzer target for the parsers of other nodes' replies: a member's listing page
+// (decode_list_answer, node/listing.h, and the merge of pages) and a member's range
+// listing during a transfer (parse_range_listing, node/transfers.h). A peer's reply is
+// input like any other: no reply may crash the node, and what a parser accepts must hold
+// the invariants its callers rely on.
+//
+// Input: byte 0 picks the parser (even: a listing page, odd: a range listing).
+//   listing page: then fields separated by '\n': prefix, start, limit (decimal; taken
+//                 modulo 1,001), and the rest is the body.
+//   range listing: the rest is the body.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "node/listing.h"
+#include "node/request.h"
+#include "node/transfers.h"
+#include "tools/fuzzers/fuzz_support.h"
+
+namespace {
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// Splits off the text before the next '\n' (all of it when there is none).
+std::string_view take_field(std::string_view* in) {
+  std::size_t nl = in->find('\n');
+  std::string_view f = in->substr(0, nl);
+  *in = nl == std::string_view::npos ? std::string_view() : in->substr(nl + 1);
+  return f;
+}
+
+void listing_page(std::string_view in) {
+  std::string_view prefix = take_field(&in);
+  std::string_view start = take_field(&in);
+  std::string_view limit_text = take_field(&in);
+  std::size_t limit = 0;
+  for (char c : limit_text) limit = (limit * 10 + static_cast<unsigned char>(c)) % 1001;
+  node::ListAnswer a;
+  if (!node::decode_list_answer(in, prefix, start, limit, &a).is_ok()) return;
+  // What the merge and the pager rely on.
+  CHECK(a.rows.size() <= limit);
+  std::string_view from = start > prefix ? start : prefix;
+  for (std::size_t i = 0; i < a.rows.size(); i++) {
+    CHECK(starts_with(a.rows[i].key, prefix));
+    CHECK(a.rows[i].key >= from);
+    if (i > 0) CHECK(a.rows[i - 1].key < a.rows[i].key);
+  }
+  if (!a.next.empty()) {
+    CHECK(starts_with(a.next, prefix));
+    CHECK(a.rows.empty() ? a.next >= from : a.next > a.rows.back().key);
+  }
+  // What a node sends, it reads back as it was.
+  node::ListAnswer back;
+  CHECK(node::decode_list_answer(node::encode_list_answer(a), prefix, start, limit, &back).is_ok());
+  CHECK(back.rows.size() == a.rows.size() && back.next == a.next);
+  for (std::size_t i = 0; i < a.rows.size(); i++) {
+    CHECK(back.rows[i].key == a.rows[i].key);
+    CHECK(back.rows[i].version == a.rows[i].version);
+    CHECK(back.rows[i].tombstone == a.rows[i].tombstone);
+  }
+  // Two members with the same page: each key once, in order, within the limit, and a
+  // next page that starts after this one.
+  for (node::ListMode mode : {node::ListMode::live, node::ListMode::unlinked}) {
+    std::vector<std::string> keys;
+    std::string next;
+    node::merge_list_answers({&a, &back}, limit, &keys, &next, mode, 0);
+    CHECK(keys.size() <= limit);
+    for (std::size_t i = 1; i < keys.size(); i++) CHECK(keys[i - 1] < keys[i]);
+    if (!next.empty() && !keys.empty()) CHECK(next > keys.back());
+  }
+}
+
+void range_listing(std::string_view in) {
+  node::RangeListing r;
+  if (!node::parse_range_listing(std::string(in), &r)) return;
+  // Every entry kept names a key the node could store.
+  for (const auto& e : r.entries) CHECK(node::validate_key(e.key).is_ok());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
+  if (data[0] % 2 == 0) {
+    listing_page(in);
+  } else {
+    range_listing(in);
+  }
+  return 0;
+}
