@@ -26,13 +26,7 @@ constexpr std::string_view ae_keys = "_/internal/ae/keys";
 constexpr std::uint16_t no_member = 0xffff;
 static_assert(ring::limits::nodes_max < no_member, "member indices fit 16 bits");
 
-struct Entry {
-  std::string key;
-  blobstore::Version version;
-  bool tombstone = false;
-  std::uint64_t position = 0;
-  std::uint64_t expires_ms = 0;  // a value's expiry (0: none)
-};
+using Entry = AeEntry;
 
 // This node's replica rows (hint rows left out) at positions in [from, to], in position
 // order, at most about `limit` of them. When the range goes on past them, *more is set
@@ -491,12 +485,11 @@ void AntiEntropy::sync_page(const std::shared_ptr<Compare>& cmp) {
   req->timeout_ms = server_.coordinator().config().replica_timeout_ms;
   req->done = [this, cmp](Status s, PeerResponse r) {
     if (!pass_alive(cmp->gen)) return;
-    auto j = nlohmann::json::parse(r.body, nullptr, false);
-    if (!s.is_ok() || r.status != 200 || !j.is_object()) {
+    if (!s.is_ok() || r.status != 200) {
       counters_.peer_errors++;
       return next_peer();
     }
-    on_keys_page(cmp, j);
+    on_keys_page(cmp, r.body);
   };
   server_.peers().send(cmp->addr, std::move(req));
 }
@@ -504,9 +497,11 @@ void AntiEntropy::sync_page(const std::shared_ptr<Compare>& cmp) {
 // Merges one page of the peer's entries with this node's rows over the span both cover,
 // and queues what differs. Last writer wins; a tombstone past its grace that one side
 // lacks is left alone (that side purged it).
-void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohmann::json& j) {
-  const std::uint64_t from = cmp->cursor;
-  const std::uint64_t to = cmp->ranges[cmp->next_range].second;
+bool parse_keys_page(std::string_view text, std::uint64_t from, std::uint64_t to,
+                     std::vector<AeEntry>* out, std::uint64_t* covered_to) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  std::vector<Entry>& remote = *out;
+  remote.clear();
   const nlohmann::json* entries = field(j, "entries");
   const nlohmann::json* next = field(j, "next");
   bool bad = entries == nullptr || !entries->is_array() || next == nullptr ||
@@ -517,7 +512,6 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     bad = nx <= from || nx > to;
     remote_end = nx - 1;
   }
-  std::vector<Entry> remote;
   for (std::size_t i = 0; !bad && i < entries->size(); i++) {
     const nlohmann::json& e = (*entries)[i];
     Entry x;
@@ -538,7 +532,16 @@ void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohma
     bad = x.position < from || x.position > remote_end;
     remote.push_back(std::move(x));
   }
-  if (bad) {
+  *covered_to = remote_end;
+  return !bad;
+}
+
+void AntiEntropy::on_keys_page(const std::shared_ptr<Compare>& cmp, std::string_view body) {
+  const std::uint64_t from = cmp->cursor;
+  const std::uint64_t to = cmp->ranges[cmp->next_range].second;
+  std::vector<Entry> remote;
+  std::uint64_t remote_end = to;
+  if (!parse_keys_page(body, from, to, &remote, &remote_end)) {
     counters_.peer_errors++;
     log::warn("anti-entropy: bad key list from " + cmp->addr);
     return next_peer();

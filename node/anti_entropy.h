@@ -33,6 +33,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "blobstore/committer.h"
@@ -45,6 +46,23 @@
 namespace node {
 
 class Server;
+
+// One replica row as anti-entropy compares it: this node's, or a peer's from its key list.
+struct AeEntry {
+  std::string key;
+  blobstore::Version version;
+  bool tombstone = false;
+  std::uint64_t position = 0;
+  std::uint64_t expires_ms = 0;  // a value's expiry (0: none)
+};
+
+// Reads a peer's answer to GET /_/internal/ae/keys?from=FROM&to=TO without throwing:
+// {"entries":[["hex key","version",0|1(,expires_ms)],...],"next":P|null}. Every key
+// must be valid and lie in [from, *covered_to]; `next` (null: the range is complete)
+// must lie in (from, to], and the answer then covers [from, next - 1]. False for
+// anything else (the peer's failure).
+bool parse_keys_page(std::string_view body, std::uint64_t from, std::uint64_t to,
+                     std::vector<AeEntry>* out, std::uint64_t* covered_to);
 
 namespace limits {
 // The loop's tick: the transfer budget refills and the next step runs at this pace.
@@ -143,7 +161,7 @@ class AntiEntropy {
   void fetch_arcs(const std::shared_ptr<Compare>& cmp, std::size_t group);
   void sync_runs(const std::shared_ptr<Compare>& cmp);
   void sync_page(const std::shared_ptr<Compare>& cmp);
-  void on_keys_page(const std::shared_ptr<Compare>& cmp, const nlohmann::json& j);
+  void on_keys_page(const std::shared_ptr<Compare>& cmp, std::string_view body);
   void finish_runs(const std::shared_ptr<Compare>& cmp);
   void local_step();
   void finish_pass();

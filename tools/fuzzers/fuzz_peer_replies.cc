@@ -1,19 +1,24 @@
 // libFuzzer target for the parsers of other nodes' replies: a member's listing page
-// (decode_list_answer, node/listing.h, and the merge of pages) and a member's range
-// listing during a transfer (parse_range_listing, node/transfers.h). A peer's reply is
+// (decode_list_answer, node/listing.h, and the merge of pages), a member's range listing
+// during a transfer (parse_range_listing, node/transfers.h) and a replica's key list in
+// an anti-entropy comparison (parse_keys_page, node/anti_entropy.h). A peer's reply is
 // input like any other: no reply may crash the node, and what a parser accepts must hold
 // the invariants its callers rely on.
 //
-// Input: byte 0 picks the parser (even: a listing page, odd: a range listing).
-//   listing page: then fields separated by '\n': prefix, start, limit (decimal; taken
-//                 modulo 1,001), and the rest is the body.
-//   range listing: the rest is the body.
+// Input: byte 0 modulo 3 picks the parser.
+//   0, listing page: then fields separated by '\n': prefix, start, limit (decimal; taken
+//                    modulo 1,001), and the rest is the body.
+//   1, range listing: the rest is the body.
+//   2, key list: 16 bytes, the range's ends (from, to; little-endian u64, swapped when
+//                from > to), then the body.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "node/anti_entropy.h"
 #include "node/listing.h"
 #include "node/request.h"
 #include "node/transfers.h"
@@ -79,15 +84,30 @@ void range_listing(std::string_view in) {
   for (const auto& e : r.entries) CHECK(node::validate_key(e.key).is_ok());
 }
 
+void key_list(std::string_view in) {
+  if (in.size() < 16) return;
+  std::uint64_t from = fuzz::get_le(in.data(), 8), to = fuzz::get_le(in.data() + 8, 8);
+  if (from > to) std::swap(from, to);
+  std::vector<node::AeEntry> entries;
+  std::uint64_t covered = 0;
+  if (!node::parse_keys_page(in.substr(16), from, to, &entries, &covered)) return;
+  // The merge compares [from, covered] and goes on from covered + 1.
+  CHECK(covered >= from && covered <= to);
+  for (const auto& e : entries) {
+    CHECK(node::validate_key(e.key).is_ok());
+    CHECK(e.position >= from && e.position <= covered);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (data[0] % 2 == 0) {
-    listing_page(in);
-  } else {
-    range_listing(in);
+  switch (data[0] % 3) {
+    case 0: listing_page(in); break;
+    case 1: range_listing(in); break;
+    default: key_list(in); break;
   }
   return 0;
 }
