@@ -91,6 +91,49 @@ bool compares_with(const ring::NodeId& self, const ring::NodeId& peer) {
 
 }  // namespace
 
+bool parse_summary_answer(std::string_view body, std::size_t shared_arcs, std::size_t start,
+                          std::vector<blobstore::Leaf>* groups, std::size_t* next) {
+  groups->clear();
+  *next = 0;
+  auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* g = field(j, "groups");
+  const nlohmann::json* arcs = field(j, "shared_arcs");
+  const nlohmann::json* nx = field(j, "next");
+  if (g == nullptr || !g->is_array() || arcs == nullptr || !arcs->is_number_unsigned() ||
+      arcs->get<std::uint64_t>() != shared_arcs || nx == nullptr) {
+    return false;
+  }
+  const std::size_t group_count = (shared_arcs + limits::ae_group_arcs - 1) / limits::ae_group_arcs;
+  if (start > group_count || g->size() > group_count - start) return false;
+  for (const nlohmann::json& e : *g) {
+    blobstore::Leaf leaf;
+    if (!parse_leaf(e, 0, &leaf)) return false;
+    groups->push_back(leaf);
+  }
+  if (nx->is_number_unsigned() && nx->get<std::uint64_t>() > start && nx->get<std::uint64_t>() < group_count) {
+    *next = static_cast<std::size_t>(nx->get<std::uint64_t>());
+  }
+  return true;
+}
+
+bool parse_arcs_answer(std::string_view body, const std::size_t* arcs, std::size_t n,
+                       std::vector<blobstore::Leaf>* out) {
+  out->clear();
+  auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* a = field(j, "arcs");
+  if (a == nullptr || !a->is_array() || a->size() != n) return false;
+  for (std::size_t i = 0; i < n; i++) {
+    const nlohmann::json& e = (*a)[i];
+    blobstore::Leaf leaf;
+    if (!e.is_array() || e.empty() || !e[0].is_number_unsigned() || e[0].get<std::uint64_t>() != arcs[i] ||
+        !parse_leaf(e, 1, &leaf)) {
+      return false;
+    }
+    out->push_back(leaf);
+  }
+  return true;
+}
+
 struct AntiEntropy::Transfer {
   enum class Kind : std::uint8_t { push, pull, handoff, purge_check };
   Kind kind = Kind::push;
@@ -355,27 +398,19 @@ void AntiEntropy::fetch_groups(const std::shared_ptr<Compare>& cmp) {
   req->timeout_ms = server_.coordinator().config().replica_timeout_ms;
   req->done = [this, cmp](Status s, PeerResponse r) {
     if (!pass_alive(cmp->gen)) return;
-    auto j = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-    const nlohmann::json* groups = field(j, "groups");
-    const nlohmann::json* arcs = field(j, "shared_arcs");
-    const nlohmann::json* next = field(j, "next");
-    if (!s.is_ok() || r.status != 200 || groups == nullptr || !groups->is_array() ||
-        arcs == nullptr || !arcs->is_number_unsigned() ||
-        arcs->get<std::uint64_t>() != cmp->shared.size() || next == nullptr) {
+    std::vector<blobstore::Leaf> groups;
+    std::size_t next = 0;
+    if (!s.is_ok() || r.status != 200 ||
+        !parse_summary_answer(r.body, cmp->shared.size(), cmp->groups_start, &groups, &next)) {
       counters_.peer_errors++;
       if (s.is_ok() && r.status != 409 && r.status != 503) {
         log::warn("anti-entropy: bad summary answer from " + cmp->addr + ": " + std::to_string(r.status));
       }
       return next_peer();
     }
-    std::size_t group_count = (cmp->shared.size() + limits::ae_group_arcs - 1) / limits::ae_group_arcs;
-    for (std::size_t i = 0; i < groups->size(); i++) {
+    for (std::size_t i = 0; i < groups.size(); i++) {
       std::size_t g = cmp->groups_start + i;
-      blobstore::Leaf remote;
-      if (g >= group_count || !parse_leaf((*groups)[i], 0, &remote)) {
-        counters_.peer_errors++;
-        return next_peer();
-      }
+      const blobstore::Leaf& remote = groups[i];
       blobstore::Leaf local;
       std::size_t end = std::min(cmp->shared.size(), (g + 1) * limits::ae_group_arcs);
       for (std::size_t k = g * limits::ae_group_arcs; k < end; k++) local.add(summaries_->leaf(cmp->shared[k]));
@@ -385,9 +420,8 @@ void AntiEntropy::fetch_groups(const std::shared_ptr<Compare>& cmp) {
         cmp->remote_groups[g] = remote;
       }
     }
-    if (next->is_number_unsigned() && next->get<std::uint64_t>() > cmp->groups_start &&
-        next->get<std::uint64_t>() < group_count) {
-      cmp->groups_start = next->get<std::uint64_t>();
+    if (next != 0) {
+      cmp->groups_start = next;
       return fetch_groups(cmp);
     }
     next_group(cmp);
@@ -420,25 +454,17 @@ void AntiEntropy::fetch_arcs(const std::shared_ptr<Compare>& cmp, std::size_t g)
   req->timeout_ms = server_.coordinator().config().replica_timeout_ms;
   req->done = [this, cmp, g](Status s, PeerResponse r) {
     if (!pass_alive(cmp->gen)) return;
-    auto j = nlohmann::json::parse(r.body, nullptr, false);
-    const nlohmann::json* arcs = field(j, "arcs");
     std::size_t begin = g * limits::ae_group_arcs;
     std::size_t end = std::min(cmp->shared.size(), begin + limits::ae_group_arcs);
-    if (!s.is_ok() || r.status != 200 || arcs == nullptr || !arcs->is_array() ||
-        arcs->size() != end - begin) {
+    std::vector<blobstore::Leaf> leaves;
+    if (!s.is_ok() || r.status != 200 ||
+        !parse_arcs_answer(r.body, cmp->shared.data() + begin, end - begin, &leaves)) {
       counters_.peer_errors++;
       return next_peer();
     }
     cmp->run_arcs.clear();
-    for (std::size_t i = 0; i < arcs->size(); i++) {
-      const nlohmann::json& a = (*arcs)[i];
-      blobstore::Leaf remote;
-      if (!a.is_array() || a.empty() || !a[0].is_number_unsigned() ||
-          a[0].get<std::uint64_t>() != cmp->shared[begin + i] || !parse_leaf(a, 1, &remote)) {
-        counters_.peer_errors++;
-        return next_peer();
-      }
-      if (!summaries_->leaf(cmp->shared[begin + i]).same(remote)) cmp->run_arcs.push_back(cmp->shared[begin + i]);
+    for (std::size_t i = 0; i < leaves.size(); i++) {
+      if (!summaries_->leaf(cmp->shared[begin + i]).same(leaves[i])) cmp->run_arcs.push_back(cmp->shared[begin + i]);
     }
     sync_runs(cmp);
   };

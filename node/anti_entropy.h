@@ -64,6 +64,18 @@ struct AeEntry {
 bool parse_keys_page(std::string_view body, std::uint64_t from, std::uint64_t to,
                      std::vector<AeEntry>* out, std::uint64_t* covered_to);
 
+// Reads a peer's summary page (GET /_/internal/ae/summary?...&start=START):
+// {"groups":[["hash",count],...],"shared_arcs":N,"next":G|null}. N must equal
+// `shared_arcs` (the arcs this node shares with the peer), and the groups from `start`
+// on must be groups of those arcs. *next is the next page's first group, 0 when there
+// is none (a `next` outside (start, group count) ends the pages). False otherwise.
+bool parse_summary_answer(std::string_view body, std::size_t shared_arcs, std::size_t start,
+                          std::vector<blobstore::Leaf>* groups, std::size_t* next);
+// Reads a peer's leaves of one group's arcs (...&group=G): {"arcs":[[arc,"hash",count],
+// ...]}, exactly the n arcs `arcs` in that order. False otherwise.
+bool parse_arcs_answer(std::string_view body, const std::size_t* arcs, std::size_t n,
+                       std::vector<blobstore::Leaf>* out);
+
 namespace limits {
 // The loop's tick: the transfer budget refills and the next step runs at this pace.
 inline constexpr std::uint32_t ae_tick_ms = 20;

@@ -59,3 +59,47 @@ TEST_CASE("a key list is read with its coverage, and a malformed one is refused"
                                 0, all, &out, &covered));
   }
 }
+
+TEST_CASE("a summary page and a group's arcs are read, and malformed ones refused", "[anti-entropy]") {
+  const std::string h = "0123456789abcdef0123456789abcdef";
+  std::vector<blobstore::Leaf> leaves;
+  std::size_t next = 0;
+  // 200 shared arcs: 4 groups of 64. Two from group 1, the next page at group 3.
+  REQUIRE(node::parse_summary_answer(R"({"groups":[[")" + h + R"(",3],[")" + h + R"(",0]],"shared_arcs":200,"next":3})",
+                                     200, 1, &leaves, &next));
+  REQUIRE(leaves.size() == 2);
+  CHECK(leaves[0].count == 3);
+  CHECK(leaves[0].hash_hex() == h);
+  CHECK(next == 3);
+  // The last page: next null, or one that does not move forward, ends the pages.
+  for (const char* last : {"null", "1", "4", "\"3\""}) {
+    INFO(last);
+    REQUIRE(node::parse_summary_answer(std::string(R"({"groups":[],"shared_arcs":200,"next":)") + last + "}", 200, 1,
+                                       &leaves, &next));
+    CHECK(next == 0);
+  }
+  for (const std::string& bad : {
+           std::string("[]"), std::string(R"({"groups":[],"shared_arcs":201,"next":null})"),  // other arcs
+           std::string(R"({"groups":[],"shared_arcs":200})"),                                 // no next
+           std::string(R"({"groups":{},"shared_arcs":200,"next":null})"),
+           R"({"groups":[[")" + h + R"(",1],[")" + h + R"(",1],[")" + h + R"(",1],[")" + h +
+               R"(",1]],"shared_arcs":200,"next":null})",  // four groups from group 1: one too many
+           R"({"groups":[[")" + h + R"(",-1]],"shared_arcs":200,"next":null})",
+           std::string(R"({"groups":[["xyz",1]],"shared_arcs":200,"next":null})")}) {
+    INFO(bad);
+    CHECK(!node::parse_summary_answer(bad, 200, 1, &leaves, &next));
+  }
+
+  const std::size_t arcs[] = {5, 9};
+  REQUIRE(node::parse_arcs_answer(R"({"arcs":[[5,")" + h + R"(",1],[9,")" + h + R"(",2]]})", arcs, 2, &leaves));
+  REQUIRE(leaves.size() == 2);
+  CHECK(leaves[1].count == 2);
+  for (const std::string& bad : {
+           R"({"arcs":[[5,")" + h + R"(",1]]})",                             // one short
+           R"({"arcs":[[9,")" + h + R"(",1],[5,")" + h + R"(",2]]})",       // other order
+           R"({"arcs":[[5,")" + h + R"(",1],[9,")" + h + R"(","2"]]})",     // count a string
+           std::string(R"({"arcs":[[],[]]})"), std::string("null")}) {
+    INFO(bad);
+    CHECK(!node::parse_arcs_answer(bad, arcs, 2, &leaves));
+  }
+}

@@ -1,16 +1,21 @@
 // libFuzzer target for the parsers of other nodes' replies: a member's listing page
 // (decode_list_answer, node/listing.h, and the merge of pages), a member's range listing
-// during a transfer (parse_range_listing, node/transfers.h) and a replica's key list in
-// an anti-entropy comparison (parse_keys_page, node/anti_entropy.h). A peer's reply is
+// during a transfer (parse_range_listing, node/transfers.h) and the three answers of an
+// anti-entropy comparison (node/anti_entropy.h: the summary page, one group's arcs, the
+// key list). A peer's reply is
 // input like any other: no reply may crash the node, and what a parser accepts must hold
 // the invariants its callers rely on.
 //
-// Input: byte 0 modulo 3 picks the parser.
+// Input: byte 0 modulo 5 picks the parser.
 //   0, listing page: then fields separated by '\n': prefix, start, limit (decimal; taken
 //                    modulo 1,001), and the rest is the body.
 //   1, range listing: the rest is the body.
 //   2, key list: 16 bytes, the range's ends (from, to; little-endian u64, swapped when
 //                from > to), then the body.
+//   3, summary page: 4 bytes shared arcs (little-endian, modulo 100,000), 4 bytes the
+//                first group asked for (modulo the group count + 1), then the body.
+//   4, one group's arcs: 1 byte n (modulo 65), 1 byte the gap between the arcs asked for
+//                (plus 1), then the body.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -99,15 +104,41 @@ void key_list(std::string_view in) {
   }
 }
 
+void summary_page(std::string_view in) {
+  if (in.size() < 8) return;
+  const std::size_t shared = fuzz::get_le(in.data(), 4) % 100'000;
+  const std::size_t groups_total = (shared + node::limits::ae_group_arcs - 1) / node::limits::ae_group_arcs;
+  const std::size_t start = fuzz::get_le(in.data() + 4, 4) % (groups_total + 1);
+  std::vector<blobstore::Leaf> groups;
+  std::size_t next = 0;
+  if (!node::parse_summary_answer(in.substr(8), shared, start, &groups, &next)) return;
+  // The caller indexes its own groups start .. start + size - 1, then pages from next.
+  CHECK(start + groups.size() <= groups_total);
+  CHECK(next == 0 || (next > start && next < groups_total));
+}
+
+void group_arcs(std::string_view in) {
+  if (in.size() < 2) return;
+  const std::size_t n = static_cast<unsigned char>(in[0]) % 65;
+  const std::size_t gap = static_cast<unsigned char>(in[1]) + 1u;
+  std::vector<std::size_t> arcs;
+  for (std::size_t i = 0; i < n; i++) arcs.push_back(i * gap);
+  std::vector<blobstore::Leaf> leaves;
+  if (!node::parse_arcs_answer(in.substr(2), arcs.data(), n, &leaves)) return;
+  CHECK(leaves.size() == n);  // one leaf per arc asked for, in that order
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 5) {
     case 0: listing_page(in); break;
     case 1: range_listing(in); break;
-    default: key_list(in); break;
+    case 2: key_list(in); break;
+    case 3: summary_page(in); break;
+    default: group_arcs(in); break;
   }
   return 0;
 }
