@@ -69,6 +69,16 @@ int write_out_locked(WalFile* w) {
   return SQLITE_OK;
 }
 
+// Every access but a write and the lock calls: what is gathered goes out first, then the
+// call itself reaches the real file.
+template <typename Forward>
+int after_write_out(sqlite3_file* f, Forward forward) {
+  WalFile* w = wal(f);
+  std::lock_guard<std::mutex> l(w->g->mu);
+  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
+  return forward(w->real, real_methods(w));
+}
+
 int wal_close(sqlite3_file* f) {
   WalFile* w = wal(f);
   int rc;
@@ -89,10 +99,7 @@ int wal_close(sqlite3_file* f) {
 }
 
 int wal_read(sqlite3_file* f, void* p, int n, sqlite3_int64 off) {
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-  return real_methods(w)->xRead(w->real, p, n, off);
+  return after_write_out(f, [&](sqlite3_file* r, const sqlite3_io_methods* m) { return m->xRead(r, p, n, off); });
 }
 
 int wal_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
@@ -111,24 +118,13 @@ int wal_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
 }
 
 int wal_truncate(sqlite3_file* f, sqlite3_int64 size) {
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-  return real_methods(w)->xTruncate(w->real, size);
+  return after_write_out(f, [&](sqlite3_file* r, const sqlite3_io_methods* m) { return m->xTruncate(r, size); });
 }
-
 int wal_sync(sqlite3_file* f, int flags) {
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-  return real_methods(w)->xSync(w->real, flags);
+  return after_write_out(f, [&](sqlite3_file* r, const sqlite3_io_methods* m) { return m->xSync(r, flags); });
 }
-
 int wal_file_size(sqlite3_file* f, sqlite3_int64* size) {
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-  return real_methods(w)->xFileSize(w->real, size);
+  return after_write_out(f, [&](sqlite3_file* r, const sqlite3_io_methods* m) { return m->xFileSize(r, size); });
 }
 
 int wal_lock(sqlite3_file* f, int level) { return real_methods(wal(f))->xLock(wal(f)->real, level); }
@@ -138,10 +134,7 @@ int wal_check_reserved(sqlite3_file* f, int* out) {
 }
 
 int wal_file_control(sqlite3_file* f, int op, void* arg) {
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-  return real_methods(w)->xFileControl(w->real, op, arg);
+  return after_write_out(f, [&](sqlite3_file* r, const sqlite3_io_methods* m) { return m->xFileControl(r, op, arg); });
 }
 
 int wal_sector_size(sqlite3_file* f) { return real_methods(wal(f))->xSectorSize(wal(f)->real); }
@@ -262,15 +255,23 @@ const char* wal_vfs_name() {
   return vfs.zName;
 }
 
-Status flush_wal(sqlite3* db) {
+namespace {
+
+// Writes out what the WAL of `db`'s database `name` holds back (nothing when no WAL of
+// ours is open).
+int write_out_db(sqlite3* db, const char* name) {
   sqlite3_file* f = nullptr;
-  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || f == nullptr ||
+  if (sqlite3_file_control(db, name, SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || f == nullptr ||
       f->pMethods != &wal_methods) {
-    return Status::ok();  // no WAL open (yet), or not one of ours
+    return SQLITE_OK;
   }
-  WalFile* w = wal(f);
-  std::lock_guard<std::mutex> l(w->g->mu);
-  if (int rc = write_out_locked(w); rc != SQLITE_OK) {
+  return after_write_out(f, [](sqlite3_file*, const sqlite3_io_methods*) { return SQLITE_OK; });
+}
+
+}  // namespace
+
+Status flush_wal(sqlite3* db) {
+  if (int rc = write_out_db(db, "main"); rc != SQLITE_OK) {
     return Status::io_error(std::string("sqlite: writing the WAL: ") + sqlite3_errstr(rc));
   }
   return Status::ok();
@@ -280,14 +281,8 @@ void flush_wal_on_commit(sqlite3* db) {
   // SQLite's default hook checkpoints a WAL of this many frames (its default).
   constexpr int checkpoint_frames = 1000;
   sqlite3_wal_hook(db, [](void*, sqlite3* d, const char* name, int frames) -> int {
-    sqlite3_file* f = nullptr;
-    if (sqlite3_file_control(d, name, SQLITE_FCNTL_JOURNAL_POINTER, &f) == SQLITE_OK && f != nullptr &&
-        f->pMethods == &wal_methods) {
-      WalFile* w = wal(f);
-      std::lock_guard<std::mutex> l(w->g->mu);
-      // The commit happened; an error here fails the statement, so nobody is told it did.
-      if (int rc = write_out_locked(w); rc != SQLITE_OK) return rc;
-    }
+    // The commit happened; an error here fails the statement, so nobody is told it did.
+    if (int rc = write_out_db(d, name); rc != SQLITE_OK) return rc;
     if (frames >= checkpoint_frames) sqlite3_wal_checkpoint(d, name);
     return SQLITE_OK;
   }, nullptr);

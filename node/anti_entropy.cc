@@ -103,7 +103,7 @@ bool parse_summary_answer(std::string_view body, std::size_t shared_arcs, std::s
       arcs->get<std::uint64_t>() != shared_arcs || nx == nullptr) {
     return false;
   }
-  const std::size_t group_count = (shared_arcs + limits::ae_group_arcs - 1) / limits::ae_group_arcs;
+  const std::size_t group_count = limits::ae_groups_of(shared_arcs);
   if (start > group_count || g->size() > group_count - start) return false;
   for (const nlohmann::json& e : *g) {
     blobstore::Leaf leaf;
@@ -867,7 +867,7 @@ void AntiEntropy::serve_summary(Connection& c) {
   int with_idx = ring_->index_of(with);
   if (with_idx < 0) return c.respond_error(Status::invalid("unknown_member"));
   std::vector<std::size_t> shared = shared_arcs(ring_->index_of(server_.cluster().self()), with_idx);
-  std::size_t group_count = (shared.size() + limits::ae_group_arcs - 1) / limits::ae_group_arcs;
+  std::size_t group_count = limits::ae_groups_of(shared.size());
   if (const std::string* gs = t.get("group")) {
     std::uint64_t g = *parse_u64(*gs);
     if (g >= group_count) return c.respond_error(Status::invalid("bad_group: 0.." + std::to_string(group_count)));

@@ -95,6 +95,8 @@ inline constexpr std::size_t ae_transfers_in_flight_max = 16;
 // Transfers queued before the comparison waits for the queue to drain.
 inline constexpr std::size_t ae_queue_max = 1024;
 static_assert(ae_keys_page_max <= ae_queue_max, "one page's transfers fit the queue");
+// Groups of ae_group_arcs arcs that `arcs` shared arcs make (the last one may be short).
+inline constexpr std::size_t ae_groups_of(std::size_t arcs) { return (arcs + ae_group_arcs - 1) / ae_group_arcs; }
 // Index rows read per tick while the summaries are rebuilt (~2-4 ms of the loop).
 inline constexpr std::size_t ae_rebuild_rows_per_tick = 4096;
 // Defaults of the flags.

@@ -152,8 +152,7 @@ struct PeerClient::Conn {
   // take, waits in a write request, whose completion sends the body's next chunk; errors
   // are reported from there, never before the caller's send() returns.
   void write(std::string bytes) {
-    const bool last = req->body_fd < 0 || body_sent >= req->body_length;
-    if (last && writes_queued == 0) {
+    if (!body_left() && writes_queued == 0) {
       uv_buf_t b = uv_buf_init(bytes.data(), static_cast<unsigned>(bytes.size()));
       int n = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp), &b, 1);
       if (n == static_cast<int>(bytes.size())) return;
@@ -184,12 +183,14 @@ struct PeerClient::Conn {
     if (c->next_body_chunk(&chunk)) c->write(std::move(chunk));
   }
 
+  // Whether a file body has chunks not sent yet.
+  bool body_left() const { return req && req->body_fd >= 0 && body_sent < req->body_length; }
+
   // File bodies go out one chunk at a time: the next is read when the last is written.
   // False when there is none (or reading it failed, which finishes the request).
   bool next_body_chunk(std::string* chunk) {
-    if (!req) return false;
+    if (!body_left()) return false;
     PeerRequest& r = *req;
-    if (r.body_fd < 0 || body_sent >= r.body_length) return false;
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(body_chunk_bytes, r.body_length - body_sent));
     chunk->assign(n, '\0');
     std::size_t got = 0;

@@ -107,7 +107,7 @@ void key_list(std::string_view in) {
 void summary_page(std::string_view in) {
   if (in.size() < 8) return;
   const std::size_t shared = fuzz::get_le(in.data(), 4) % 100'000;
-  const std::size_t groups_total = (shared + node::limits::ae_group_arcs - 1) / node::limits::ae_group_arcs;
+  const std::size_t groups_total = node::limits::ae_groups_of(shared);
   const std::size_t start = fuzz::get_le(in.data() + 4, 4) % (groups_total + 1);
   std::vector<blobstore::Leaf> groups;
   std::size_t next = 0;
